@@ -1,0 +1,47 @@
+/* pg_metrics.h - the node's counters and gauges, rendered as Prometheus text
+ * (SPEC §5). One instance per process; only the loop thread touches it. */
+#ifndef PG_METRICS_H
+#define PG_METRICS_H
+
+#include <stdint.h>
+#include "pg_buf.h"
+
+enum { PG_TR_WS = 0, PG_TR_SSE = 1, PG_TR_COUNT = 2 };
+
+/* publish answers counted by code; anything else lands in "other" */
+enum { PG_PUB_200, PG_PUB_400, PG_PUB_401, PG_PUB_403, PG_PUB_405, PG_PUB_413,
+       PG_PUB_503, PG_PUB_OTHER, PG_PUB_COUNT };
+
+#define PG_LAT_NBUCKETS 14  /* bounds in pg_metrics.c: 100us .. 2.5s */
+
+typedef struct pg_metrics {
+    int64_t  connections[PG_TR_COUNT];          /* gauge */
+    uint64_t messages_received_total;           /* pub/sub messages from Redis */
+    uint64_t messages_dropped_total;            /* over --max-message-bytes */
+    uint64_t deliveries_total[PG_TR_COUNT];     /* frames handed to a socket */
+    uint64_t slow_consumer_disconnects_total;
+    uint64_t publish_requests[PG_PUB_COUNT];
+    uint64_t connections_rejected_total;        /* 503 past --max-connections */
+    int      redis_connected;                   /* gauge 0/1 */
+    uint64_t redis_reconnects_total;
+    int64_t  subscribed_channels;               /* gauge */
+    uint64_t lat_buckets[PG_LAT_NBUCKETS + 1];  /* last = +Inf; non-cumulative */
+    uint64_t lat_count;
+    uint64_t lat_sum_ns;
+} pg_metrics_t;
+
+/* Count one /api/publish answer. */
+void pg_metrics_publish(pg_metrics_t *m, int http_code);
+/* Observe one Redis-arrival -> socket-write time. */
+void pg_metrics_latency(pg_metrics_t *m, uint64_t ns);
+/* Append the Prometheus exposition (HELP, TYPE, samples) to out:
+ * pushgate_connections{transport="ws|sse"}, pushgate_messages_received_total,
+ * pushgate_messages_dropped_total, pushgate_deliveries_total{transport},
+ * pushgate_slow_consumer_disconnects_total, pushgate_publish_requests_total{code},
+ * pushgate_connections_rejected_total, pushgate_redis_connected,
+ * pushgate_redis_reconnects_total, pushgate_subscribed_channels,
+ * pushgate_delivery_latency_seconds (histogram). node labels nothing: the
+ * scraper adds instance. Returns 0 or -1 on out-of-memory. */
+int pg_metrics_render(const pg_metrics_t *m, pg_buf_t *out);
+
+#endif
