@@ -21,6 +21,9 @@ int pg_buf_printf(pg_buf_t *b, const char *fmt, ...) __attribute__((format(print
 /* Append s as a JSON string literal, quotes included. Invalid UTF-8 bytes
  * become U+FFFD so the result is always valid UTF-8 JSON. */
 int pg_buf_json_str(pg_buf_t *b, const char *s, size_t n);
+/* 1 if s[0..n) is valid UTF-8 (RFC 3629: no overlongs, no surrogates, nothing
+ * past U+10FFFF, no truncated sequence), else 0. */
+int pg_utf8_valid(const char *s, size_t n);
 void pg_buf_reset(pg_buf_t *b);          /* len = 0, keeps the memory */
 void pg_buf_free(pg_buf_t *b);           /* frees data; NULL-safe */
 /* Hand data to the caller (who frees it with free()); the buffer becomes empty. */
