@@ -1,0 +1,762 @@
+"""pgtest - helpers for pushgate's integration tests.
+
+A real redis-server and the real pushgate binary, each on a free loopback
+port picked at run time and stopped by PID; WebSocket (python3-websockets
+10.4, asyncio API) and SSE (raw socket) clients; JWT minting; polling with a
+deadline instead of sleeping. Imported by conftest.py and the test files.
+"""
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import redis as redis_py
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+FUNCTIONS_LUA = REPO / "gateway" / "functions.lua"
+DEFAULT_PREFIX = "pushgate:"
+API_KEY = "testkey"
+
+# Gateways and Redis servers alive in the current test; conftest attaches
+# their logs to a failing test's report.
+ACTIVE = []
+
+
+def pushgate_bin():
+    """Path of the pushgate binary: $PUSHGATE_BIN or the lead's build dir."""
+    env = os.environ.get("PUSHGATE_BIN")
+    if env:
+        return env
+    return str(REPO / "build" / "gateway" / "pushgate")
+
+
+# --------------------------------------------------------------------------
+# Small generic helpers
+
+
+def free_port():
+    """A TCP port free on 127.0.0.1 right now (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(pred, timeout=5.0, interval=0.02, msg="condition"):
+    """Poll pred() until it returns something truthy; return that value.
+    Raises AssertionError naming msg when the deadline passes."""
+    deadline = time.monotonic() + timeout
+    last_exc = None
+    while True:
+        try:
+            v = pred()
+            if v:
+                return v
+        except Exception as e:  # the condition may raise until it holds
+            last_exc = e
+        if time.monotonic() >= deadline:
+            extra = f" (last error: {last_exc!r})" if last_exc else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {msg}{extra}")
+        time.sleep(interval)
+
+
+async def async_wait_until(pred, timeout=5.0, interval=0.02, msg="condition"):
+    """wait_until for coroutines: pred may be a plain or an async callable."""
+    deadline = time.monotonic() + timeout
+    last_exc = None
+    while True:
+        try:
+            v = pred()
+            if asyncio.iscoroutine(v):
+                v = await v
+            if v:
+                return v
+        except Exception as e:
+            last_exc = e
+        if time.monotonic() >= deadline:
+            extra = f" (last error: {last_exc!r})" if last_exc else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {msg}{extra}")
+        await asyncio.sleep(interval)
+
+
+def run(coro, timeout=60):
+    """Run one coroutine to completion with a whole-test deadline."""
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def fn_name(prefix):
+    """The Redis function-name stem for a key prefix (SPEC §3)."""
+    return re.sub(r"[^A-Za-z0-9]", "_", prefix)
+
+
+def render_functions(prefix=DEFAULT_PREFIX, history_size=100, history_ttl=300,
+                     max_bytes=65536):
+    """gateway/functions.lua with its 5 placeholders replaced as plain text,
+    exactly as the gateway does before FUNCTION LOAD REPLACE."""
+    text = FUNCTIONS_LUA.read_text()
+    for k, v in (("@PREFIX@", prefix), ("@FN@", fn_name(prefix)),
+                 ("@HISTORY_SIZE@", str(history_size)),
+                 ("@HISTORY_TTL@", str(history_ttl)),
+                 ("@MAX_BYTES@", str(max_bytes))):
+        text = text.replace(k, v)
+    return text
+
+
+def tail(path, lines=150):
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        return f"<cannot read {path}: {e}>"
+    text = data.decode("utf-8", "replace").splitlines()
+    return "\n".join(text[-lines:])
+
+
+def proc_cpu_seconds(pid):
+    """utime+stime of a process, in seconds, from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    # comm may contain spaces: fields start after the last ')'.
+    fields = stat[stat.rindex(")") + 2:].split()
+    utime, stime = int(fields[11]), int(fields[12])
+    return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
+
+def port_listening(port):
+    """True when something accepts TCP connections on 127.0.0.1:port."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def stop_process(proc, sig=signal.SIGTERM, timeout=10.0):
+    """Send sig to proc (a Popen) by PID, wait up to timeout, then SIGKILL.
+    Returns the exit code (negative signal number if killed by a signal)."""
+    if proc.poll() is None:
+        try:
+            os.kill(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.kill(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=10)
+    return proc.returncode
+
+
+# --------------------------------------------------------------------------
+# redis-server
+
+
+class RedisServer:
+    """A private redis-server on 127.0.0.1:<free port>, no persistence, its
+    own temp dir and pidfile. stop() kills it by PID; kill9() and start()
+    simulate a crash and restart on the same port (data is lost)."""
+
+    def __init__(self, tmpdir=None):
+        self.dir = Path(tmpdir or tempfile.mkdtemp(prefix="pg-redis-"))
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = None
+        self.proc = None
+        self.pidfile = self.dir / "redis.pid"
+        self.logfile = self.dir / "redis.log"
+        self.name = "redis"
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, port=None):
+        """Start (or restart, same port when port is None and it ran
+        before) and wait until PING answers."""
+        keep_port = port or self.port
+        for attempt in range(5):
+            self.port = keep_port or free_port()
+            self.proc = subprocess.Popen(
+                ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                 "--save", "", "--appendonly", "no", "--dir", str(self.dir),
+                 "--pidfile", str(self.pidfile), "--logfile", str(self.logfile),
+                 "--daemonize", "no", "--protected-mode", "no"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, cwd=str(self.dir))
+            try:
+                wait_until(self._ping_or_dead, timeout=10, msg="redis PING")
+            except AssertionError:
+                stop_process(self.proc, signal.SIGKILL)
+                raise
+            if self.proc.poll() is None:
+                return self
+            # It died: most likely the port was taken between free_port()
+            # and bind. Pick another unless the port is fixed.
+            if keep_port and attempt >= 2:
+                break
+        raise RuntimeError(f"redis-server did not start:\n{tail(self.logfile)}")
+
+    def _ping_or_dead(self):
+        if self.proc.poll() is not None:
+            return True
+        try:
+            return self.client().ping()
+        except redis_py.exceptions.RedisError:
+            return False
+
+    def client(self, decode=True):
+        return redis_py.Redis(host="127.0.0.1", port=self.port,
+                              decode_responses=decode, socket_timeout=5)
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self):
+        if self.proc is not None:
+            stop_process(self.proc, signal.SIGTERM, timeout=10)
+
+    def kill9(self):
+        """Crash it: SIGKILL by PID and wait until it is gone."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def restart_hard(self):
+        """kill -9 then start again on the same port, empty."""
+        self.kill9()
+        return self.start(self.port)
+
+
+# --------------------------------------------------------------------------
+# HTTP
+
+
+class Response:
+    def __init__(self, status, reason, headers, body):
+        self.status = status
+        self.reason = reason
+        self.headers = headers  # dict, lower-case names
+        self.body = body
+
+    def json(self):
+        return json.loads(self.body)
+
+    def __repr__(self):
+        return f"<Response {self.status} {self.headers} {self.body[:300]!r}>"
+
+
+def http_request(port, method, path, headers=None, body=None, timeout=5.0):
+    """One HTTP/1.1 request to 127.0.0.1:port; returns a Response."""
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body).encode()
+        headers = dict(headers or {})
+        headers.setdefault("Content-Type", "application/json")
+    elif isinstance(body, str):
+        body = body.encode()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        r = conn.getresponse()
+        data = r.read()
+        hdrs = {k.lower(): v for k, v in r.getheaders()}
+        return Response(r.status, r.reason, hdrs, data)
+    finally:
+        conn.close()
+
+
+def api_publish(port, body, api_key=API_KEY, timeout=5.0):
+    """POST /api/publish with the API key; returns the Response."""
+    hdrs = {"Content-Type": "application/json"}
+    if api_key is not None:
+        hdrs["Authorization"] = f"Bearer {api_key}"
+    return http_request(port, "POST", "/api/publish", hdrs, body, timeout)
+
+
+# --------------------------------------------------------------------------
+# The gateway
+
+
+class GatewayStartError(AssertionError):
+    pass
+
+
+class Gateway:
+    """One pushgate process on 127.0.0.1:<free port>, pointed at a
+    RedisServer. Output goes to a log file attached to failing tests."""
+
+    def __init__(self, redis, tmpdir, args=(), env=None, name="gw",
+                 ready=True, redis_url=None):
+        self.redis = redis
+        self.dir = Path(tmpdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.args = list(args)
+        self.extra_env = dict(env or {})
+        self.name = name
+        self.wait_ready = ready
+        self.redis_url = redis_url
+        self.port = None
+        self.proc = None
+        self.logfile = self.dir / f"{name}.log"
+        self.prefix = DEFAULT_PREFIX
+        if "--prefix" in self.args:
+            self.prefix = self.args[self.args.index("--prefix") + 1]
+        self.api_key = API_KEY
+        if "--api-key" in self.args:
+            self.api_key = self.args[self.args.index("--api-key") + 1]
+        ACTIVE.append(self)
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    @property
+    def fn(self):
+        return fn_name(self.prefix)
+
+    def url(self, scheme, path):
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
+
+    def ws_url(self, query=""):
+        return self.url("ws", "/ws" + (f"?{query}" if query else ""))
+
+    def command(self):
+        url = self.redis_url or (self.redis.url if self.redis else
+                                 "redis://127.0.0.1:1/0")
+        return [pushgate_bin(), "--listen", f"127.0.0.1:{self.port}",
+                "--redis-url", url, "--log-level", "debug"] + self.args
+
+    def start(self):
+        binary = pushgate_bin()
+        if not os.access(binary, os.X_OK):
+            raise GatewayStartError(f"pushgate binary not found at {binary} "
+                                    "(set PUSHGATE_BIN)")
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("PUSHGATE_")}
+        env.update(self.extra_env)
+        for attempt in range(3):
+            self.port = free_port()
+            with open(self.logfile, "ab") as log:
+                log.write(f"### start {' '.join(self.command())}\n".encode())
+                log.flush()
+                self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
+                                             stdout=log, stderr=subprocess.STDOUT,
+                                             env=env, cwd=str(self.dir))
+            if not self.wait_ready:
+                wait_until(lambda: self.proc.poll() is not None or
+                           port_listening(self.port), timeout=10,
+                           msg=f"{self.name} listening")
+                if self.proc.poll() is None:
+                    return self
+            else:
+                try:
+                    wait_until(lambda: self.proc.poll() is not None or
+                               self.readyz() == 200, timeout=10,
+                               msg=f"{self.name} /readyz 200")
+                except AssertionError:
+                    stop_process(self.proc, signal.SIGKILL)
+                    raise GatewayStartError(
+                        f"{self.name} not ready in 10 s:\n{tail(self.logfile)}")
+                if self.proc.poll() is None:
+                    return self
+            log_text = tail(self.logfile, 40)
+            if "in use" not in log_text.lower():
+                break  # not a port race: report it
+        raise GatewayStartError(f"{self.name} exited with {self.proc.returncode} "
+                                f"at start:\n{tail(self.logfile)}")
+
+    def readyz(self):
+        try:
+            return http_request(self.port, "GET", "/readyz", timeout=1).status
+        except OSError:
+            return None
+
+    def get(self, path, headers=None, timeout=5.0):
+        return http_request(self.port, "GET", path, headers, timeout=timeout)
+
+    def publish(self, body, api_key=None, timeout=5.0):
+        return api_publish(self.port, body, self.api_key if api_key is None
+                           else api_key, timeout)
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig=signal.SIGTERM, timeout=15.0):
+        """Signal by PID, wait up to timeout, SIGKILL as a fallback.
+        Returns the exit code."""
+        if self.proc is None:
+            return None
+        return stop_process(self.proc, sig, timeout)
+
+    def log(self):
+        return tail(self.logfile, 100000)
+
+    def metrics(self):
+        return self.get("/metrics").body.decode()
+
+
+def metric_value(text, name, labels=None):
+    """The value of one Prometheus sample, or None. labels: dict to match
+    (every given label must be present with that value)."""
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)", line)
+        if not m or m.group(1) != name:
+            continue
+        got = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+        if labels and any(got.get(k) != v for k, v in labels.items()):
+            continue
+        return float(m.group(3))
+    return None
+
+
+def run_pushgate(args, env=None, timeout=10):
+    """Run pushgate to completion (for --help, bad options): returns the
+    CompletedProcess with text stdout/stderr."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("PUSHGATE_")}
+    full_env.update(env or {})
+    return subprocess.run([pushgate_bin()] + list(args), env=full_env,
+                          stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+# --------------------------------------------------------------------------
+# WebSocket client (python3-websockets 10.4, asyncio API)
+
+
+class WSClient:
+    """Thin wrapper over a websockets client connection: JSON in and out,
+    every receive with a timeout."""
+
+    def __init__(self, ws):
+        self.ws = ws
+
+    @classmethod
+    async def connect(cls, url, headers=None, timeout=5.0, **kw):
+        import websockets
+        ws = await asyncio.wait_for(
+            websockets.connect(url, extra_headers=headers or {}, max_size=None,
+                               open_timeout=timeout, ping_interval=None,
+                               close_timeout=2, **kw),
+            timeout + 1)
+        return cls(ws)
+
+    async def recv(self, timeout=5.0):
+        return await asyncio.wait_for(self.ws.recv(), timeout)
+
+    async def recv_json(self, timeout=5.0):
+        raw = await self.recv(timeout)
+        assert isinstance(raw, str), f"expected a text frame, got {raw!r}"
+        return json.loads(raw)
+
+    async def recv_until(self, pred, timeout=5.0):
+        """Receive JSON messages until pred(msg); return (msg, skipped)."""
+        deadline = time.monotonic() + timeout
+        skipped = []
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no matching message; got {skipped}")
+            msg = await self.recv_json(left)
+            if pred(msg):
+                return msg, skipped
+            skipped.append(msg)
+
+    async def send_json(self, obj):
+        await self.ws.send(json.dumps(obj))
+
+    async def send(self, data):
+        await self.ws.send(data)
+
+    async def close(self):
+        try:
+            await asyncio.wait_for(self.ws.close(), 5)
+        except Exception:
+            pass
+
+    @property
+    def close_code(self):
+        return self.ws.close_code
+
+    @property
+    def close_reason(self):
+        return self.ws.close_reason
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.close()
+
+
+async def ws_connect(gw, query="", headers=None, timeout=5.0):
+    return await WSClient.connect(gw.ws_url(query), headers, timeout)
+
+
+async def ws_handshake_status(gw, query="", headers=None):
+    """Try a WebSocket handshake; return 101 on success (and close) or the
+    HTTP status the server refused it with."""
+    import websockets
+    try:
+        c = await WSClient.connect(gw.ws_url(query), headers)
+    except websockets.exceptions.InvalidStatusCode as e:
+        return e.status_code
+    await c.close()
+    return 101
+
+
+# --------------------------------------------------------------------------
+# SSE client (raw socket, asyncio streams)
+
+
+class SSEClient:
+    """An EventSource over a raw socket: sends the GET itself, parses the
+    status line and headers, de-chunks the body if needed, and parses
+    events (id/event/data/retry lines; ':' comments kept in .comments)."""
+
+    def __init__(self):
+        self.reader = None
+        self.writer = None
+        self.status = None
+        self.reason = None
+        self.headers = {}
+        self.comments = []
+        self.last_id = None
+        self._chunked = False
+        self._chunk_left = 0
+        self._buf = b""
+        self._eof = False
+
+    @classmethod
+    async def connect(cls, port, path="/sse", headers=None, timeout=5.0,
+                      last_event_id=None):
+        self = cls()
+        self.reader, self.writer = await asyncio.wait_for(
+            asyncio.open_connection("127.0.0.1", port), timeout)
+        lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}",
+                 "Accept: text/event-stream", "Cache-Control: no-cache"]
+        if last_event_id is not None:
+            lines.append(f"Last-Event-ID: {last_event_id}")
+        for k, v in (headers or {}).items():
+            lines.append(f"{k}: {v}")
+        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        await self.writer.drain()
+        head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), timeout)
+        head_lines = head.decode("latin-1").split("\r\n")
+        parts = head_lines[0].split(" ", 2)
+        self.status = int(parts[1])
+        self.reason = parts[2] if len(parts) > 2 else ""
+        for line in head_lines[1:]:
+            if ":" in line:
+                k, v = line.split(":", 1)
+                self.headers[k.strip().lower()] = v.strip()
+        self._chunked = "chunked" in self.headers.get("transfer-encoding", "").lower()
+        return self
+
+    async def _read_body(self, timeout):
+        """Some more body bytes (de-chunked); b'' at end of stream."""
+        if self._eof:
+            return b""
+        if not self._chunked:
+            data = await asyncio.wait_for(self.reader.read(65536), timeout)
+            if not data:
+                self._eof = True
+            return data
+        if self._chunk_left == 0:
+            line = await asyncio.wait_for(self.reader.readuntil(b"\r\n"), timeout)
+            size = int(line.split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                self._eof = True
+                return b""
+            self._chunk_left = size
+        data = await asyncio.wait_for(
+            self.reader.read(min(self._chunk_left, 65536)), timeout)
+        if not data:
+            self._eof = True
+            return b""
+        self._chunk_left -= len(data)
+        if self._chunk_left == 0:
+            await asyncio.wait_for(self.reader.readexactly(2), timeout)
+        return data
+
+    async def read_all(self, timeout=5.0):
+        """The rest of the body until the server closes (error answers)."""
+        out = self._buf
+        self._buf = b""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            if "content-length" in self.headers and not self._chunked and \
+                    len(out) >= int(self.headers["content-length"]):
+                break
+            try:
+                data = await self._read_body(left)
+            except (asyncio.TimeoutError, asyncio.IncompleteReadError):
+                break
+            if not data:
+                break
+            out += data
+        return out
+
+    async def _line(self, deadline):
+        while True:
+            m = re.search(rb"\r\n|\n|\r(?=[^\n])", self._buf)
+            if m:
+                line = self._buf[:m.start()]
+                self._buf = self._buf[m.end():]
+                return line.decode("utf-8")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise asyncio.TimeoutError()
+            data = await self._read_body(left)
+            if not data:
+                return None
+            self._buf += data
+
+    async def next_event(self, timeout=5.0):
+        """The next event as a dict with any of id/event/data/retry, or None
+        at end of stream. Raises asyncio.TimeoutError after timeout."""
+        deadline = time.monotonic() + timeout
+        ev, data = {}, []
+        while True:
+            line = await self._line(deadline)
+            if line is None:
+                return None
+            if line == "":
+                if data:
+                    ev["data"] = "\n".join(data)
+                if ev:
+                    return ev
+                continue
+            if line.startswith(":"):
+                self.comments.append(line[1:].lstrip(" "))
+                continue
+            field, _, value = line.partition(":")
+            if value.startswith(" "):
+                value = value[1:]
+            if field == "data":
+                data.append(value)
+            elif field == "id":
+                ev["id"] = value
+                self.last_id = value
+            elif field in ("event", "retry"):
+                ev[field] = value
+
+    async def next_data_event(self, timeout=5.0):
+        """Skip retry-only events; return the next event with data."""
+        deadline = time.monotonic() + timeout
+        while True:
+            ev = await self.next_event(max(0.01, deadline - time.monotonic()))
+            if ev is None or "data" in ev:
+                return ev
+
+    async def next_json(self, timeout=5.0):
+        """(event dict, parsed data) of the next data event."""
+        ev = await self.next_data_event(timeout)
+        assert ev is not None, "SSE stream ended"
+        return ev, json.loads(ev["data"])
+
+    async def close(self):
+        if self.writer is not None:
+            self.writer.close()
+            try:
+                await asyncio.wait_for(self.writer.wait_closed(), 2)
+            except Exception:
+                pass
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.close()
+
+
+async def sse_connect(gw, query="", headers=None, last_event_id=None, timeout=5.0):
+    path = "/sse" + (f"?{query}" if query else "")
+    return await SSEClient.connect(gw.port, path, headers, timeout, last_event_id)
+
+
+# --------------------------------------------------------------------------
+# JWT minting
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _claims(claims, exp_in):
+    c = dict(claims)
+    if exp_in is not None and "exp" not in c:
+        c["exp"] = int(time.time()) + exp_in
+    return c
+
+
+def _signing_input(alg, claims):
+    header = {"alg": alg, "typ": "JWT"}
+    return (b64url(json.dumps(header, separators=(",", ":")).encode()) + "." +
+            b64url(json.dumps(claims, separators=(",", ":")).encode()))
+
+
+def mint_hs256(secret, claims, exp_in=3600):
+    """An HS256 token for claims (exp added unless given or exp_in=None)."""
+    if isinstance(secret, str):
+        secret = secret.encode()
+    si = _signing_input("HS256", _claims(claims, exp_in))
+    sig = hmac.new(secret, si.encode(), hashlib.sha256).digest()
+    return si + "." + b64url(sig)
+
+
+def gen_rsa_key(tmpdir):
+    """(private key object, path of the PEM public key file)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path = Path(tmpdir) / "rsa_pub.pem"
+    path.write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    return key, str(path)
+
+
+def gen_ec_key(tmpdir):
+    """(P-256 private key object, path of the PEM public key file)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    key = ec.generate_private_key(ec.SECP256R1())
+    path = Path(tmpdir) / "ec_pub.pem"
+    path.write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    return key, str(path)
+
+
+def mint_rs256(private_key, claims, exp_in=3600):
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+    si = _signing_input("RS256", _claims(claims, exp_in))
+    sig = private_key.sign(si.encode(), padding.PKCS1v15(), hashes.SHA256())
+    return si + "." + b64url(sig)
+
+
+def mint_es256(private_key, claims, exp_in=3600):
+    """ES256: the JWS signature is raw R||S (32 bytes each), not DER."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+    si = _signing_input("ES256", _claims(claims, exp_in))
+    der = private_key.sign(si.encode(), ec.ECDSA(hashes.SHA256()))
+    r, s = decode_dss_signature(der)
+    return si + "." + b64url(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
