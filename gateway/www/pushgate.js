@@ -1,0 +1,827 @@
+/*!
+ * pushgate.js - browser client for the pushgate push gateway.
+ * No dependencies, no build step. Load it with
+ *     <script src="/pushgate.js"></script>
+ * and use window.PushGate (also exported through module.exports for Node).
+ *
+ *   var pg = new PushGate({
+ *     url: location.origin,        // gateway base URL (http(s):// or ws(s)://)
+ *     transport: 'ws',             // 'ws' | 'sse' | 'eventsource' (see below)
+ *     token: 'eyJ...',             // optional JWT, or a function returning one
+ *                                  //   (or a Promise of one), called per connect
+ *     channels: ['news'],          // topics to join at connect
+ *     since: '1700000000000000'    // optional: resume after this id
+ *   });
+ *   pg.on('message', function (m) { m.channel, m.event, m.id, m.data });
+ *   pg.on('open' | 'close' | 'error' | 'recovery' | 'state' |
+ *         'subscribed' | 'unsubscribed' | 'reconnecting' | 'pong', fn);
+ *   pg.subscribe('orders'); pg.unsubscribe('orders'); pg.close(); pg.connect();
+ *   pg.lastId  // highest message id received so far (decimal string) or null
+ *   pg.state   // 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed'
+ *
+ * Transports
+ *   'ws'          WebSocket to /ws. Runtime subscribe/unsubscribe are commands
+ *                 on the open socket; an idle socket sends {"type":"ping"}
+ *                 every pingInterval ms and is dropped if nothing answers.
+ *   'sse'         Server-Sent Events read with fetch() and a streaming body.
+ *                 Every message reaches on('message') whatever its event name,
+ *                 and the token travels in an Authorization header rather than
+ *                 in the URL. Falls back to EventSource where fetch streaming
+ *                 is missing.
+ *   'eventsource' Server-Sent Events through the browser's EventSource. The
+ *                 browser dispatches a frame that has an `event:` line only to
+ *                 listeners of that exact name, so such messages reach
+ *                 on('message') only for the names listed in options.events
+ *                 (or added with pg.listen(name)). Frames without an event
+ *                 name always arrive.
+ *   For both SSE flavours a runtime subscribe/unsubscribe re-opens the stream
+ *   with the new channel list and since=<lastId>.
+ *
+ * Delivery guarantees kept by the client
+ *   - ids are tracked; a reconnect asks for since=<highest id seen> so the
+ *     gateway replays what was missed from history;
+ *   - a message whose id is not above the last id seen on its channel is a
+ *     duplicate and is dropped;
+ *   - reconnects back off exponentially (base 500 ms, cap 30 s, full jitter);
+ *   - 'recovery' fires when the gateway says history did not reach back far
+ *     enough (some messages were lost): the app should reload its state.
+ */
+(function (root, factory) {
+  'use strict';
+  var PushGate = factory(root);
+  if (typeof module === 'object' && module && module.exports) {
+    module.exports = PushGate;
+  }
+  if (root) {
+    root.PushGate = PushGate;
+  }
+})(typeof globalThis !== 'undefined' ? globalThis
+  : typeof self !== 'undefined' ? self
+  : typeof window !== 'undefined' ? window : this, function (root) {
+  'use strict';
+
+  var CHANNEL_RE = /^[A-Za-z0-9_.:@-]{1,128}$/;
+  var ID_RE = /^[0-9]+$/;
+
+  // ---------------------------------------------------------------- helpers
+
+  function normId(id) {
+    if (id === undefined || id === null) return null;
+    var s = String(id);
+    if (!ID_RE.test(s)) return null;
+    s = s.replace(/^0+(?=.)/, '');
+    return s;
+  }
+
+  // Compares two decimal strings of digits (no leading zeros) exactly, for
+  // any length: longer is larger, equal length compares as text.
+  function cmpId(a, b) {
+    if (a.length !== b.length) return a.length < b.length ? -1 : 1;
+    return a < b ? -1 : a > b ? 1 : 0;
+  }
+
+  // Full-jitter exponential backoff: uniform in [0, min(cap, base * 2^n)).
+  function backoffDelay(attempt, base, cap, random) {
+    var ceiling = base * Math.pow(2, Math.min(attempt, 30));
+    if (ceiling > cap) ceiling = cap;
+    return Math.floor((random || Math.random)() * ceiling);
+  }
+
+  function validChannel(ch) {
+    return typeof ch === 'string' && CHANNEL_RE.test(ch);
+  }
+
+  function toList(channels) {
+    if (channels === undefined || channels === null || channels === '') return [];
+    if (typeof channels === 'string') channels = channels.split(',');
+    var out = [];
+    for (var i = 0; i < channels.length; i++) {
+      var c = String(channels[i]).trim();
+      if (c === '') continue;
+      if (!validChannel(c)) {
+        throw new TypeError('PushGate: invalid channel name "' + c + '"');
+      }
+      if (out.indexOf(c) < 0) out.push(c);
+    }
+    return out;
+  }
+
+  function defaultOrigin() {
+    if (root && root.location && root.location.origin &&
+        root.location.origin !== 'null') {
+      return root.location.origin;
+    }
+    return '';
+  }
+
+  // Incremental text/event-stream parser (WHATWG HTML "event stream
+  // interpretation"). onEvent({event, data, id}) per dispatched event;
+  // onRetry(ms) for retry: lines; onActivity() for every line incl. comments.
+  function SSEParser(onEvent, onRetry) {
+    this.buf = '';
+    this.data = [];
+    this.hasData = false;
+    this.event = '';
+    this.lastEventId = '';
+    this.onEvent = onEvent;
+    this.onRetry = onRetry;
+    this.pendingCR = false;
+  }
+  SSEParser.prototype.push = function (chunk) {
+    var text = this.buf + chunk;
+    var start = 0;
+    if (this.pendingCR && text.charAt(0) === '\n') start = 1;
+    this.pendingCR = false;
+    for (var i = start; i < text.length; i++) {
+      var c = text.charCodeAt(i);
+      if (c === 10 || c === 13) {
+        this.line(text.slice(start, i));
+        if (c === 13) {
+          if (i + 1 < text.length) {
+            if (text.charCodeAt(i + 1) === 10) i++;
+          } else {
+            this.pendingCR = true;
+          }
+        }
+        start = i + 1;
+      }
+    }
+    this.buf = text.slice(start);
+  };
+  SSEParser.prototype.line = function (line) {
+    if (line === '') {
+      if (this.hasData) {
+        var ev = { event: this.event || 'message', data: this.data.join('\n'),
+                   id: this.lastEventId };
+        this.data = [];
+        this.hasData = false;
+        this.event = '';
+        this.onEvent(ev);
+      } else {
+        this.event = '';
+      }
+      return;
+    }
+    if (line.charAt(0) === ':') return;
+    var colon = line.indexOf(':');
+    var field = colon < 0 ? line : line.slice(0, colon);
+    var value = colon < 0 ? '' : line.slice(colon + 1);
+    if (value.charAt(0) === ' ') value = value.slice(1);
+    if (field === 'data') {
+      this.data.push(value);
+      this.hasData = true;
+    } else if (field === 'event') {
+      this.event = value;
+    } else if (field === 'id') {
+      if (value.indexOf('\u0000') < 0) this.lastEventId = value;
+    } else if (field === 'retry') {
+      if (/^[0-9]+$/.test(value) && this.onRetry) this.onRetry(parseInt(value, 10));
+    }
+  };
+
+  // ---------------------------------------------------------------- client
+
+  function PushGate(options) {
+    if (!(this instanceof PushGate)) return new PushGate(options);
+    var o = options || {};
+    this.options = o;
+    this.url = String(o.url !== undefined && o.url !== null ? o.url : defaultOrigin())
+      .replace(/\/+$/, '');
+    var t = o.transport || 'ws';
+    if (t === 'websocket') t = 'ws';
+    if (t !== 'ws' && t !== 'sse' && t !== 'eventsource') {
+      throw new TypeError('PushGate: transport must be "ws", "sse" or "eventsource"');
+    }
+    this.transport = t;
+    this.token = o.token || null;
+    this.channels = toList(o.channels);
+    this.backoffBase = o.backoffBase > 0 ? o.backoffBase : 500;
+    this.backoffMax = o.backoffMax > 0 ? o.backoffMax : 30000;
+    this.pingInterval = o.pingInterval > 0 ? o.pingInterval : 25000;
+    this.pingTimeout = o.pingTimeout > 0 ? o.pingTimeout : 10000;
+    // fetch-SSE: drop the stream when not even a ": ping" arrived this long.
+    this.sseIdleTimeout = o.sseIdleTimeout > 0 ? o.sseIdleTimeout : 75000;
+    this.reconnect = o.reconnect !== false;
+    this.random = o.random || Math.random;
+    this.events = toEventList(o.events);
+    this.WebSocket = o.WebSocket || (root && root.WebSocket);
+    this.EventSource = o.EventSource || (root && root.EventSource);
+    this.fetch = o.fetch || (root && root.fetch && root.fetch.bind(root));
+    this.setTimeout = o.setTimeout || function (f, ms) { return setTimeout(f, ms); };
+    this.clearTimeout = o.clearTimeout || function (h) { clearTimeout(h); };
+    this.now = o.now || function () { return Date.now(); };
+
+    this.lastId = normId(o.since);
+    this._chanLast = {};          // channel -> last id delivered on it
+    this._handlers = {};
+    this._runtime = {};           // channel -> 'pending' | 'confirmed' (WS)
+    this._runtimeOrder = [];
+    this._sent = [];              // WS commands awaiting their answer, in order
+    this.state = 'idle';
+    this._attempt = 0;
+    this._conn = null;            // the live transport object
+    this._gen = 0;                // bumps on every (re)connect; stale callbacks check it
+    this._retryTimer = null;
+    this._pingTimer = null;
+    this._pongTimer = null;
+    this._idleTimer = null;
+    this._serverRetry = null;
+    this._lastRecv = 0;
+
+    var self = this;
+    this._onOnline = function () {
+      if (self.state === 'reconnecting') self._openNow();
+    };
+    if (o.autoConnect !== false) this.connect();
+  }
+
+  function toEventList(ev) {
+    if (!ev) return [];
+    if (typeof ev === 'string') ev = ev.split(',');
+    var out = [];
+    for (var i = 0; i < ev.length; i++) {
+      var e = String(ev[i]).trim();
+      if (e && e !== 'message' && out.indexOf(e) < 0) out.push(e);
+    }
+    return out;
+  }
+
+  PushGate.version = '1.0.0';
+  PushGate.backoffDelay = backoffDelay;
+  PushGate.compareIds = function (a, b) { return cmpId(normId(a), normId(b)); };
+  PushGate.SSEParser = SSEParser;
+
+  var P = PushGate.prototype;
+
+  // -------------------------------------------------------------- events
+
+  P.on = function (name, fn) {
+    (this._handlers[name] || (this._handlers[name] = [])).push(fn);
+    var self = this;
+    return function () { self.off(name, fn); };
+  };
+
+  P.off = function (name, fn) {
+    var list = this._handlers[name];
+    if (!list) return this;
+    if (!fn) { delete this._handlers[name]; return this; }
+    var i = list.indexOf(fn);
+    if (i >= 0) list.splice(i, 1);
+    return this;
+  };
+
+  P.once = function (name, fn) {
+    var off = this.on(name, function (a) { off(); fn(a); });
+    return off;
+  };
+
+  P._emit = function (name, arg) {
+    var list = this._handlers[name];
+    if (!list || !list.length) return;
+    list = list.slice();
+    for (var i = 0; i < list.length; i++) {
+      try {
+        list[i].call(this, arg);
+      } catch (e) {
+        // A throwing handler must not break delivery to the others.
+        if (root && root.console && root.console.error) root.console.error(e);
+      }
+    }
+  };
+
+  P._setState = function (s) {
+    if (this.state === s) return;
+    this.state = s;
+    this._emit('state', s);
+  };
+
+  // -------------------------------------------------------------- public API
+
+  // Channels the next connection will ask for in its URL.
+  P.currentChannels = function () {
+    var list = this.channels.slice();
+    for (var i = 0; i < this._runtimeOrder.length; i++) {
+      var c = this._runtimeOrder[i];
+      if (list.indexOf(c) >= 0) continue;
+      // WS: only channels the gateway already accepted go into the URL, so a
+      // refused one cannot make every reconnect fail with 403. SSE has no
+      // other way to ask, so every wanted channel goes in.
+      if (this.transport !== 'ws' || this._runtime[c] === 'confirmed') list.push(c);
+    }
+    return list;
+  };
+
+  P.connect = function () {
+    if (this.state === 'connecting' || this.state === 'open') return this;
+    this._attempt = 0;
+    if (root && root.addEventListener) root.addEventListener('online', this._onOnline);
+    this._openNow();
+    return this;
+  };
+
+  P.close = function () {
+    var wasOpen = this.state === 'open';
+    this._teardown();
+    if (root && root.removeEventListener) root.removeEventListener('online', this._onOnline);
+    this._setState('closed');
+    if (wasOpen) this._emit('close', { code: 1000, reason: 'closed by client', willReconnect: false });
+    return this;
+  };
+
+  P.subscribe = function (channel) {
+    var list = toList(channel);
+    for (var i = 0; i < list.length; i++) this._subscribeOne(list[i]);
+    return this;
+  };
+
+  P.unsubscribe = function (channel) {
+    var list = toList(channel);
+    for (var i = 0; i < list.length; i++) this._unsubscribeOne(list[i]);
+    return this;
+  };
+
+  // EventSource only: also deliver SSE frames whose event name is `name`.
+  P.listen = function (name) {
+    var l = toEventList([name]);
+    if (!l.length || this.events.indexOf(l[0]) >= 0) return this;
+    this.events.push(l[0]);
+    if (this._conn && this._conn.kind === 'eventsource') {
+      this._conn.addName(l[0]);
+    }
+    return this;
+  };
+
+  P._subscribeOne = function (ch) {
+    if (this.channels.indexOf(ch) >= 0 || this._runtime[ch]) return;
+    this._runtime[ch] = 'pending';
+    this._runtimeOrder.push(ch);
+    if (this.transport === 'ws') {
+      if (this.state === 'open') this._sendCmd({ type: 'subscribe', channel: ch });
+      // otherwise it is sent once the next connection opens
+    } else if (this.state !== 'closed' && this.state !== 'idle') {
+      this._reopenSSE();
+    }
+  };
+
+  P._unsubscribeOne = function (ch) {
+    var known = false;
+    var i = this.channels.indexOf(ch);
+    if (i >= 0) { this.channels.splice(i, 1); known = true; }
+    if (this._runtime[ch]) {
+      delete this._runtime[ch];
+      this._runtimeOrder.splice(this._runtimeOrder.indexOf(ch), 1);
+      known = true;
+    }
+    if (this.transport === 'ws') {
+      // Ask even for an implicit channel: the gateway answers with an error.
+      if (this.state === 'open') this._sendCmd({ type: 'unsubscribe', channel: ch });
+    } else if (known && this.state !== 'closed' && this.state !== 'idle') {
+      this._reopenSSE();
+    }
+  };
+
+  // -------------------------------------------------------------- plumbing
+
+  P._teardown = function () {
+    this._gen++;
+    this._clearTimers();
+    var c = this._conn;
+    this._conn = null;
+    this._sent = [];
+    if (c) {
+      try { c.close(); } catch (e) { /* already gone */ }
+    }
+  };
+
+  P._clearTimers = function () {
+    if (this._retryTimer !== null) { this.clearTimeout(this._retryTimer); this._retryTimer = null; }
+    if (this._pingTimer !== null) { this.clearTimeout(this._pingTimer); this._pingTimer = null; }
+    if (this._pongTimer !== null) { this.clearTimeout(this._pongTimer); this._pongTimer = null; }
+    if (this._idleTimer !== null) { this.clearTimeout(this._idleTimer); this._idleTimer = null; }
+  };
+
+  P._buildUrl = function (path, token, includeSince) {
+    var base = this.url;
+    if (path === '/ws') {
+      base = base.replace(/^http(s?):/i, 'ws$1:');
+      if (base === '' || base.charAt(0) === '/') {
+        // relative: same host as the page
+        var loc = root && root.location;
+        base = (loc && loc.protocol === 'https:' ? 'wss://' : 'ws://') + (loc ? loc.host : '') + base;
+      }
+    } else {
+      base = base.replace(/^ws(s?):/i, 'http$1:');
+    }
+    var q = [];
+    var chans = this.currentChannels();
+    if (chans.length) q.push('channels=' + chans.join(','));
+    if (token) q.push('token=' + encodeURIComponent(token));
+    if (includeSince && this.lastId !== null) q.push('since=' + this.lastId);
+    return base + path + (q.length ? '?' + q.join('&') : '');
+  };
+
+  P._openNow = function () {
+    this._teardown();
+    var gen = this._gen;
+    var self = this;
+    this._setState('connecting');
+    var tok = this.token;
+    if (typeof tok === 'function') {
+      var r;
+      try { r = tok(); } catch (e) { this._fail(gen, { reason: 'token function threw', error: e }); return; }
+      if (r && typeof r.then === 'function') {
+        r.then(function (v) { if (gen === self._gen) self._start(gen, v || null); },
+               function (e) { self._fail(gen, { reason: 'token function failed', error: e }); });
+        return;
+      }
+      tok = r || null;
+    }
+    this._start(gen, tok);
+  };
+
+  P._start = function (gen, token) {
+    try {
+      if (this.transport === 'ws') this._startWS(gen, token);
+      else if (this.transport === 'sse' && this._canFetchStream()) this._startFetchSSE(gen, token);
+      else this._startEventSource(gen, token);
+    } catch (e) {
+      this._fail(gen, { reason: 'could not start: ' + (e && e.message), error: e });
+    }
+  };
+
+  P._sameOrigin = function () {
+    var loc = root && root.location;
+    if (!loc || !loc.origin || loc.origin === 'null') return false;
+    if (this.url === '' || this.url.charAt(0) === '/') return true;
+    var m = /^[a-z][a-z0-9+.-]*:\/\/[^\/?#]+/i.exec(this.url);
+    return !!m && m[0].toLowerCase() === String(loc.origin).toLowerCase();
+  };
+
+  P._canFetchStream = function () {
+    return typeof this.fetch === 'function' &&
+      typeof root.TextDecoder === 'function' &&
+      typeof root.AbortController === 'function' &&
+      typeof root.ReadableStream === 'function';
+  };
+
+  // A connection attempt or a live connection ended: report and back off.
+  P._fail = function (gen, info) {
+    if (gen !== this._gen) return;
+    var wasOpen = this.state === 'open';
+    var c = this._conn;
+    this._gen++;
+    this._clearTimers();
+    this._conn = null;
+    this._sent = [];
+    if (c) { try { c.close(); } catch (e) { /* ignore */ } }
+    var fatal = !!info.fatal || !this.reconnect;
+    var delay = null;
+    if (!fatal) {
+      delay = backoffDelay(this._attempt, this.backoffBase, this.backoffMax, this.random);
+      if (this._serverRetry !== null && info.serverRetry) delay = Math.max(delay, this._serverRetry);
+      this._attempt++;
+    }
+    var ev = {
+      code: info.code, reason: info.reason || '', status: info.status,
+      wasOpen: wasOpen, willReconnect: !fatal, delay: delay
+    };
+    // An open connection that ends is a 'close'; an attempt that never
+    // opened is an 'error'; giving up for good is always a 'close' too.
+    if (wasOpen) {
+      this._emit('close', ev);
+    } else {
+      this._emit('error', ev);
+      if (fatal) this._emit('close', ev);
+    }
+    if (fatal) {
+      this._setState('closed');
+      return;
+    }
+    this._setState('reconnecting');
+    this._emit('reconnecting', { attempt: this._attempt, delay: delay });
+    var self = this;
+    this._retryTimer = this.setTimeout(function () {
+      self._retryTimer = null;
+      if (self.state === 'reconnecting') self._openNow();
+    }, delay);
+  };
+
+  P._opened = function (gen) {
+    if (gen !== this._gen) return;
+    this._attempt = 0;
+    this._setState('open');
+    this._emit('open', { transport: this.transport, channels: this.currentChannels(), since: this.lastId });
+  };
+
+  // Handles one parsed delivery (an envelope). Returns true when delivered.
+  P._deliver = function (env, sseId) {
+    if (!env || typeof env !== 'object' || typeof env.channel !== 'string') {
+      this._emit('error', { reason: 'malformed message', message: env });
+      return false;
+    }
+    var id = normId(env.id !== undefined ? env.id : sseId);
+    if (id !== null) {
+      var prev = this._chanLast[env.channel];
+      if (prev !== undefined && cmpId(id, prev) <= 0) return false; // duplicate
+      this._chanLast[env.channel] = id;
+      if (this.lastId === null || cmpId(id, this.lastId) > 0) this.lastId = id;
+    }
+    var m = { channel: env.channel, data: env.data };
+    if (env.event !== undefined) m.event = env.event;
+    if (id !== null) m.id = id;
+    this._emit('message', m);
+    return true;
+  };
+
+  // ---------------------------------------------------------------- WebSocket
+
+  P._startWS = function (gen, token) {
+    var WS = this.WebSocket;
+    if (!WS) throw new Error('WebSocket is not available');
+    var self = this;
+    var ws = new WS(this._buildUrl('/ws', token, true));
+    var conn = { kind: 'ws', ws: ws, close: function () {
+      ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+      try { ws.close(1000); } catch (e) { /* ignore */ }
+    } };
+    this._conn = conn;
+    ws.onopen = function () {
+      if (gen !== self._gen) return;
+      self._lastRecv = self.now();
+      self._opened(gen);
+      // Channels asked for while disconnected, or never confirmed.
+      for (var i = 0; i < self._runtimeOrder.length; i++) {
+        var c = self._runtimeOrder[i];
+        if (self._runtime[c] === 'pending') self._sendCmd({ type: 'subscribe', channel: c });
+      }
+      self._armPing(gen);
+    };
+    ws.onmessage = function (ev) {
+      if (gen !== self._gen) return;
+      self._lastRecv = self.now();
+      if (self._pongTimer !== null) { self.clearTimeout(self._pongTimer); self._pongTimer = null; }
+      self._onWSFrame(ev.data);
+    };
+    ws.onerror = function () {
+      // Browsers follow every error with a close event; report it there.
+    };
+    ws.onclose = function (ev) {
+      if (gen !== self._gen) return;
+      self._fail(gen, { code: ev.code, reason: ev.reason || '' });
+    };
+  };
+
+  P._sendCmd = function (cmd) {
+    var c = this._conn;
+    if (!c || c.kind !== 'ws') return false;
+    try {
+      c.ws.send(JSON.stringify(cmd));
+    } catch (e) {
+      return false;
+    }
+    if (cmd.type !== 'ping') this._sent.push(cmd);
+    return true;
+  };
+
+  // Keepalive: when nothing arrived for pingInterval ms, send a ping; when
+  // nothing at all arrives within pingTimeout after it, the socket is dead
+  // (half-open TCP): drop it and reconnect.
+  P._armPing = function (gen, wait) {
+    var self = this;
+    if (this._pingTimer !== null) this.clearTimeout(this._pingTimer);
+    this._pingTimer = this.setTimeout(function () {
+      self._pingTimer = null;
+      if (gen !== self._gen) return;
+      var idle = self.now() - self._lastRecv;
+      if (idle < self.pingInterval) {
+        self._armPing(gen, self.pingInterval - idle);
+        return;
+      }
+      if (self._pongTimer === null) {
+        self._sendCmd({ type: 'ping' });
+        self._pongTimer = self.setTimeout(function () {
+          self._pongTimer = null;
+          if (gen !== self._gen) return;
+          self._fail(gen, { code: 4000, reason: 'no answer to ping' });
+        }, self.pingTimeout);
+      }
+      self._armPing(gen, self.pingInterval);
+    }, wait === undefined ? this.pingInterval : wait);
+  };
+
+  // The answer a control frame belongs to: the oldest command awaiting one
+  // (the gateway answers commands in order), preferring a channel match.
+  P._takeSent = function (frame) {
+    var s = this._sent;
+    if (frame.channel !== undefined) {
+      for (var i = 0; i < s.length; i++) {
+        if (s[i].channel === frame.channel) return s.splice(i, 1)[0];
+      }
+      return null;
+    }
+    return s.length ? s.shift() : null;
+  };
+
+  P._onWSFrame = function (text) {
+    var obj;
+    if (typeof text !== 'string') {
+      this._emit('error', { reason: 'unexpected binary frame' });
+      return;
+    }
+    try {
+      obj = JSON.parse(text);
+    } catch (e) {
+      this._emit('error', { reason: 'frame is not JSON', frame: text });
+      return;
+    }
+    if (obj && typeof obj === 'object' && typeof obj.type === 'string' &&
+        !Object.prototype.hasOwnProperty.call(obj, 'data')) {
+      this._onControl(obj);
+      return;
+    }
+    this._deliver(obj);
+  };
+
+  P._onControl = function (f) {
+    var cmd;
+    switch (f.type) {
+      case 'subscribed':
+        cmd = this._takeSent(f);
+        if (typeof f.channel === 'string' && this._runtime[f.channel] === 'pending') {
+          this._runtime[f.channel] = 'confirmed';
+        }
+        this._emit('subscribed', { channel: f.channel });
+        break;
+      case 'unsubscribed':
+        cmd = this._takeSent(f);
+        this._emit('unsubscribed', { channel: f.channel });
+        break;
+      case 'pong':
+        this._emit('pong', f);
+        break;
+      case 'recovery':
+        this._emit('recovery', f);
+        break;
+      case 'error':
+        cmd = this._takeSent(f);
+        if (cmd && cmd.type === 'subscribe' && this._runtime[cmd.channel] === 'pending') {
+          // Refused: forget it so it is not asked for again.
+          delete this._runtime[cmd.channel];
+          this._runtimeOrder.splice(this._runtimeOrder.indexOf(cmd.channel), 1);
+        }
+        this._emit('error', {
+          reason: f.message || f.code || 'error', code: f.code, message: f.message,
+          command: cmd || undefined, channel: cmd ? cmd.channel : f.channel
+        });
+        break;
+      default:
+        this._emit('control', f);
+    }
+  };
+
+  // ---------------------------------------------------------------- SSE
+
+  P._reopenSSE = function () {
+    // New channel list: a fresh stream that resumes from the last id.
+    this._attempt = 0;
+    var wasOpen = this.state === 'open';
+    this._teardown();
+    if (wasOpen) this._emit('close', { code: 1000, reason: 'channel list changed', willReconnect: true, wasOpen: true });
+    this._openNow();
+  };
+
+  P._onSSEEvent = function (name, data, sseId) {
+    var obj;
+    try {
+      obj = JSON.parse(data);
+    } catch (e) {
+      this._emit('error', { reason: 'event data is not JSON', frame: data });
+      return;
+    }
+    if (name === 'pushgate.recovery') {
+      if (!obj || typeof obj !== 'object') obj = { type: 'recovery', complete: false };
+      this._emit('recovery', obj);
+      return;
+    }
+    this._deliver(obj, sseId);
+  };
+
+  P._sseOpened = function (gen) {
+    if (gen !== this._gen) return;
+    var confirmed = [];
+    for (var i = 0; i < this._runtimeOrder.length; i++) {
+      var c = this._runtimeOrder[i];
+      if (this._runtime[c] === 'pending') { this._runtime[c] = 'confirmed'; confirmed.push(c); }
+    }
+    this._opened(gen);
+    for (var j = 0; j < confirmed.length; j++) this._emit('subscribed', { channel: confirmed[j] });
+  };
+
+  P._startEventSource = function (gen, token) {
+    var ES = this.EventSource;
+    if (!ES) throw new Error('EventSource is not available');
+    var self = this;
+    var es = new ES(this._buildUrl('/sse', token, true));
+    var names = ['message', 'pushgate.recovery'].concat(this.events);
+    var listeners = {};
+    function add(name) {
+      if (listeners[name]) return;
+      listeners[name] = function (ev) {
+        if (gen !== self._gen) return;
+        self._onSSEEvent(name, ev.data, ev.lastEventId);
+      };
+      es.addEventListener(name, listeners[name]);
+    }
+    for (var i = 0; i < names.length; i++) add(names[i]);
+    this._conn = {
+      kind: 'eventsource', es: es, addName: add,
+      close: function () { es.onopen = es.onerror = null; es.close(); }
+    };
+    es.onopen = function () {
+      if (gen !== self._gen) return;
+      if (self.state === 'open') return;
+      self._sseOpened(gen);
+    };
+    es.onerror = function () {
+      if (gen !== self._gen) return;
+      if (es.readyState === 2 /* CLOSED */) {
+        // The browser gave up (HTTP error status or wrong content type):
+        // reconnect ourselves with since=<lastId>.
+        self._fail(gen, { reason: 'event stream failed' });
+      } else if (self.state === 'open') {
+        // The browser reconnects by itself with Last-Event-ID.
+        self._setState('reconnecting');
+        self._emit('close', { reason: 'event stream interrupted', willReconnect: true, wasOpen: true });
+      } else {
+        self._emit('error', { reason: 'event stream not reachable', willReconnect: true, wasOpen: false });
+      }
+    };
+  };
+
+  P._startFetchSSE = function (gen, token) {
+    var self = this;
+    var ctrl = new root.AbortController();
+    // Accept is CORS-safelisted; Authorization is not, so a cross-origin page
+    // sends the token in the query instead of triggering a preflight.
+    var headers = { Accept: 'text/event-stream' };
+    var inHeader = token && this._sameOrigin();
+    if (inHeader) headers.Authorization = 'Bearer ' + token;
+    this._conn = { kind: 'fetch', close: function () { ctrl.abort(); } };
+    var parser = new SSEParser(function (ev) {
+      if (gen !== self._gen) return;
+      self._onSSEEvent(ev.event, ev.data, ev.id);
+    }, function (ms) { self._serverRetry = ms; });
+
+    function armIdle() {
+      if (self._idleTimer !== null) self.clearTimeout(self._idleTimer);
+      self._idleTimer = self.setTimeout(function () {
+        self._idleTimer = null;
+        self._fail(gen, { code: 4000, reason: 'event stream silent' });
+      }, self.sseIdleTimeout);
+    }
+
+    this.fetch(this._buildUrl('/sse', inHeader ? null : token, true), {
+      method: 'GET', headers: headers, cache: 'no-store', signal: ctrl.signal,
+      credentials: 'same-origin'
+    }).then(function (res) {
+      if (gen !== self._gen) return;
+      var ct = (res.headers && res.headers.get('content-type')) || '';
+      if (res.status !== 200 || ct.toLowerCase().indexOf('text/event-stream') !== 0) {
+        var st = res.status;
+        // Refused for good (bad token, forbidden channel, bad request) unless
+        // a token function may produce a better token next time.
+        var fatal = st >= 400 && st < 500 && st !== 408 && st !== 429 &&
+          typeof self.token !== 'function';
+        try { ctrl.abort(); } catch (e) { /* ignore */ }
+        self._fail(gen, { status: st, reason: 'HTTP ' + st, fatal: fatal });
+        return;
+      }
+      if (!res.body || !res.body.getReader) {
+        self._fail(gen, { reason: 'streaming body not supported', fatal: true });
+        return;
+      }
+      var reader = res.body.getReader();
+      var dec = new root.TextDecoder('utf-8');
+      self._sseOpened(gen);
+      armIdle();
+      function pump() {
+        return reader.read().then(function (r) {
+          if (gen !== self._gen) { try { reader.cancel(); } catch (e) { /* ignore */ } return; }
+          if (r.done) {
+            self._fail(gen, { reason: 'event stream ended', serverRetry: true });
+            return;
+          }
+          armIdle();
+          parser.push(dec.decode(r.value, { stream: true }));
+          return pump();
+        });
+      }
+      return pump();
+    }).catch(function (e) {
+      if (gen !== self._gen) return;
+      self._fail(gen, { reason: 'network error: ' + (e && e.message), error: e });
+    });
+  };
+
+  return PushGate;
+});

@@ -1,0 +1,371 @@
+'use strict';
+// Unit tests of gateway/www/pushgate.js in Node, with a fake WebSocket, a
+// fake EventSource, a fake fetch and fake timers. No gateway, no browser.
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const path = require('node:path');
+
+const PushGate = require(path.join(__dirname, '..', '..', 'gateway', 'www', 'pushgate.js'));
+
+// ------------------------------------------------------------------ fakes
+
+function fakeClock() {
+  let now = 1000;
+  let seq = 0;
+  const timers = new Map();
+  return {
+    now: () => now,
+    setTimeout: (fn, ms) => { const h = ++seq; timers.set(h, { at: now + ms, fn }); return h; },
+    clearTimeout: (h) => { timers.delete(h); },
+    pending: () => [...timers.values()].map((t) => t.at - now).sort((a, b) => a - b),
+    // Runs every timer due up to now+ms, in time order.
+    advance(ms) {
+      const end = now + ms;
+      for (;;) {
+        let next = null;
+        for (const [h, t] of timers) if (t.at <= end && (!next || t.at < next[1].at)) next = [h, t];
+        if (!next) break;
+        timers.delete(next[0]);
+        now = next[1].at;
+        next[1].fn();
+      }
+      now = end;
+    },
+  };
+}
+
+function wsFactory() {
+  const sockets = [];
+  class FakeWS {
+    constructor(url) { this.url = url; this.sent = []; this.readyState = 0; sockets.push(this); }
+    send(s) { if (this.readyState !== 1) throw new Error('not open'); this.sent.push(JSON.parse(s)); }
+    close(code) { this.readyState = 3; this.closedWith = code; }
+    // test side
+    open() { this.readyState = 1; this.onopen && this.onopen({}); }
+    frame(obj) { this.onmessage && this.onmessage({ data: typeof obj === 'string' ? obj : JSON.stringify(obj) }); }
+    drop(code = 1006, reason = '') { this.readyState = 3; this.onclose && this.onclose({ code, reason }); }
+  }
+  return { FakeWS, sockets };
+}
+
+function make(opts = {}) {
+  const clock = fakeClock();
+  const { FakeWS, sockets } = wsFactory();
+  const events = [];
+  const pg = new PushGate(Object.assign({
+    url: 'http://gw.test:8080', transport: 'ws', channels: ['news'],
+    WebSocket: FakeWS, setTimeout: clock.setTimeout, clearTimeout: clock.clearTimeout,
+    now: clock.now, random: () => 0.5,
+  }, opts));
+  for (const n of ['message', 'open', 'close', 'error', 'recovery', 'subscribed', 'unsubscribed', 'pong', 'reconnecting']) {
+    pg.on(n, (a) => events.push([n, a]));
+  }
+  const msgs = () => events.filter((e) => e[0] === 'message').map((e) => e[1]);
+  return { pg, clock, sockets, events, msgs };
+}
+
+const q = (url) => Object.fromEntries(new URL(url).searchParams);
+
+// ------------------------------------------------------------------ tests
+
+test('backoff: full jitter, base 500 ms, cap 30 s', () => {
+  assert.equal(PushGate.backoffDelay(0, 500, 30000, () => 0.999999), 499);
+  assert.equal(PushGate.backoffDelay(3, 500, 30000, () => 0.5), 2000);
+  assert.equal(PushGate.backoffDelay(6, 500, 30000, () => 0.999999), 29999);
+  assert.equal(PushGate.backoffDelay(60, 500, 30000, () => 0.999999), 29999);
+  assert.equal(PushGate.backoffDelay(5, 500, 30000, () => 0), 0);
+});
+
+test('id comparison is exact for 16-digit ids and beyond', () => {
+  assert.equal(PushGate.compareIds('1732737600000001', '1732737600000000'), 1);
+  assert.equal(PushGate.compareIds('999', '1000'), -1);
+  assert.equal(PushGate.compareIds('9007199254740993', '9007199254740992'), 1);
+  assert.equal(PushGate.compareIds('0042', '42'), 0);
+});
+
+test('ws: URL carries channels and token, messages are dispatched', () => {
+  const { sockets, msgs, events } = make({ token: 'a.b-c_d', channels: ['news', 'user:42'] });
+  assert.equal(sockets.length, 1);
+  const u = new URL(sockets[0].url);
+  assert.equal(u.protocol, 'ws:');
+  assert.equal(u.pathname, '/ws');
+  assert.deepEqual(q(sockets[0].url), { channels: 'news,user:42', token: 'a.b-c_d' });
+  sockets[0].open();
+  assert.equal(events[0][0], 'open');
+  sockets[0].frame({ channel: 'news', event: 'e', id: '1732737600000001', data: { n: 1 } });
+  sockets[0].frame({ channel: 'broadcast', data: 'plain' });
+  assert.deepEqual(msgs(), [
+    { channel: 'news', event: 'e', id: '1732737600000001', data: { n: 1 } },
+    { channel: 'broadcast', data: 'plain' },
+  ]);
+});
+
+test('ws: https origin maps to wss, paths join', () => {
+  const { sockets } = make({ url: 'https://x.example/push/' });
+  assert.ok(sockets[0].url.startsWith('wss://x.example/push/ws?'));
+});
+
+test('ws: invalid channel names are refused up front', () => {
+  assert.throws(() => make({ channels: ['bad name'] }), /invalid channel/);
+  const { pg } = make();
+  assert.throws(() => pg.subscribe('a/b'), /invalid channel/);
+});
+
+test('ws: control frames become events, not messages', () => {
+  const { sockets, msgs, events } = make();
+  sockets[0].open();
+  sockets[0].frame({ type: 'pong' });
+  sockets[0].frame({ type: 'recovery', complete: false });
+  sockets[0].frame({ type: 'error', code: 'bad_command', message: 'nope' });
+  assert.equal(msgs().length, 0);
+  const names = events.map((e) => e[0]);
+  assert.ok(names.includes('pong'));
+  assert.ok(names.includes('recovery'));
+  assert.deepEqual(events.find((e) => e[0] === 'recovery')[1], { type: 'recovery', complete: false });
+  assert.equal(events.find((e) => e[0] === 'error')[1].code, 'bad_command');
+});
+
+test('ws: duplicates and stale ids are dropped, lastId tracks the highest', () => {
+  const { pg, sockets, msgs } = make();
+  sockets[0].open();
+  sockets[0].frame({ channel: 'news', id: '10', data: 1 });
+  sockets[0].frame({ channel: 'news', id: '10', data: 1 });
+  sockets[0].frame({ channel: 'news', id: '9', data: 0 });
+  sockets[0].frame({ channel: 'broadcast', id: '11', data: 2 });
+  sockets[0].frame({ channel: 'news', data: 'live, no id' });
+  assert.deepEqual(msgs().map((m) => m.data), [1, 2, 'live, no id']);
+  assert.equal(pg.lastId, '11');
+});
+
+test('ws: reconnects with backoff and since=<lastId>, attempt counter resets on open', () => {
+  const { pg, sockets, clock, events } = make({ random: () => 0.999 });
+  sockets[0].open();
+  sockets[0].frame({ channel: 'news', id: '1732737600000005', data: 1 });
+  sockets[0].drop(1001, 'going away');
+  assert.equal(pg.state, 'reconnecting');
+  const close = events.find((e) => e[0] === 'close')[1];
+  assert.equal(close.code, 1001);
+  assert.equal(close.willReconnect, true);
+  assert.ok(close.delay < 500);
+  clock.advance(499);
+  assert.equal(sockets.length, 2);
+  assert.equal(q(sockets[1].url).since, '1732737600000005');
+  // attempt 2 fails before opening: next delay below 1000
+  sockets[1].drop(1006);
+  assert.deepEqual(clock.pending(), [999]);
+  clock.advance(999);
+  sockets[2].drop(1006);
+  assert.deepEqual(clock.pending(), [1998]);
+  clock.advance(1998);
+  sockets[3].open();
+  assert.equal(pg.state, 'open');
+  sockets[3].drop(1006);
+  assert.deepEqual(clock.pending(), [499]);
+});
+
+test('ws: the cap holds at 30 s', () => {
+  const { sockets, clock } = make({ random: () => 0.999999 });
+  for (let i = 0; i < 12; i++) {
+    sockets[sockets.length - 1].drop(1006);
+    const [d] = clock.pending();
+    assert.ok(d <= 30000, `delay ${d}`);
+    clock.advance(d);
+  }
+  assert.equal(clock.pending().length, 0);
+  assert.equal(sockets.length, 13);
+});
+
+test('ws: runtime subscriptions are sent, confirmed, and carried into the reconnect URL', () => {
+  const { pg, sockets, clock, events } = make();
+  pg.subscribe('orders'); // before open: queued
+  sockets[0].open();
+  assert.deepEqual(sockets[0].sent, [{ type: 'subscribe', channel: 'orders' }]);
+  sockets[0].frame({ type: 'subscribed', channel: 'orders' });
+  assert.ok(events.some((e) => e[0] === 'subscribed' && e[1].channel === 'orders'));
+  pg.subscribe('secret');
+  sockets[0].frame({ type: 'error', code: 'forbidden', message: 'not allowed' });
+  const err = events.filter((e) => e[0] === 'error').pop()[1];
+  assert.equal(err.channel, 'secret');
+  pg.subscribe('later');
+  sockets[0].drop(1006);
+  clock.advance(1000);
+  // confirmed runtime channel goes into the URL, the refused one is forgotten,
+  // the unconfirmed one is asked for again once open
+  assert.equal(q(sockets[1].url).channels, 'news,orders');
+  sockets[1].open();
+  assert.deepEqual(sockets[1].sent, [{ type: 'subscribe', channel: 'later' }]);
+  pg.unsubscribe('orders');
+  assert.deepEqual(sockets[1].sent[1], { type: 'unsubscribe', channel: 'orders' });
+  sockets[1].drop(1006);
+  clock.advance(1000);
+  assert.equal(q(sockets[2].url).channels, 'news');
+});
+
+test('ws: idle ping every 25 s, dead socket dropped when nothing answers', () => {
+  const { sockets, clock, pg } = make();
+  sockets[0].open();
+  clock.advance(20000);
+  sockets[0].frame({ channel: 'news', data: 1 });
+  clock.advance(20000); // 20 s since the last frame: no ping yet
+  assert.deepEqual(sockets[0].sent, []);
+  clock.advance(5000);
+  assert.deepEqual(sockets[0].sent, [{ type: 'ping' }]);
+  sockets[0].frame({ type: 'pong' });
+  clock.advance(25000);
+  assert.deepEqual(sockets[0].sent, [{ type: 'ping' }, { type: 'ping' }]);
+  clock.advance(10000); // no pong
+  assert.equal(pg.state, 'reconnecting');
+  assert.equal(sockets[0].closedWith, 1000);
+});
+
+test('close() stops everything and connect() starts again', () => {
+  const { pg, sockets, clock } = make();
+  sockets[0].open();
+  pg.close();
+  assert.equal(pg.state, 'closed');
+  assert.equal(clock.pending().length, 0);
+  sockets[0].drop(1006); // late event from the old socket is ignored
+  clock.advance(60000);
+  assert.equal(sockets.length, 1);
+  pg.connect();
+  assert.equal(sockets.length, 2);
+});
+
+test('a throwing handler does not stop delivery to the next', () => {
+  const { pg, sockets } = make();
+  const seen = [];
+  const origErr = console.error;
+  console.error = () => {};
+  try {
+    pg.on('message', () => { throw new Error('boom'); });
+    pg.on('message', (m) => seen.push(m.data));
+    sockets[0].open();
+    sockets[0].frame({ channel: 'news', data: 7 });
+  } finally {
+    console.error = origErr;
+  }
+  assert.deepEqual(seen, [7]);
+});
+
+test('token function is called on every connect', async () => {
+  let n = 0;
+  const { sockets, clock } = make({ token: () => 'tok' + (++n) });
+  assert.equal(q(sockets[0].url).token, 'tok1');
+  sockets[0].drop(1006);
+  clock.advance(1000);
+  assert.equal(q(sockets[1].url).token, 'tok2');
+});
+
+// ------------------------------------------------------------------ SSE
+
+test('SSE parser: fields, multi-line data, CRLF split across chunks, comments', () => {
+  const got = [];
+  const p = new PushGate.SSEParser((e) => got.push(e), (ms) => got.push({ retry: ms }));
+  p.push(': ping\n\nid: 5\nevent: e\ndata: {"a":\r');
+  p.push('\ndata: 1}\r\n\r\nretry: 2000\ndata:x\n');
+  p.push('\n');
+  assert.deepEqual(got, [
+    { event: 'e', data: '{"a":\n1}', id: '5' },
+    { retry: 2000 },
+    { event: 'message', data: 'x', id: '5' },
+  ]);
+});
+
+function fakeEventSourceFactory() {
+  const list = [];
+  class FakeES {
+    constructor(url) { this.url = url; this.readyState = 0; this.l = {}; list.push(this); }
+    addEventListener(n, f) { (this.l[n] ||= []).push(f); }
+    close() { this.readyState = 2; }
+    open() { this.readyState = 1; this.onopen && this.onopen({}); }
+    emit(name, data, lastEventId = '') { for (const f of this.l[name] || []) f({ data, lastEventId }); }
+    fail() { this.readyState = 2; this.onerror && this.onerror({}); }
+  }
+  return { FakeES, list };
+}
+
+test('eventsource: named events need listen(), recovery event, reopen on subscribe', () => {
+  const { FakeES, list } = fakeEventSourceFactory();
+  const { pg, msgs, events, clock } = make({ transport: 'eventsource', EventSource: FakeES, events: ['e'], WebSocket: null });
+  assert.equal(new URL(list[0].url).pathname, '/sse');
+  list[0].open();
+  list[0].emit('e', JSON.stringify({ channel: 'news', event: 'e', id: '7', data: 1 }), '7');
+  list[0].emit('message', JSON.stringify({ channel: 'broadcast', id: '8', data: 2 }), '8');
+  list[0].emit('pushgate.recovery', JSON.stringify({ type: 'recovery', complete: false }));
+  list[0].emit('other', JSON.stringify({ channel: 'news', event: 'other', id: '9', data: 3 }), '9');
+  assert.deepEqual(msgs().map((m) => m.data), [1, 2]);
+  pg.listen('other');
+  list[0].emit('other', JSON.stringify({ channel: 'news', event: 'other', id: '9', data: 3 }), '9');
+  assert.deepEqual(msgs().map((m) => m.data), [1, 2, 3]);
+  assert.ok(events.some((e) => e[0] === 'recovery' && e[1].complete === false));
+  pg.subscribe('orders');
+  assert.equal(list.length, 2);
+  assert.equal(list[0].readyState, 2);
+  assert.deepEqual(q(list[1].url), { channels: 'news,orders', since: '9' });
+  list[1].open();
+  assert.ok(events.some((e) => e[0] === 'subscribed' && e[1].channel === 'orders'));
+  // browser gave up (HTTP error): we reconnect ourselves with since
+  list[1].fail();
+  assert.equal(pg.state, 'reconnecting');
+  clock.advance(30000);
+  assert.equal(list.length, 3);
+  assert.equal(q(list[2].url).since, '9');
+});
+
+function streamResponse(status, ctype) {
+  let ctl;
+  const body = new ReadableStream({ start(c) { ctl = c; } });
+  const enc = new TextEncoder();
+  return {
+    res: { status, headers: new Headers({ 'content-type': ctype }), body },
+    write: (s) => ctl.enqueue(enc.encode(s)),
+    end: () => ctl.close(),
+  };
+}
+
+const tick = () => new Promise((r) => setImmediate(r));
+
+test('sse (fetch): every event name reaches on(message), resume with since after the stream ends', async () => {
+  const calls = [];
+  const streams = [];
+  const fetch = (url, init) => {
+    calls.push({ url, init });
+    const s = streamResponse(200, 'text/event-stream');
+    streams.push(s);
+    init.signal.addEventListener('abort', () => { try { s.end(); } catch {} });
+    return Promise.resolve(s.res);
+  };
+  const { pg, msgs, clock } = make({ transport: 'sse', fetch, token: 'tkn', WebSocket: null });
+  await tick();
+  assert.equal(pg.state, 'open');
+  assert.deepEqual(q(calls[0].url), { channels: 'news', token: 'tkn' }); // no location: cross-origin rules
+  streams[0].write('id: 41\nevent: anything\ndata: {"channel":"news","event":"anything","id":"41","data":{"n":1}}\n\n');
+  streams[0].write(': ping\n\n');
+  streams[0].write('event: pushgate.recovery\ndata: {"type":"recovery","complete":false}\n\n');
+  streams[0].end();
+  for (let i = 0; i < 5; i++) await tick();
+  assert.deepEqual(msgs(), [{ channel: 'news', event: 'anything', id: '41', data: { n: 1 } }]);
+  assert.equal(pg.state, 'reconnecting');
+  clock.advance(1000);
+  await tick();
+  assert.equal(q(calls[1].url).since, '41');
+  // same message again at the seam is dropped
+  streams[1].write('id: 41\ndata: {"channel":"news","id":"41","data":{"n":1}}\n\nid: 42\ndata: {"channel":"news","id":"42","data":{"n":2}}\n\n');
+  for (let i = 0; i < 5; i++) await tick();
+  assert.deepEqual(msgs().map((m) => m.id), ['41', '42']);
+  pg.close();
+});
+
+test('sse (fetch): 403 is final, 503 is retried', async () => {
+  let status = 503;
+  const fetch = () => Promise.resolve({ status, headers: new Headers({ 'content-type': 'application/json' }), body: null });
+  const { pg, clock, events } = make({ transport: 'sse', fetch, WebSocket: null });
+  await tick();
+  assert.equal(pg.state, 'reconnecting');
+  assert.equal(events.find((e) => e[0] === 'error')[1].status, 503);
+  status = 403;
+  clock.advance(1000);
+  await tick();
+  assert.equal(pg.state, 'closed');
+  assert.ok(events.some((e) => e[0] === 'close' && e[1].status === 403 && e[1].willReconnect === false));
+});
