@@ -9,7 +9,8 @@
  * - no Origin header: always allowed (not a browser);
  * - list contains "*": allowed;
  * - list entry equal to origin (scheme://host[:port], case-insensitive): allowed;
- * - entry "scheme://*.example.com[:port]": any origin of that scheme whose host
+ * - wildcard entry "scheme:" "//" "*.example.com[:port]" (written as one word;
+ *   split here only because a slash-star would end this comment): any origin of that scheme whose host
  *   ends in ".example.com" (one or more labels before it; not example.com);
  * - empty list: allowed only if origin's host[:port] equals Host
  *   (case-insensitive; a default port :80/:443 may be omitted on either side).
