@@ -170,12 +170,56 @@ local function json_valid(s)
     end
 end
 
+-- Returns s and true when s is valid UTF-8, else a copy with every byte that
+-- does not start a valid sequence replaced by U+FFFD, and false. The gateway
+-- parses envelopes with UTF-8 validation on and browsers close a WebSocket
+-- on invalid text, so bad bytes must not reach the envelope verbatim.
+-- Overlong forms, surrogates and code points past U+10FFFF are invalid.
+local function utf8_fix(s)
+    local find, byte, sub = string.find, string.byte, string.sub
+    if not find(s, '[\128-\255]') then return s, true end
+    local out, start, i = {}, 1, 1
+    while true do
+        local k = find(s, '[\128-\255]', i)
+        if not k then break end
+        local c = byte(s, k)
+        local len = 0
+        if c >= 0xC2 and c <= 0xDF then len = 2
+        elseif c >= 0xE0 and c <= 0xEF then len = 3
+        elseif c >= 0xF0 and c <= 0xF4 then len = 4 end
+        local ok = len > 0
+        for j = 1, len - 1 do
+            local cc = byte(s, k + j)
+            if not cc or cc < 0x80 or cc > 0xBF then ok = false break end
+        end
+        if ok then
+            local c2 = byte(s, k + 1)
+            if (c == 0xE0 and c2 < 0xA0) or (c == 0xED and c2 > 0x9F)
+                or (c == 0xF0 and c2 < 0x90) or (c == 0xF4 and c2 > 0x8F) then
+                ok = false
+            end
+        end
+        if ok then
+            i = k + len
+        else
+            out[#out + 1] = sub(s, start, k - 1)
+            out[#out + 1] = '\239\191\189'
+            i = k + 1
+            start = i
+        end
+    end
+    if start == 1 then return s, true end
+    out[#out + 1] = sub(s, start)
+    return table.concat(out), false
+end
+
 -- The stored and published envelope. The caller's text is never re-encoded
 -- (cjson would turn [] into {} and rewrite numbers): an envelope object gets
 -- its id spliced in before its final '}', anything else is wrapped.
 local function envelope(payload, id)
     local idpart = '"id":"' .. id .. '"'
-    if json_valid(payload) then
+    local text, utf8_ok = utf8_fix(payload)
+    if utf8_ok and json_valid(payload) then
         if string.find(payload, '^[ \t\r\n]*{') then
             local ok, v = pcall(cjson.decode, payload)
             if ok and type(v) == 'table' and v.data ~= nil then
@@ -186,7 +230,7 @@ local function envelope(payload, id)
         end
         return '{"data":' .. payload .. ',' .. idpart .. '}'
     end
-    return '{"data":' .. cjson.encode(payload) .. ',' .. idpart .. '}'
+    return '{"data":' .. cjson.encode(text) .. ',' .. idpart .. '}'
 end
 
 -- The numeric part of a stream id "<ms>-<seq>".

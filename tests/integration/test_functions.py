@@ -165,6 +165,21 @@ def test_envelope_for_non_json_text_decodes_to_the_same_text(r):
         assert json.loads(fields["p"]) == {"data": text, "id": rid}
 
 
+@pytest.mark.parametrize("payload,data", [
+    (b"\xff abc", "\ufffd abc"),
+    (b'{"data":"\xc3"}', '{"data":"\ufffd"}'),
+    (b"\xc0\xaf overlong", "\ufffd\ufffd overlong"),
+    (b"\xed\xa0\x80 surrogate", "\ufffd\ufffd\ufffd surrogate"),
+    (b"\xf4\x90\x80\x80 too big", "\ufffd\ufffd\ufffd\ufffd too big"),
+    (b"ok \xe2\x9c\x93 then \xe2\x9c", "ok \u2713 then \ufffd\ufffd"),
+])
+def test_invalid_utf8_becomes_a_string_with_replacement_chars(rds, payload, data):
+    load(rds)
+    rid = rds.execute_command("FCALL", "pushgate_publish", 0, "x", payload)
+    (_, fields), = rds.xrevrange("pushgate:history:x", count=1)
+    assert json.loads(fields["p"]) == {"data": data, "id": rid}
+
+
 def test_deeply_nested_json_is_kept_verbatim(r):
     payload = "[" * 3000 + "]" * 3000
     rid = publish(r, "x", payload)
@@ -368,3 +383,10 @@ def test_payload_at_max_bytes_of_json_numbers_is_fast_enough(rds):
     (_, fields), = rds.xrevrange("pushgate:history:big", count=1)
     assert fields["p"] == '{"data":' + payload + ',"id":"' + rid + '"}'
     assert elapsed < 0.5, f"publishing 64 KB took {elapsed:.3f}s"
+    text = '"' + "日本" * 10922 + '"'  # 65538 bytes would be too many
+    text = text[:-2] + '"'
+    assert len(text.encode()) <= 65536
+    t0 = time.monotonic()
+    publish(rds, "big", text)
+    elapsed = time.monotonic() - t0
+    assert elapsed < 0.5, f"publishing 64 KB of UTF-8 took {elapsed:.3f}s"
