@@ -375,8 +375,9 @@
     if (this.transport === 'ws') {
       // Ask even for an implicit channel: the gateway answers with an error.
       if (this.state === 'open') this._sendCmd({ type: 'unsubscribe', channel: ch });
-    } else if (known && this.state !== 'closed' && this.state !== 'idle') {
-      this._reopenSSE();
+    } else if (known) {
+      if (this.state !== 'closed' && this.state !== 'idle') this._reopenSSE();
+      this._emit('unsubscribed', { channel: ch });
     }
   };
 

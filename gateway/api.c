@@ -1,0 +1,317 @@
+/* api.c - POST /api/publish. See api.h. */
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <json-c/json.h>
+
+#include "api.h"
+#include "auth.h"
+#include "node.h"
+#include "redis_cmd.h"
+#include "pg_buf.h"
+#include "pg_chan.h"
+#include "pg_log.h"
+#include "pg_util.h"
+
+#define MAX_CHANNELS_PER_PUBLISH 100
+
+/* One publish in flight. The HTTP side and the Redis replies both point at
+ * it; whichever lets go last frees it (wsi == NULL: the client left). */
+typedef struct pg_api_req {
+    struct lws *wsi;
+    pg_http_t  *h;
+    unsigned    pending;        /* FCALLs not answered yet */
+    size_t      n;
+    uint64_t   *ids;            /* one per channel, in request order */
+    int         failed;
+    int         is_list;        /* "channels" form: answer with "ids" too */
+    char        err[PG_ERRLEN];
+} pg_api_req_t;
+
+typedef struct api_slot {
+    pg_api_req_t *req;
+    size_t        idx;
+} api_slot_t;
+
+static void answer(struct lws *wsi, pg_http_t *h, int status, const char *body, size_t len)
+{
+    pg_metrics_publish(&pg_node.metrics, status);
+    pg_http_answer(wsi, h, status, "application/json", body, len);
+}
+
+static void answer_error(struct lws *wsi, pg_http_t *h, int status, const char *msg)
+{
+    pg_metrics_publish(&pg_node.metrics, status);
+    pg_http_error(wsi, h, status, msg);
+}
+
+int pg_api_begin(struct lws *wsi, pg_http_t *h)
+{
+    char auth[1024];
+    const char *key = pg_node.cfg.api_key;
+
+    if (key == NULL || !*key) {
+        answer_error(wsi, h, 403, "the API is disabled: no --api-key configured");
+        return 1;
+    }
+    int n = pg_auth_header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, auth, sizeof(auth));
+    const char *given = NULL;
+    if (n > 7 && strncasecmp(auth, "Bearer ", 7) == 0)
+        given = auth + 7;
+    if (given == NULL || !pg_secure_equal(given, strlen(given), key, strlen(key))) {
+        answer_error(wsi, h, 401, "missing or wrong API key");
+        return 1;
+    }
+    if (!pg_auth_origin_ok(wsi)) {
+        answer_error(wsi, h, 403, "origin not allowed");
+        return 1;
+    }
+    char cl[32];
+    if (pg_auth_header(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, cl, sizeof(cl)) > 0) {
+        uint64_t v;
+        if (pg_atou64(cl, (size_t)-1, &v) == 0 && v > pg_node.cfg.max_message_bytes) {
+            answer_error(wsi, h, 413, "body over --max-message-bytes");
+            return 1;
+        }
+    }
+    return 0;
+}
+
+void pg_api_body(pg_http_t *h, const void *in, size_t len)
+{
+    if (h->too_big)
+        return;
+    if (h->req_len + len > pg_node.cfg.max_message_bytes) {
+        h->too_big = 1;
+        free(h->req);
+        h->req = NULL;
+        h->req_len = 0;
+        return;
+    }
+    char *n = realloc(h->req, h->req_len + len + 1);
+    if (n == NULL) {
+        h->too_big = 1;   /* answered 413; nothing was accepted */
+        return;
+    }
+    memcpy(n + h->req_len, in, len);
+    h->req = n;
+    h->req_len += len;
+    h->req[h->req_len] = '\0';
+}
+
+static void req_free(pg_api_req_t *r)
+{
+    free(r->ids);
+    free(r);
+}
+
+static void finish(pg_api_req_t *r)
+{
+    struct lws *wsi = r->wsi;
+    pg_http_t *h = r->h;
+    if (wsi == NULL) {
+        req_free(r);
+        return;
+    }
+    h->api = NULL;
+    if (r->failed) {
+        answer_error(wsi, h, 503, r->err);
+        req_free(r);
+        return;
+    }
+    pg_buf_t b = PG_BUF_INIT;
+    char num[24];
+    pg_u64toa(r->ids[r->n - 1], num);
+    pg_buf_printf(&b, "{\"id\":\"%s\"", num);
+    if (r->is_list) {
+        pg_buf_puts(&b, ",\"ids\":[");
+        for (size_t i = 0; i < r->n; i++) {
+            pg_u64toa(r->ids[i], num);
+            pg_buf_printf(&b, "%s\"%s\"", i ? "," : "", num);
+        }
+        pg_buf_puts(&b, "]");
+    }
+    if (pg_buf_puts(&b, "}") < 0)
+        answer_error(wsi, h, 500, "out of memory");
+    else
+        answer(wsi, h, 200, b.data, b.len);
+    pg_buf_free(&b);
+    req_free(r);
+}
+
+static void published(void *arg, int ok, uint64_t id, const char *err)
+{
+    api_slot_t *slot = arg;
+    pg_api_req_t *r = slot->req;
+    if (ok) {
+        r->ids[slot->idx] = id;
+    } else if (!r->failed) {
+        r->failed = 1;
+        snprintf(r->err, sizeof(r->err), "publish failed: %s", err);
+    }
+    free(slot);
+    if (--r->pending == 0)
+        finish(r);
+}
+
+/* Check one channel name for publishing; err gets why not. */
+static int channel_ok(const char *name, char *err, size_t errlen)
+{
+    pg_chan_kind_t k = pg_chan_kind(name);
+    if (k == PG_CHAN_INVALID) {
+        snprintf(err, errlen, "bad channel name: 1-128 bytes of A-Z a-z 0-9 _ - . : @");
+        return 0;
+    }
+    if (k == PG_CHAN_RESERVED) {
+        snprintf(err, errlen, "bad channel name: names starting with _ are reserved");
+        return 0;
+    }
+    return 1;
+}
+
+void pg_api_complete(struct lws *wsi, pg_http_t *h)
+{
+    char err[PG_ERRLEN];
+    json_object *root = NULL;
+    pg_api_req_t *r = NULL;
+    const char *single[1];
+    const char **names = single;
+    size_t n = 0;
+
+    if (h->too_big) {
+        answer_error(wsi, h, 413, "body over --max-message-bytes");
+        return;
+    }
+    json_tokener *tok = json_tokener_new();
+    if (tok == NULL) {
+        answer_error(wsi, h, 500, "out of memory");
+        return;
+    }
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+    if (h->req != NULL)
+        root = json_tokener_parse_ex(tok, h->req, (int)h->req_len);
+    int parse_ok = root != NULL && json_tokener_get_error(tok) == json_tokener_success &&
+                   tok->char_offset == (int)h->req_len;
+    json_tokener_free(tok);
+    if (!parse_ok || !json_object_is_type(root, json_type_object)) {
+        answer_error(wsi, h, 400, "body must be a JSON object");
+        goto out;
+    }
+
+    json_object *data, *event = NULL, *chan, *chans;
+    if (!json_object_object_get_ex(root, "data", &data)) {
+        answer_error(wsi, h, 400, "missing \"data\"");
+        goto out;
+    }
+    if (json_object_object_get_ex(root, "event", &event) && event != NULL &&
+        !json_object_is_type(event, json_type_string)) {
+        answer_error(wsi, h, 400, "\"event\" must be a string");
+        goto out;
+    }
+    int is_list = 0;
+    if (json_object_object_get_ex(root, "channels", &chans)) {
+        if (!json_object_is_type(chans, json_type_array) ||
+            (n = json_object_array_length(chans)) == 0 || n > MAX_CHANNELS_PER_PUBLISH) {
+            answer_error(wsi, h, 400, "\"channels\" must be a list of 1 to 100 channel names");
+            goto out;
+        }
+        if ((names = calloc(n, sizeof(*names))) == NULL) {
+            answer_error(wsi, h, 500, "out of memory");
+            names = single;
+            goto out;
+        }
+        for (size_t i = 0; i < n; i++) {
+            json_object *c = json_object_array_get_idx(chans, i);
+            if (!json_object_is_type(c, json_type_string)) {
+                answer_error(wsi, h, 400, "\"channels\" must hold strings");
+                goto out;
+            }
+            names[i] = json_object_get_string(c);
+        }
+        is_list = 1;
+    } else if (json_object_object_get_ex(root, "channel", &chan) &&
+               json_object_is_type(chan, json_type_string)) {
+        single[0] = json_object_get_string(chan);
+        n = 1;
+    } else {
+        answer_error(wsi, h, 400, "missing \"channel\" (a string) or \"channels\" (a list)");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!channel_ok(names[i], err, sizeof(err))) {
+            answer_error(wsi, h, 400, err);
+            goto out;
+        }
+    }
+
+    /* The envelope Redis stores and fans out: event and data only; the
+     * function adds the id. */
+    json_object *env = json_object_new_object();
+    if (env == NULL) {
+        answer_error(wsi, h, 500, "out of memory");
+        goto out;
+    }
+    if (event != NULL)
+        json_object_object_add(env, "event", json_object_get(event));
+    json_object_object_add(env, "data", json_object_get(data));
+    size_t plen;
+    const char *payload = json_object_to_json_string_length(env,
+            JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &plen);
+    if (plen > pg_node.cfg.max_message_bytes) {
+        json_object_put(env);
+        answer_error(wsi, h, 413, "message over --max-message-bytes");
+        goto out;
+    }
+    if (!pg_cmd_ready()) {
+        json_object_put(env);
+        answer_error(wsi, h, 503, "redis unavailable");
+        goto out;
+    }
+    if ((r = calloc(1, sizeof(*r))) == NULL || (r->ids = calloc(n, sizeof(*r->ids))) == NULL) {
+        json_object_put(env);
+        free(r);
+        r = NULL;
+        answer_error(wsi, h, 500, "out of memory");
+        goto out;
+    }
+    r->wsi = wsi;
+    r->h = h;
+    r->n = n;
+    r->pending = 1;   /* held by us until every FCALL is queued */
+    r->is_list = is_list;
+    h->api = r;
+    for (size_t i = 0; i < n; i++) {
+        api_slot_t *slot = malloc(sizeof(*slot));
+        if (slot == NULL) {
+            r->failed = 1;
+            snprintf(r->err, sizeof(r->err), "out of memory");
+            break;
+        }
+        slot->req = r;
+        slot->idx = i;
+        r->pending++;
+        if (pg_cmd_publish(names[i], payload, plen, published, slot) != 0) {
+            r->pending--;
+            free(slot);
+            r->failed = 1;
+            snprintf(r->err, sizeof(r->err), "redis unavailable");
+            break;
+        }
+    }
+    json_object_put(env);
+    if (--r->pending == 0)
+        finish(r);
+out:
+    if (names != single)
+        free(names);
+    json_object_put(root);
+}
+
+void pg_api_abandon(pg_http_t *h)
+{
+    if (h->api != NULL) {
+        h->api->wsi = NULL;
+        h->api->h = NULL;
+        h->api = NULL;
+    }
+}

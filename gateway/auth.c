@@ -1,0 +1,141 @@
+/* auth.c - token, Origin and channel checks for connections. */
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "auth.h"
+#include "node.h"
+#include "pg_chan.h"
+#include "pg_origin.h"
+#include "pg_log.h"
+
+#define MAX_CHANNELS_PER_REQUEST 64
+#define ARG_MAX 8192   /* a token or a channel list in the query string */
+
+int pg_auth_header(struct lws *wsi, enum lws_token_indexes tok, char *buf, size_t len)
+{
+    int n = lws_hdr_total_length(wsi, tok);
+    if (n <= 0 || (size_t)n >= len)
+        return -1;
+    if (lws_hdr_copy(wsi, buf, (int)len, tok) < 0)
+        return -1;
+    return n;
+}
+
+int pg_auth_origin_ok(struct lws *wsi)
+{
+    char origin[512], host[512];
+    int no = pg_auth_header(wsi, WSI_TOKEN_ORIGIN, origin, sizeof(origin));
+    if (no < 0) {
+        /* absent is fine (not a browser); present but oversized is not */
+        return lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN) <= 0;
+    }
+    int nh = pg_auth_header(wsi, WSI_TOKEN_HOST, host, sizeof(host));
+    return pg_origin_allowed(&pg_node.cfg.origins, origin, nh < 0 ? NULL : host);
+}
+
+int pg_auth_may_read(const pg_identity_t *who, const char *channel)
+{
+    switch (pg_chan_kind(channel)) {
+    case PG_CHAN_BROADCAST:
+        return 1;
+    case PG_CHAN_USER:
+        return who->sub != NULL && strcmp(channel + 5, who->sub) == 0;
+    case PG_CHAN_TOPIC:
+        return pg_glob_list_match(&pg_node.cfg.public_globs, channel) ||
+               pg_glob_list_match(&who->channels, channel);
+    default:
+        return 0;
+    }
+}
+
+/* The token from "Authorization: Bearer" or else ?token=. Returns a pointer
+ * into one of the buffers, or NULL. */
+static const char *find_token(struct lws *wsi, char *hbuf, size_t hlen, char *abuf, size_t alen)
+{
+    if (pg_auth_header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, hbuf, hlen) > 0 &&
+        strncasecmp(hbuf, "Bearer ", 7) == 0) {
+        const char *t = hbuf + 7;
+        while (*t == ' ')
+            t++;
+        return *t ? t : NULL;
+    }
+    const char *t = lws_get_urlarg_by_name(wsi, "token=", abuf, (int)alen);
+    return (t != NULL && *t) ? t : NULL;
+}
+
+static int parse_since(const char *s, uint64_t *out)
+{
+    return pg_atou64(s, (size_t)-1, out);
+}
+
+int pg_auth_request(struct lws *wsi, int is_sse, pg_auth_result_t *res, char *err, size_t errlen)
+{
+    static char hbuf[ARG_MAX], abuf[ARG_MAX];
+    memset(res, 0, sizeof(*res));
+
+    if (!pg_auth_origin_ok(wsi)) {
+        snprintf(err, errlen, "origin not allowed");
+        return 403;
+    }
+
+    const char *token = find_token(wsi, hbuf, sizeof(hbuf), abuf, sizeof(abuf));
+    if (pg_node.jwt != NULL) {
+        if (token == NULL) {
+            if (!pg_node.cfg.allow_anonymous) {
+                snprintf(err, errlen, "a token is required");
+                return 401;
+            }
+        } else {
+            char why[PG_ERRLEN];
+            if (pg_jwt_verify(pg_node.jwt, token, (int64_t)time(NULL), &res->who,
+                              why, sizeof(why)) != 0) {
+                snprintf(err, errlen, "invalid token: %s", why);
+                return 401;
+            }
+        }
+    }
+
+    const char *chans = lws_get_urlarg_by_name(wsi, "channels=", abuf, sizeof(abuf));
+    if (chans != NULL && *chans) {
+        char why[PG_ERRLEN];
+        if (pg_chan_list_parse(chans, MAX_CHANNELS_PER_REQUEST, &res->channels,
+                               why, sizeof(why)) != 0) {
+            snprintf(err, errlen, "%s", why);
+            pg_auth_result_free(res);
+            return 400;
+        }
+        for (size_t i = 0; i < res->channels.n; i++) {
+            if (!pg_auth_may_read(&res->who, res->channels.v[i])) {
+                snprintf(err, errlen, "channel %s is not allowed", res->channels.v[i]);
+                pg_auth_result_free(res);
+                return 403;
+            }
+        }
+    }
+
+    /* SSE: the browser's own Last-Event-ID beats since= (SPEC §4). */
+    char ibuf[64];
+    const char *since = NULL;
+    if (is_sse && lws_hdr_custom_length(wsi, "last-event-id:", 14) > 0 &&
+        lws_hdr_custom_copy(wsi, ibuf, sizeof(ibuf), "last-event-id:", 14) > 0)
+        since = ibuf;
+    if (since == NULL)
+        since = lws_get_urlarg_by_name(wsi, "since=", abuf, sizeof(abuf));
+    if (since != NULL && *since) {
+        if (parse_since(since, &res->since) != 0) {
+            snprintf(err, errlen, "since must be a message id (decimal digits)");
+            pg_auth_result_free(res);
+            return 400;
+        }
+        res->has_since = 1;
+    }
+    return 0;
+}
+
+void pg_auth_result_free(pg_auth_result_t *res)
+{
+    pg_identity_free(&res->who);
+    pg_strlist_free(&res->channels);
+    res->has_since = 0;
+}

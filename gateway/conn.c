@@ -1,0 +1,219 @@
+/* conn.c - per-connection state, bounded out-queue, writes and teardown. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "conn.h"
+#include "hub.h"
+#include "node.h"
+#include "recovery.h"
+#include "pg_log.h"
+#include "pg_util.h"
+
+/* lws rewrites the bytes just before a payload (frame header); pg_msg
+ * reserves PG_MSG_PRE of them for each view. */
+_Static_assert(LWS_PRE <= PG_MSG_PRE, "PG_MSG_PRE must cover LWS_PRE");
+
+static lws_dll2_owner_t open_conns;
+
+static size_t view_len(const pg_conn_t *c, const pg_msg_t *m)
+{
+    return c->transport == PG_TR_WS ? m->json_len : m->sse_len;
+}
+
+void pg_conn_open(pg_conn_t *c, struct lws *wsi, int transport, pg_identity_t *who)
+{
+    c->wsi = wsi;
+    c->transport = transport;
+    c->id = ++pg_node.next_conn_id;
+    c->who = *who;
+    memset(who, 0, sizeof(*who));
+    c->flags |= PG_CONN_OPEN;
+    lws_dll2_add_tail(&c->node, &open_conns);
+    pg_node.nconns++;
+    pg_node.metrics.connections[transport]++;
+
+    if (pg_hub_join(c, "broadcast") == NULL)
+        pg_conn_close(c, 1011, "out of memory");
+    if (c->who.sub != NULL) {
+        char name[PG_CHAN_MAX + 1];
+        snprintf(name, sizeof(name), "user:%s", c->who.sub);
+        if (pg_hub_join(c, name) == NULL)
+            pg_conn_close(c, 1011, "out of memory");
+    }
+    conn_log(PG_LOG_DEBUG, c, "open user=%s", c->who.sub ? c->who.sub : "-");
+}
+
+void pg_conn_close(pg_conn_t *c, uint16_t code, const char *reason)
+{
+    if (c->flags & PG_CONN_CLOSE_ASAP)
+        return;
+    c->flags |= PG_CONN_CLOSE_ASAP;
+    c->close_code = code;
+    c->close_reason = reason;
+    lws_callback_on_writable(c->wsi);
+}
+
+int pg_conn_send(pg_conn_t *c, pg_msg_t *m)
+{
+    if (c->flags & PG_CONN_CLOSE_ASAP)
+        return -1;
+    size_t len = view_len(c, m);
+    if (c->queued_bytes + len > pg_node.cfg.queue_limit_bytes) {
+        /* redis obuf limits: the slow client alone pays; the fan-out goes on. */
+        pg_node.metrics.slow_consumer_disconnects_total++;
+        conn_log(PG_LOG_INFO, c, "slow consumer: %zu bytes queued, closing",
+                 c->queued_bytes);
+        pg_conn_close(c, 1008, "slow consumer");
+        return -1;
+    }
+    if (c->qlen == c->qcap) {
+        uint32_t ncap = c->qcap ? c->qcap * 2 : 4;
+        pg_msg_t **n = malloc(ncap * sizeof(*n));
+        if (n == NULL) {
+            pg_conn_close(c, 1011, "out of memory");
+            return -1;
+        }
+        /* unroll the ring into the new array, oldest first */
+        for (uint32_t i = 0; i < c->qlen; i++)
+            n[i] = c->q[(c->qhead + i) % c->qcap];
+        free(c->q);
+        c->q = n;
+        c->qhead = 0;
+        c->qcap = ncap;
+    }
+    c->q[(c->qhead + c->qlen) % c->qcap] = pg_msg_ref(m);
+    c->qlen++;
+    c->queued_bytes += len;
+    if (c->qlen == 1)
+        lws_callback_on_writable(c->wsi);
+    return 0;
+}
+
+int pg_conn_send_control(pg_conn_t *c, const char *json, size_t len, const char *sse_event)
+{
+    pg_msg_t *m = pg_msg_control(json, len, sse_event);
+    if (m == NULL) {
+        pg_conn_close(c, 1011, "out of memory");
+        return -1;
+    }
+    int rc = pg_conn_send(c, m);
+    pg_msg_unref(&m);
+    return rc;
+}
+
+static pg_msg_t *queue_pop(pg_conn_t *c)
+{
+    pg_msg_t *m = c->q[c->qhead];
+    c->q[c->qhead] = NULL;
+    c->qhead = (c->qhead + 1) % c->qcap;
+    c->qlen--;
+    c->queued_bytes -= view_len(c, m);
+    return m;
+}
+
+static int sse_headers(pg_conn_t *c)
+{
+    unsigned char buf[LWS_PRE + 512], *start = buf + LWS_PRE, *p = start,
+                  *end = buf + sizeof(buf) - 1;
+    struct lws *wsi = c->wsi;
+
+    if (lws_add_http_header_status(wsi, HTTP_STATUS_OK, &p, end) ||
+        lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE,
+                (const unsigned char *)"text/event-stream", 17, &p, end) ||
+        lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
+                (const unsigned char *)"no-cache", 8, &p, end) ||
+        lws_add_http_header_by_name(wsi, (const unsigned char *)"x-accel-buffering:",
+                (const unsigned char *)"no", 2, &p, end) ||
+        lws_finalize_http_header(wsi, &p, end))
+        return -1;
+    if (lws_write(wsi, start, (size_t)lws_ptr_diff(p, start), LWS_WRITE_HTTP_HEADERS) < 0)
+        return -1;
+    c->flags |= PG_CONN_HDRS_SENT;
+    return 0;
+}
+
+int pg_conn_writeable(pg_conn_t *c)
+{
+    if (c->transport == PG_TR_SSE && !(c->flags & PG_CONN_HDRS_SENT)) {
+        if (sse_headers(c) < 0)
+            return -1;
+        if (c->qlen || (c->flags & (PG_CONN_CLOSE_ASAP | PG_CONN_DRAINING)))
+            lws_callback_on_writable(c->wsi);
+        return 0;
+    }
+    if (c->flags & PG_CONN_CLOSE_ASAP) {
+        if (c->transport == PG_TR_WS)
+            lws_close_reason(c->wsi, c->close_code,
+                             (unsigned char *)c->close_reason,
+                             c->close_reason ? strlen(c->close_reason) : 0);
+        return -1;
+    }
+    if (c->qlen == 0) {
+        if (c->flags & PG_CONN_DRAINING) {
+            if (c->transport == PG_TR_WS) {
+                lws_close_reason(c->wsi, LWS_CLOSE_STATUS_GOINGAWAY,
+                                 (unsigned char *)"going away", 10);
+            }
+            return -1;
+        }
+        return 0;
+    }
+
+    pg_msg_t *m = queue_pop(c);
+    int n;
+    if (c->transport == PG_TR_WS)
+        n = lws_write(c->wsi, (unsigned char *)m->json, m->json_len, LWS_WRITE_TEXT);
+    else
+        n = lws_write(c->wsi, (unsigned char *)m->sse, m->sse_len, LWS_WRITE_HTTP);
+    if (m->channel != NULL) {
+        pg_node.metrics.deliveries_total[c->transport]++;
+        pg_metrics_latency(&pg_node.metrics, pg_mono_ns() - m->recv_ns);
+    }
+    pg_msg_unref(&m);
+    if (n < 0)
+        return -1;
+    if (c->qlen || (c->flags & PG_CONN_DRAINING))
+        lws_callback_on_writable(c->wsi);
+    return 0;
+}
+
+void pg_conn_destroy(pg_conn_t *c)
+{
+    if (!(c->flags & PG_CONN_OPEN))
+        return;
+    c->flags &= ~PG_CONN_OPEN;
+    conn_log(PG_LOG_DEBUG, c, "closed");
+    /* reverse order of acquisition */
+    pg_recovery_abandon(c);
+    for (uint32_t i = 0; i < c->nheld; i++)
+        pg_msg_unref(&c->held[i]);
+    free(c->held);
+    c->held = NULL;
+    c->nheld = c->heldcap = 0;
+    while (c->qlen) {
+        pg_msg_t *m = queue_pop(c);
+        pg_msg_unref(&m);
+    }
+    free(c->q);
+    c->q = NULL;
+    c->qcap = 0;
+    pg_buf_free(&c->rx);
+    pg_hub_leave_all(c);
+    pg_identity_free(&c->who);
+    pg_node.metrics.connections[c->transport]--;
+    pg_node.nconns--;
+    lws_dll2_remove(&c->node);
+    c->wsi = NULL;
+}
+
+void pg_conn_foreach(pg_conn_iter_cb cb, void *arg)
+{
+    lws_start_foreach_dll_safe(struct lws_dll2 *, d, d1, lws_dll2_get_head(&open_conns)) {
+        cb(lws_container_of(d, pg_conn_t, node), arg);
+    } lws_end_foreach_dll_safe(d, d1);
+}
+
+size_t pg_conn_count(void)
+{
+    return open_conns.count;
+}

@@ -1,0 +1,81 @@
+/* conn.h - one client connection (WebSocket or SSE): its subscriptions, its
+ * bounded out-queue of shared messages, and its single teardown.
+ *
+ * Lifetime: the struct lives inside the lws per-session data, so lws owns the
+ * memory; pg_conn_open() starts using it and pg_conn_destroy() (called from
+ * the CLOSED callbacks only) releases every reference it holds. Nothing else
+ * ever frees a connection: code that wants one gone calls pg_conn_close(),
+ * which only sets a flag and asks lws for a WRITEABLE callback, where the
+ * close really happens (STYLE §4: never free during fan-out). */
+#ifndef PG_CONN_H
+#define PG_CONN_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <libwebsockets.h>
+
+#include "pg_jwt.h"
+#include "pg_msg.h"
+#include "pg_buf.h"
+
+struct pg_recovery;
+
+#define PG_CONN_OPEN        (1u << 0)  /* pg_conn_open() done, destroy owed */
+#define PG_CONN_CLOSE_ASAP  (1u << 1)  /* never enqueue again; close on next WRITEABLE */
+#define PG_CONN_RECOVERING  (1u << 2)  /* hold live messages until history replay ends */
+#define PG_CONN_HDRS_SENT   (1u << 3)  /* SSE: response headers are out */
+#define PG_CONN_DRAINING    (1u << 4)  /* node drains: close once the queue is empty */
+
+typedef struct pg_conn {
+    struct lws      *wsi;
+    int              transport;     /* PG_TR_WS or PG_TR_SSE */
+    unsigned         flags;         /* PG_CONN_* */
+    uint64_t         id;            /* node-unique, for logs */
+    pg_identity_t    who;           /* sub NULL = anonymous; owned */
+    lws_dll2_owner_t subs;          /* pg_sub_t.conn_node; each holds a channel */
+    lws_dll2_t       node;          /* in the node's list of open connections */
+    /* Out-queue: a ring of message references, oldest first. queued_bytes
+     * is the sum of the transport view lengths in it; it never exceeds
+     * --queue-limit-bytes (past it the connection is closed as slow). */
+    pg_msg_t       **q;
+    uint32_t         qhead, qlen, qcap;
+    size_t           queued_bytes;
+    /* Messages that arrived live while history is being replayed; they go
+     * out after the replay, minus any the replay already delivered. */
+    pg_msg_t       **held;
+    uint32_t         nheld, heldcap;
+    struct pg_recovery *rec;        /* non-NULL while RECOVERING; owned */
+    pg_buf_t         rx;            /* WebSocket message being reassembled */
+    uint64_t         cmd_window_ms; /* start of the command rate window */
+    uint32_t         cmd_count;     /* commands seen in that window */
+    uint16_t         close_code;    /* WebSocket close code for CLOSE_ASAP */
+    const char      *close_reason;  /* static string */
+} pg_conn_t;
+
+/* Start using c (zeroed by lws) for wsi: take ownership of *who (zeroed on
+ * return), count it, join broadcast and, for a user, user:<sub>. */
+void pg_conn_open(pg_conn_t *c, struct lws *wsi, int transport, pg_identity_t *who);
+/* Queue one reference to m for c (takes its own ref). Past the queue limit c
+ * is marked slow and closed on its next WRITEABLE; the message is not queued.
+ * Never frees c. Returns 0, or -1 if c is closing. */
+int pg_conn_send(pg_conn_t *c, pg_msg_t *m);
+/* Queue a small control frame built from json (sse_event as pg_msg_control). */
+int pg_conn_send_control(pg_conn_t *c, const char *json, size_t len, const char *sse_event);
+/* Ask for c to be closed with a WebSocket close code (SSE: stream ends). */
+void pg_conn_close(pg_conn_t *c, uint16_t code, const char *reason);
+/* The WRITEABLE callback: write what is queued. Returns -1 when lws must
+ * close the connection, else 0. */
+int pg_conn_writeable(pg_conn_t *c);
+/* Release everything c holds. Idempotent; only from the CLOSED callbacks. */
+void pg_conn_destroy(pg_conn_t *c);
+
+/* Iterate over open connections (drain, SSE keepalive and peer checks). */
+typedef void (*pg_conn_iter_cb)(pg_conn_t *c, void *arg);
+void pg_conn_foreach(pg_conn_iter_cb cb, void *arg);
+size_t pg_conn_count(void);
+
+#define conn_log(lvl, c, fmt, ...) \
+    pg_log(lvl, "conn=%llu %s " fmt, (unsigned long long)(c)->id, \
+           (c)->transport == 0 ? "ws" : "sse", ##__VA_ARGS__)
+
+#endif

@@ -1,0 +1,176 @@
+/* main.c - options, the loop, signals, drain and exit code. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "node.h"
+#include "hub.h"
+#include "redis_cmd.h"
+#include "redis_sub.h"
+#include "server.h"
+#include "pg_log.h"
+#include "pg_util.h"
+
+pg_node_t pg_node;
+
+static uv_loop_t  loop;
+static uv_signal_t sig_term, sig_int;
+static uv_timer_t drain_timer, drain_poll;
+
+/* Redis-style identifier prefix: every non-alphanumeric turned into '_'. */
+static void function_names(void)
+{
+    char fn[64];
+    size_t i, n = strlen(pg_node.cfg.prefix);
+    for (i = 0; i < n && i < sizeof(fn) - 1; i++) {
+        char c = pg_node.cfg.prefix[i];
+        int alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+        fn[i] = alnum ? c : '_';
+    }
+    fn[i] = '\0';
+    snprintf(pg_node.fn_publish, sizeof(pg_node.fn_publish), "%spublish", fn);
+    snprintf(pg_node.fn_history, sizeof(pg_node.fn_history), "%shistory", fn);
+}
+
+static long derive_max_connections(void)
+{
+    struct rlimit rl;
+    if (pg_node.cfg.max_connections > 0)
+        return pg_node.cfg.max_connections;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+        return 10000;
+    /* Keep descriptors for the listener, Redis, the loop and a few HTTP
+     * requests beyond the limit so the 503 can still be sent. */
+    long n = (long)rl.rlim_cur - 64;
+    return n > 16 ? n : 16;
+}
+
+static void shutdown_now(void)
+{
+    if (pg_node.stopping)
+        return;
+    pg_node.stopping = 1;
+    pg_log(PG_LOG_INFO, "stopping");
+    uv_signal_stop(&sig_term);
+    uv_signal_stop(&sig_int);
+    uv_close((uv_handle_t *)&sig_term, NULL);
+    uv_close((uv_handle_t *)&sig_int, NULL);
+    uv_timer_stop(&drain_timer);
+    uv_close((uv_handle_t *)&drain_timer, NULL);
+    uv_timer_stop(&drain_poll);
+    uv_close((uv_handle_t *)&drain_poll, NULL);
+    pg_sub_stop();
+    pg_cmd_stop();
+    pg_server_stop();
+}
+
+static void drain_timeout_cb(uv_timer_t *t)
+{
+    (void)t;
+    pg_log(PG_LOG_WARN, "drain timeout: closing %zu connections that did not finish",
+           pg_conn_count());
+    shutdown_now();
+}
+
+static void drain_poll_cb(uv_timer_t *t)
+{
+    (void)t;
+    if (pg_conn_count() == 0)
+        shutdown_now();
+}
+
+static void signal_cb(uv_signal_t *h, int signum)
+{
+    (void)h;
+    if (pg_node.draining) {
+        pg_log(PG_LOG_WARN, "second signal: stopping without waiting");
+        shutdown_now();
+        return;
+    }
+    pg_log(PG_LOG_INFO, "signal %d: draining %zu connections (up to %u s)", signum,
+           pg_conn_count(), pg_node.cfg.drain_timeout);
+    pg_node.draining = 1;
+    pg_server_drain();
+    uv_timer_start(&drain_timer, drain_timeout_cb, pg_node.cfg.drain_timeout * 1000ull, 0);
+    uv_timer_start(&drain_poll, drain_poll_cb, 0, 20);
+}
+
+int main(int argc, char **argv)
+{
+    extern char **environ;
+    char err[512];
+    pg_config_t *cfg = &pg_node.cfg;
+
+    switch (pg_opt_parse(cfg, argc, argv, environ, err, sizeof(err))) {
+    case PG_OPT_HELP:
+        pg_opt_help(stdout);
+        pg_config_free(cfg);
+        return 0;
+    case PG_OPT_VERSION:
+        printf("pushgate %s\n", PG_VERSION);
+        pg_config_free(cfg);
+        return 0;
+    case PG_OPT_FAIL:
+        fprintf(stderr, "pushgate: %s\n", err);
+        pg_config_free(cfg);
+        return 2;
+    default:
+        break;
+    }
+    pg_log_level = cfg->log_level;
+    pg_log_json = cfg->log_json;
+    pg_log_node = cfg->node_id;
+
+    if (cfg->jwt_secret != NULL || cfg->jwt_public_pem != NULL) {
+        char why[PG_ERRLEN];
+        pg_node.jwt = pg_jwt_keys_new(cfg->jwt_secret, cfg->jwt_public_pem,
+                                      cfg->jwt_public_pem_len, why, sizeof(why));
+        if (pg_node.jwt == NULL) {
+            fprintf(stderr, "pushgate: --jwt-public-key: %s\n", why);
+            pg_config_free(cfg);
+            return 2;
+        }
+    }
+    pg_node.max_connections = derive_max_connections();
+    function_names();
+    signal(SIGPIPE, SIG_IGN);
+    srandom((unsigned)(pg_wall_ms() ^ (uint64_t)getpid()));
+
+    if (uv_loop_init(&loop) != 0) {
+        pg_log(PG_LOG_ERROR, "cannot create the event loop");
+        return 1;
+    }
+    pg_node.loop = &loop;
+    if (pg_hub_init() != 0 || pg_server_start() != 0) {
+        pg_config_free(cfg);
+        return 1;
+    }
+    pg_log(PG_LOG_INFO, "pushgate %s node=%s redis=%s:%d prefix=%s max_connections=%ld",
+           PG_VERSION, cfg->node_id, cfg->redis.host, cfg->redis.port, cfg->prefix,
+           pg_node.max_connections);
+    if (pg_sub_start() != 0 || pg_cmd_start() != 0) {
+        pg_log(PG_LOG_ERROR, "cannot start the Redis links");
+        return 1;
+    }
+    uv_signal_init(&loop, &sig_term);
+    uv_signal_init(&loop, &sig_int);
+    uv_signal_start(&sig_term, signal_cb, SIGTERM);
+    uv_signal_start(&sig_int, signal_cb, SIGINT);
+    uv_timer_init(&loop, &drain_timer);
+    uv_timer_init(&loop, &drain_poll);
+
+    uv_run(&loop, UV_RUN_DEFAULT);
+
+    /* The loop ran dry after pg_server_stop(): lws has closed its handles. */
+    pg_server_destroy();
+    uv_run(&loop, UV_RUN_DEFAULT);
+    pg_hub_free();
+    if (uv_loop_close(&loop) != 0)
+        pg_log(PG_LOG_WARN, "event loop closed with handles still open");
+    pg_jwt_keys_free(pg_node.jwt);
+    pg_log(PG_LOG_INFO, "stopped");
+    pg_config_free(cfg);
+    return 0;
+}

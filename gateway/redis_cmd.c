@@ -1,0 +1,289 @@
+/* redis_cmd.c - the command role of a pg_link_t. See redis_cmd.h. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "redis_cmd.h"
+#include "redis_link.h"
+#include "embed.h"
+#include "node.h"
+#include "recovery.h"
+#include "pg_buf.h"
+#include "pg_log.h"
+#include "pg_util.h"
+
+static pg_link_t cmd;
+
+/* Replace every @KEY@ placeholder of the template. The prefix is limited to
+ * [A-Za-z0-9_.:-] by the option table, so it is safe inside a Lua string. */
+char *pg_cmd_render_library(size_t *len)
+{
+    char fn[96], num[3][24];
+    const char *keys[] = { "@PREFIX@", "@FN@", "@HISTORY_SIZE@", "@HISTORY_TTL@", "@MAX_BYTES@" };
+    const char *vals[5];
+    size_t i, plen = strlen(pg_node.cfg.prefix);
+
+    for (i = 0; i < plen && i < sizeof(fn) - 1; i++) {
+        char ch = pg_node.cfg.prefix[i];
+        int alnum = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9');
+        fn[i] = alnum ? ch : '_';
+    }
+    fn[i] = '\0';
+    snprintf(num[0], sizeof(num[0]), "%u", pg_node.cfg.history_size);
+    snprintf(num[1], sizeof(num[1]), "%u", pg_node.cfg.history_ttl);
+    snprintf(num[2], sizeof(num[2]), "%zu", pg_node.cfg.max_message_bytes);
+    vals[0] = pg_node.cfg.prefix; vals[1] = fn;
+    vals[2] = num[0]; vals[3] = num[1]; vals[4] = num[2];
+
+    pg_buf_t b = PG_BUF_INIT;
+    const char *s = pg_embed_functions_lua, *end = s + pg_embed_functions_lua_len;
+    while (s < end) {
+        const char *at = memchr(s, '@', (size_t)(end - s));
+        if (at == NULL) {
+            if (pg_buf_append(&b, s, (size_t)(end - s)) < 0)
+                goto oom;
+            break;
+        }
+        if (pg_buf_append(&b, s, (size_t)(at - s)) < 0)
+            goto oom;
+        size_t k;
+        for (k = 0; k < 5; k++) {
+            size_t kl = strlen(keys[k]);
+            if ((size_t)(end - at) >= kl && memcmp(at, keys[k], kl) == 0) {
+                if (pg_buf_puts(&b, vals[k]) < 0)
+                    goto oom;
+                s = at + kl;
+                break;
+            }
+        }
+        if (k == 5) {
+            if (pg_buf_append(&b, "@", 1) < 0)
+                goto oom;
+            s = at + 1;
+        }
+    }
+    return pg_buf_steal(&b, len);
+oom:
+    pg_buf_free(&b);
+    return NULL;
+}
+
+static void loaded_cb(redisAsyncContext *ac, void *r, void *priv)
+{
+    redisReply *reply = r;
+    pg_link_t *l = priv;
+    (void)ac;
+    if (reply == NULL)
+        return;
+    if (reply->type == REDIS_REPLY_ERROR) {
+        link_log(PG_LOG_ERROR, l, "FUNCTION LOAD failed (Redis 7+ is required): %s", reply->str);
+        pg_link_fail(l, "FUNCTION LOAD failed");
+        return;
+    }
+    pg_link_ready(l);
+}
+
+static void cmd_setup(pg_link_t *l)
+{
+    size_t len;
+    char *lib = pg_cmd_render_library(&len);
+    if (lib == NULL) {
+        pg_link_fail(l, "out of memory");
+        return;
+    }
+    l->state = PG_LINK_LOADING_FUNCTION;
+    /* REPLACE at every connect: a Redis restarted without persistence has
+     * lost the library, and a node must never depend on another to load it. */
+    redisAsyncCommand(l->ac, loaded_cb, l, "FUNCTION LOAD REPLACE %b", lib, len);
+    free(lib);
+}
+
+static void cmd_ready(pg_link_t *l)
+{
+    (void)l;
+    pg_recovery_kick();
+}
+
+int pg_cmd_start(void)
+{
+    cmd.role = "commands";
+    cmd.setup = cmd_setup;
+    cmd.on_ready = cmd_ready;
+    cmd.select_db = 1;
+    if (pg_link_init(&cmd) != 0)
+        return -1;
+    pg_link_start(&cmd);
+    return 0;
+}
+
+void pg_cmd_stop(void)
+{
+    pg_link_stop(&cmd);
+}
+
+int pg_cmd_ready(void)
+{
+    return cmd.state == PG_LINK_READY;
+}
+
+/* --- publish ------------------------------------------------------------ */
+
+typedef struct pub_req {
+    pg_publish_cb cb;
+    void         *arg;
+} pub_req_t;
+
+static void publish_cb(redisAsyncContext *ac, void *r, void *priv)
+{
+    redisReply *reply = r;
+    pub_req_t *p = priv;
+    uint64_t id = 0;
+    (void)ac;
+    if (reply == NULL)
+        p->cb(p->arg, 0, 0, "redis connection lost");
+    else if (reply->type == REDIS_REPLY_ERROR)
+        p->cb(p->arg, 0, 0, reply->str);
+    else if (reply->type == REDIS_REPLY_STRING && pg_atou64(reply->str, reply->len, &id) == 0)
+        p->cb(p->arg, 1, id, NULL);
+    else if (reply->type == REDIS_REPLY_INTEGER && reply->integer > 0)
+        p->cb(p->arg, 1, (uint64_t)reply->integer, NULL);
+    else
+        p->cb(p->arg, 0, 0, "unexpected reply from the publish function");
+    free(p);
+}
+
+int pg_cmd_publish(const char *channel, const char *payload, size_t len,
+                   pg_publish_cb cb, void *arg)
+{
+    if (cmd.state != PG_LINK_READY)
+        return -1;
+    pub_req_t *p = malloc(sizeof(*p));
+    if (p == NULL)
+        return -1;
+    p->cb = cb;
+    p->arg = arg;
+    const char *argv[5] = { "FCALL", pg_node.fn_publish, "0", channel, payload };
+    size_t argvlen[5] = { 5, strlen(pg_node.fn_publish), 1, strlen(channel), len };
+    if (redisAsyncCommandArgv(cmd.ac, publish_cb, p, 5, argv, argvlen) != REDIS_OK) {
+        free(p);
+        return -1;
+    }
+    return 0;
+}
+
+/* --- history ------------------------------------------------------------ */
+
+typedef struct hist_req {
+    pg_history_cb cb;
+    void         *arg;
+    char         *channel;
+} hist_req_t;
+
+static void history_cb(redisAsyncContext *ac, void *r, void *priv)
+{
+    redisReply *reply = r;
+    hist_req_t *h = priv;
+    (void)ac;
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements < 1 ||
+        reply->element[0]->type != REDIS_REPLY_INTEGER) {
+        if (reply != NULL)
+            pg_log(PG_LOG_WARN, "history read of %s failed: %s", h->channel,
+                   reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
+        h->cb(h->arg, 0, 0, NULL, 0);
+        goto out;
+    }
+    int complete = reply->element[0]->integer != 0;
+    size_t n = (reply->elements - 1) / 2, got = 0;
+    pg_msg_t **msgs = n ? calloc(n, sizeof(*msgs)) : NULL;
+    if (n && msgs == NULL) {
+        h->cb(h->arg, 0, 0, NULL, 0);
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        redisReply *env = reply->element[2 + 2 * i];
+        if (env->type != REDIS_REPLY_STRING)
+            continue;
+        int err;
+        pg_msg_t *m = pg_msg_from_payload(h->channel, env->str, env->len,
+                                          pg_node.cfg.max_message_bytes, &err);
+        if (m == NULL || m->id == 0) {
+            pg_msg_unref(&m);
+            continue;
+        }
+        msgs[got++] = m;
+    }
+    h->cb(h->arg, 1, complete, msgs, got);
+    for (size_t i = 0; i < got; i++)
+        pg_msg_unref(&msgs[i]);
+    free(msgs);
+out:
+    free(h->channel);
+    free(h);
+}
+
+int pg_cmd_history(const char *channel, uint64_t since, pg_history_cb cb, void *arg)
+{
+    if (cmd.state != PG_LINK_READY)
+        return -1;
+    hist_req_t *h = calloc(1, sizeof(*h));
+    if (h == NULL || (h->channel = strdup(channel)) == NULL) {
+        free(h);
+        return -1;
+    }
+    h->cb = cb;
+    h->arg = arg;
+    char sbuf[24];
+    size_t slen = pg_u64toa(since, sbuf);
+    const char *argv[5] = { "FCALL_RO", pg_node.fn_history, "0", channel, sbuf };
+    size_t argvlen[5] = { 8, strlen(pg_node.fn_history), 1, strlen(channel), slen };
+    if (redisAsyncCommandArgv(cmd.ac, history_cb, h, 5, argv, argvlen) != REDIS_OK) {
+        free(h->channel);
+        free(h);
+        return -1;
+    }
+    return 0;
+}
+
+/* --- raw publish (probe) ------------------------------------------------- */
+
+typedef struct raw_req {
+    pg_raw_cb cb;
+    void     *arg;
+} raw_req_t;
+
+static void raw_cb(redisAsyncContext *ac, void *r, void *priv)
+{
+    redisReply *reply = r;
+    raw_req_t *q = priv;
+    (void)ac;
+    q->cb(q->arg, reply != NULL && reply->type == REDIS_REPLY_INTEGER);
+    free(q);
+}
+
+int pg_cmd_raw_publish(const char *channel, const char *payload, size_t len,
+                       pg_raw_cb cb, void *arg)
+{
+    if (cmd.state != PG_LINK_READY)
+        return -1;
+    raw_req_t *q = malloc(sizeof(*q));
+    if (q == NULL)
+        return -1;
+    q->cb = cb;
+    q->arg = arg;
+    size_t plen = strlen(pg_node.cfg.prefix), clen = strlen(channel);
+    char *full = malloc(plen + clen + 1);
+    if (full == NULL) {
+        free(q);
+        return -1;
+    }
+    memcpy(full, pg_node.cfg.prefix, plen);
+    memcpy(full + plen, channel, clen + 1);
+    const char *argv[3] = { "PUBLISH", full, payload };
+    size_t argvlen[3] = { 7, plen + clen, len };
+    int rc = redisAsyncCommandArgv(cmd.ac, raw_cb, q, 3, argv, argvlen);
+    free(full);
+    if (rc != REDIS_OK) {
+        free(q);
+        return -1;
+    }
+    return 0;
+}
