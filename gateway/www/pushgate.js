@@ -707,6 +707,32 @@
     this._deliver(obj, sseId);
   };
 
+  // SSE can only ask for a new channel by re-opening the stream, and the
+  // gateway refuses the whole stream (403) when one channel is not allowed.
+  // When a stream that carried not-yet-confirmed runtime channels is refused,
+  // those channels are dropped (reported as 'error') and the stream re-opens
+  // without them. Returns true when it did so.
+  P._dropPendingSSE = function (gen, status) {
+    if (gen !== this._gen) return false;
+    var dropped = [];
+    for (var i = this._runtimeOrder.length - 1; i >= 0; i--) {
+      var c = this._runtimeOrder[i];
+      if (this._runtime[c] === 'pending') {
+        delete this._runtime[c];
+        this._runtimeOrder.splice(i, 1);
+        dropped.unshift(c);
+      }
+    }
+    if (!dropped.length) return false;
+    for (var j = 0; j < dropped.length; j++) {
+      this._emit('error', { reason: 'subscribe refused', channel: dropped[j], status: status,
+                            command: { type: 'subscribe', channel: dropped[j] } });
+    }
+    this._teardown();
+    this._openNow();
+    return true;
+  };
+
   P._sseOpened = function (gen) {
     if (gen !== this._gen) return;
     var confirmed = [];
@@ -747,7 +773,10 @@
       if (gen !== self._gen) return;
       if (es.readyState === 2 /* CLOSED */) {
         // The browser gave up (HTTP error status or wrong content type):
-        // reconnect ourselves with since=<lastId>.
+        // reconnect ourselves with since=<lastId>. EventSource hides the
+        // status, so a refusal right after adding channels is taken as
+        // theirs.
+        if (self.state !== 'open' && self._dropPendingSSE(gen)) return;
         self._fail(gen, { reason: 'event stream failed' });
       } else if (self.state === 'open') {
         // The browser reconnects by itself with Last-Event-ID.
@@ -789,6 +818,7 @@
       var ct = (res.headers && res.headers.get('content-type')) || '';
       if (res.status !== 200 || ct.toLowerCase().indexOf('text/event-stream') !== 0) {
         var st = res.status;
+        if (st === 403 && self._dropPendingSSE(gen, st)) return;
         // Refused for good (bad token, forbidden channel, bad request) unless
         // a token function may produce a better token next time.
         var fatal = st >= 400 && st < 500 && st !== 408 && st !== 429 &&

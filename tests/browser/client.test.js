@@ -369,3 +369,28 @@ test('sse (fetch): 403 is final, 503 is retried', async () => {
   assert.equal(pg.state, 'closed');
   assert.ok(events.some((e) => e[0] === 'close' && e[1].status === 403 && e[1].willReconnect === false));
 });
+
+test('sse (fetch): a refused runtime subscribe is dropped, the stream comes back without it', async () => {
+  const urls = [];
+  const fetch = (url, init) => {
+    urls.push(url);
+    const chans = new URL(url).searchParams.get('channels') || '';
+    if (chans.includes('secret')) {
+      return Promise.resolve({ status: 403, headers: new Headers({ 'content-type': 'application/json' }), body: null });
+    }
+    const s = streamResponse(200, 'text/event-stream');
+    init.signal.addEventListener('abort', () => { try { s.end(); } catch {} });
+    return Promise.resolve(s.res);
+  };
+  const { pg, events } = make({ transport: 'sse', fetch, WebSocket: null });
+  await tick();
+  assert.equal(pg.state, 'open');
+  pg.subscribe('secret');
+  for (let i = 0; i < 4; i++) await tick();
+  assert.equal(pg.state, 'open');
+  assert.deepEqual(urls.map((u) => new URL(u).searchParams.get('channels')), ['news', 'news,secret', 'news']);
+  const err = events.find((e) => e[0] === 'error');
+  assert.equal(err[1].channel, 'secret');
+  assert.equal(err[1].status, 403);
+  pg.close();
+});
