@@ -132,6 +132,27 @@ static int sse_headers(pg_conn_t *c)
     return 0;
 }
 
+/* End a connection from its WRITEABLE callback. For WebSocket the close
+ * frame is written here, as raw bytes: lws 4.1 drops the connection without
+ * one when a WRITEABLE callback returns -1, even after lws_close_reason(),
+ * and the client would only see 1006. Returns -1 (close now). */
+static int ws_close(pg_conn_t *c, uint16_t code, const char *reason)
+{
+    if (c->transport == PG_TR_WS) {
+        unsigned char buf[LWS_PRE + 127], *f = buf + LWS_PRE;
+        size_t rlen = reason ? strlen(reason) : 0;
+        if (rlen > 123)
+            rlen = 123;
+        f[0] = 0x88;                       /* FIN | close */
+        f[1] = (unsigned char)(2 + rlen);  /* unmasked, server to client */
+        f[2] = (unsigned char)(code >> 8);
+        f[3] = (unsigned char)(code & 0xff);
+        memcpy(f + 4, reason, rlen);
+        lws_write(c->wsi, f, 4 + rlen, LWS_WRITE_RAW);
+    }
+    return -1;
+}
+
 int pg_conn_writeable(pg_conn_t *c)
 {
     if (c->transport == PG_TR_SSE && !(c->flags & PG_CONN_HDRS_SENT)) {
@@ -141,21 +162,11 @@ int pg_conn_writeable(pg_conn_t *c)
             lws_callback_on_writable(c->wsi);
         return 0;
     }
-    if (c->flags & PG_CONN_CLOSE_ASAP) {
-        if (c->transport == PG_TR_WS)
-            lws_close_reason(c->wsi, c->close_code,
-                             (unsigned char *)c->close_reason,
-                             c->close_reason ? strlen(c->close_reason) : 0);
-        return -1;
-    }
+    if (c->flags & PG_CONN_CLOSE_ASAP)
+        return ws_close(c, c->close_code, c->close_reason);
     if (c->qlen == 0) {
-        if (c->flags & PG_CONN_DRAINING) {
-            if (c->transport == PG_TR_WS) {
-                lws_close_reason(c->wsi, LWS_CLOSE_STATUS_GOINGAWAY,
-                                 (unsigned char *)"going away", 10);
-            }
-            return -1;
-        }
+        if (c->flags & PG_CONN_DRAINING)
+            return ws_close(c, LWS_CLOSE_STATUS_GOINGAWAY, "going away");
         return 0;
     }
 
