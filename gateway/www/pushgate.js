@@ -684,10 +684,9 @@
 
   P._reopenSSE = function () {
     // New channel list: a fresh stream that resumes from the last id.
+    // Deliberate and immediately followed by 'open': no 'close' event.
     this._attempt = 0;
-    var wasOpen = this.state === 'open';
     this._teardown();
-    if (wasOpen) this._emit('close', { code: 1000, reason: 'channel list changed', willReconnect: true, wasOpen: true });
     this._openNow();
   };
 
