@@ -272,7 +272,7 @@ int pg_jwt_verify(const pg_jwt_keys_t *k, const char *token, int64_t now,
     json_object *c = NULL, *v;
     int rc = -1;
     if (jwt_decode(&jwt, token, key, (int)keylen) != 0 || !jwt) {
-        set_err(err, errlen, "bad token signature");
+        set_err(err, errlen, "bad token signature (or malformed token)");
         goto out;
     }
     if (jwt_get_alg(jwt) != alg) {

@@ -99,8 +99,8 @@ static const opt_t opts[] = {
 
 enum { SRC_DEFAULT, SRC_ENV, SRC_ARGV };
 
-static void fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void fail(char *err, size_t errlen, const char *fmt, ...)
+static void seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -162,33 +162,33 @@ static int parse_listen(pg_config_t *cfg, const char *v, char *e, size_t el, con
         h = v + 1;
         hend = strchr(h, ']');
         if (!hend || hend == h || hend[1] != ':') {
-            fail(e, el, "%s: \"%s\" is not [IPv6]:port", name, shown(v, sb));
+            seterr(e, el, "%s: \"%s\" is not [IPv6]:port", name, shown(v, sb));
             return -1;
         }
         colon = hend + 1;
     } else {
         colon = strchr(v, ':');
         if (!colon || strchr(colon + 1, ':')) {
-            fail(e, el, "%s: \"%s\" is not host:port (write IPv6 as [addr]:port)", name, shown(v, sb));
+            seterr(e, el, "%s: \"%s\" is not host:port (write IPv6 as [addr]:port)", name, shown(v, sb));
             return -1;
         }
         hend = colon;
     }
     size_t hlen = (size_t)(hend - h);
     if (hlen == 0 || hlen >= sizeof cfg->listen_host) {
-        fail(e, el, "%s: \"%s\" has no usable host", name, shown(v, sb));
+        seterr(e, el, "%s: \"%s\" has no usable host", name, shown(v, sb));
         return -1;
     }
     for (size_t i = 0; i < hlen; i++) {
         unsigned char c = (unsigned char)h[i];
         if (c <= ' ' || c >= 0x7f || c == '/' || c == '[' || c == ']' || c == '@') {
-            fail(e, el, "%s: \"%s\" has a bad character in the host", name, shown(v, sb));
+            seterr(e, el, "%s: \"%s\" has a bad character in the host", name, shown(v, sb));
             return -1;
         }
     }
     uint64_t port;
     if (pg_atou64(colon + 1, (size_t)-1, &port) < 0 || port < 1 || port > 65535) {
-        fail(e, el, "%s: \"%s\" needs a port in 1..65535", name, shown(v, sb));
+        seterr(e, el, "%s: \"%s\" needs a port in 1..65535", name, shown(v, sb));
         return -1;
     }
     memcpy(cfg->listen_host, h, hlen);
@@ -236,7 +236,7 @@ static int apply(pg_config_t *cfg, const opt_t *o, const char *v, const char *na
     if (o->off != NONE) {
         char **slot = (char **)(base + o->off);
         if (!(*slot = strdup(v))) {
-            fail(e, el, "%s: out of memory", name);
+            seterr(e, el, "%s: out of memory", name);
             return -1;
         }
     }
@@ -248,7 +248,7 @@ static int apply(pg_config_t *cfg, const opt_t *o, const char *v, const char *na
         /* pg_url_parse never puts the password in uerr, and we do not echo
          * the URL itself, which may carry it. */
         if (pg_url_parse(v, &cfg->redis, uerr, sizeof uerr) < 0) {
-            fail(e, el, "%s: %s", name, uerr);
+            seterr(e, el, "%s: %s", name, uerr);
             return -1;
         }
         return 0;
@@ -259,7 +259,7 @@ static int apply(pg_config_t *cfg, const opt_t *o, const char *v, const char *na
         for (size_t i = 0; ok && i < n; i++)
             ok = isalnum((unsigned char)v[i]) || strchr("_.:-", v[i]);
         if (!ok) {
-            fail(e, el, "%s: \"%s\" is not 1..64 of A-Z a-z 0-9 _ - . :", name, shown(v, sb));
+            seterr(e, el, "%s: \"%s\" is not 1..64 of A-Z a-z 0-9 _ - . :", name, shown(v, sb));
             return -1;
         }
         return 0;
@@ -270,7 +270,7 @@ static int apply(pg_config_t *cfg, const opt_t *o, const char *v, const char *na
         for (size_t i = 0; ok && i < n; i++)
             ok = v[i] > ' ' && v[i] < 0x7f;
         if (!ok) {
-            fail(e, el, "%s: \"%s\" is not 1..64 printable characters without spaces",
+            seterr(e, el, "%s: \"%s\" is not 1..64 printable characters without spaces",
                  name, shown(v, sb));
             return -1;
         }
@@ -281,7 +281,7 @@ static int apply(pg_config_t *cfg, const opt_t *o, const char *v, const char *na
         pg_strlist_t *l = (pg_strlist_t *)(base + o->val);
         pg_strlist_free(l);
         if (pg_strlist_split(v, l) < 0) {
-            fail(e, el, "%s: out of memory", name);
+            seterr(e, el, "%s: out of memory", name);
             return -1;
         }
         for (size_t i = 0; i < l->n; i++) {
@@ -298,7 +298,7 @@ static int apply(pg_config_t *cfg, const opt_t *o, const char *v, const char *na
                     ok = *p > ' ' && *p < 0x7f;
             }
             if (!ok) {
-                fail(e, el, "%s: \"%s\" is not %s", name, shown(it, sb),
+                seterr(e, el, "%s: \"%s\" is not %s", name, shown(it, sb),
                      o->type == O_TOPICS ? "a channel name or glob"
                                          : "an origin (scheme://host[:port]) or *");
                 return -1;
@@ -308,15 +308,18 @@ static int apply(pg_config_t *cfg, const opt_t *o, const char *v, const char *na
     }
     case O_SECRET:
         if (!*v) {
-            fail(e, el, "%s: must not be empty", name);
+            seterr(e, el, "%s: must not be empty", name);
             return -1;
         }
         return 0;
     case O_KEYFILE: {
         int eno;
         if (read_file(v, &cfg->jwt_public_pem, &cfg->jwt_public_pem_len, &eno) < 0) {
-            fail(e, el, "%s: cannot read \"%s\": %s", name, shown(v, sb),
-                 eno == EFBIG ? "larger than 1 MiB" : strerror(eno));
+            if (eno == ENOMEM)
+                seterr(e, el, "%s: out of memory", name);
+            else
+                seterr(e, el, "%s: cannot read \"%s\": %s", name, shown(v, sb),
+                       eno == EFBIG ? "larger than 1 MiB" : strerror(eno));
             return -1;
         }
         return 0;
@@ -324,7 +327,7 @@ static int apply(pg_config_t *cfg, const opt_t *o, const char *v, const char *na
     case O_FILE: {
         FILE *f = fopen(v, "rb");
         if (!f) {
-            fail(e, el, "%s: cannot read \"%s\": %s", name, shown(v, sb), strerror(errno));
+            seterr(e, el, "%s: cannot read \"%s\": %s", name, shown(v, sb), strerror(errno));
             return -1;
         }
         fclose(f);
@@ -333,7 +336,7 @@ static int apply(pg_config_t *cfg, const opt_t *o, const char *v, const char *na
     case O_BOOL: {
         int b = parse_bool(v);
         if (b < 0) {
-            fail(e, el, "%s: \"%s\" is not true/false/1/0/yes/no/on/off", name, shown(v, sb));
+            seterr(e, el, "%s: \"%s\" is not true/false/1/0/yes/no/on/off", name, shown(v, sb));
             return -1;
         }
         *(int *)(base + o->val) = b;
@@ -344,7 +347,7 @@ static int apply(pg_config_t *cfg, const opt_t *o, const char *v, const char *na
     case O_UINT: {
         uint64_t n;
         if (pg_atou64(v, (size_t)-1, &n) < 0 || n < o->min || n > o->max) {
-            fail(e, el, "%s: \"%s\" is not a whole number of %s (%llu..%llu)", name, shown(v, sb),
+            seterr(e, el, "%s: \"%s\" is not a whole number of %s (%llu..%llu)", name, shown(v, sb),
                  o->unit, (unsigned long long)o->min, (unsigned long long)o->max);
             return -1;
         }
@@ -359,7 +362,7 @@ static int apply(pg_config_t *cfg, const opt_t *o, const char *v, const char *na
     case O_LEVEL: {
         int l = pg_log_level_parse(v);
         if (l < 0) {
-            fail(e, el, "%s: \"%s\" is not one of error, warn, info, debug", name, shown(v, sb));
+            seterr(e, el, "%s: \"%s\" is not one of error, warn, info, debug", name, shown(v, sb));
             return -1;
         }
         *(int *)(base + o->val) = l;
@@ -367,7 +370,7 @@ static int apply(pg_config_t *cfg, const opt_t *o, const char *v, const char *na
     }
     case O_FORMAT:
         if (strcmp(v, "text") != 0 && strcmp(v, "json") != 0) {
-            fail(e, el, "%s: \"%s\" is not text or json", name, shown(v, sb));
+            seterr(e, el, "%s: \"%s\" is not text or json", name, shown(v, sb));
             return -1;
         }
         *(int *)(base + o->val) = strcmp(v, "json") == 0;
@@ -415,7 +418,7 @@ int pg_opt_parse(pg_config_t *cfg, int argc, char **argv, char **envp, char *err
         }
         char sb[80];
         if (strncmp(arg, "--", 2) != 0) {
-            fail(err, errlen, "unexpected argument \"%s\" (options are --name value)", shown(arg, sb));
+            seterr(err, errlen, "unexpected argument \"%s\" (options are --name value)", shown(arg, sb));
             return PG_OPT_FAIL;
         }
         const char *nm = arg + 2;
@@ -428,7 +431,7 @@ int pg_opt_parse(pg_config_t *cfg, int argc, char **argv, char **envp, char *err
             size_t cut = nlen < 64 ? nlen : 64;
             memcpy(nb, nm, cut);
             nb[cut] = '\0';
-            fail(err, errlen, "--%s: unknown option (see --help)", shown(nb, sb));
+            seterr(err, errlen, "--%s: unknown option (see --help)", shown(nb, sb));
             return PG_OPT_FAIL;
         }
         size_t i = (size_t)(o - opts);
@@ -442,7 +445,7 @@ int pg_opt_parse(pg_config_t *cfg, int argc, char **argv, char **envp, char *err
                 v = argv[++a];
         } else {
             if (a + 1 >= argc || strncmp(argv[a + 1], "--", 2) == 0) {
-                fail(err, errlen, "--%s: missing value", o->name);
+                seterr(err, errlen, "--%s: missing value", o->name);
                 return PG_OPT_FAIL;
             }
             v = argv[++a];
@@ -481,12 +484,12 @@ int pg_opt_parse(pg_config_t *cfg, int argc, char **argv, char **envp, char *err
         char id[80];
         snprintf(id, sizeof id, "%.40s-%ld", host, (long)getpid());
         if (!(cfg->node_id = strdup(id))) {
-            fail(err, errlen, "--node-id: out of memory");
+            seterr(err, errlen, "--node-id: out of memory");
             goto fail;
         }
     }
     if (!cfg->tls_cert != !cfg->tls_key) {
-        fail(err, errlen, "--tls-cert and --tls-key go together: give both or neither");
+        seterr(err, errlen, "--tls-cert and --tls-key go together: give both or neither");
         goto fail;
     }
     return PG_OPT_RUN;
