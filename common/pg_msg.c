@@ -162,6 +162,7 @@ pg_msg_t *pg_msg_from_payload(const char *channel, const char *payload, size_t l
                               size_t max_bytes, int *err)
 {
     int dummy;
+    pg_assert(channel != NULL);
     if (!err)
         err = &dummy;
     *err = 0;
