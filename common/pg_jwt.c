@@ -49,7 +49,7 @@ pg_jwt_keys_t *pg_jwt_keys_new(const char *hs256_secret, const char *pem, size_t
         return NULL;
     }
     if (hs256_secret && !*hs256_secret) {
-        set_err(err, errlen, "--jwt-secret: must not be empty");
+        set_err(err, errlen, "the HS256 secret is empty");
         return NULL;
     }
     pg_jwt_keys_t *k = calloc(1, sizeof *k);
@@ -63,14 +63,14 @@ pg_jwt_keys_t *pg_jwt_keys_new(const char *hs256_secret, const char *pem, size_t
     }
     if (pem) {
         if (pem_len > INT32_MAX) {
-            set_err(err, errlen, "--jwt-public-key: file too large");
+            set_err(err, errlen, "file too large");
             goto fail;
         }
         BIO *bio = BIO_new_mem_buf(pem, (int)pem_len);
         EVP_PKEY *pk = bio ? PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL) : NULL;
         BIO_free(bio);
         if (!pk) {
-            set_err(err, errlen, "--jwt-public-key: not a PEM public key (BEGIN PUBLIC KEY)");
+            set_err(err, errlen, "not a PEM public key (BEGIN PUBLIC KEY)");
             goto fail;
         }
         int type = EVP_PKEY_base_id(pk);
@@ -85,7 +85,7 @@ pg_jwt_keys_t *pg_jwt_keys_new(const char *hs256_secret, const char *pem, size_t
         }
         EVP_PKEY_free(pk);
         if (k->pem_alg == JWT_ALG_NONE) {
-            set_err(err, errlen, "--jwt-public-key: the key is neither RSA nor EC P-256");
+            set_err(err, errlen, "the key is neither RSA nor EC P-256");
             goto fail;
         }
         if (!(k->pem = malloc(pem_len + 1)))

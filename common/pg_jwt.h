@@ -17,7 +17,7 @@ typedef struct pg_jwt_keys pg_jwt_keys_t;
 /* Keys to verify with: an HS256 secret (NULL = none) and/or a PEM public key
  * (NULL = none; an RSA key verifies RS256, an EC P-256 key ES256). Returns NULL
  * with err set if the PEM does not parse or is neither RSA nor EC P-256, or if
- * both are NULL. */
+ * both are NULL. err names no option: the caller prefixes it ("--jwt-public-key: "). */
 pg_jwt_keys_t *pg_jwt_keys_new(const char *hs256_secret, const char *pem, size_t pem_len,
                                char *err, size_t errlen);
 void pg_jwt_keys_free(pg_jwt_keys_t *k);
