@@ -65,6 +65,7 @@ typedef struct bench_opts {
     int         n_server_pids;
     const char *label;
     int         quiet;
+    uint64_t    t0_ns;              /* CLOCK_MONOTONIC at start: older payloads are stale */
     /* calibrate */
     int         calibrate;
     int         cal_rounds;
@@ -98,6 +99,7 @@ typedef struct worker_result {
     uint64_t frames;                /* text frames / SSE data lines */
     uint64_t deliveries;            /* unique, parsed, seq < messages */
     uint64_t dups, out_of_order, unparsed, pings, comments, sse_ids;
+    uint64_t stale;                 /* published before this run (a server's replay) */
     uint64_t bytes_in;
     uint64_t expected;              /* filled by the worker at STOP */
     uint64_t dup_check;             /* 1 when the per-connection bitmaps were kept */
@@ -135,6 +137,9 @@ void        ws_accept_for(const char *key, char out[32]);
 int         jwt_mint(const bench_opts_t *o, long user, char *out, size_t outlen);
 /* utime+stime of pid in microseconds; -1 if unreadable. */
 int64_t     proc_cpu_us(pid_t pid);
+/* Run time of all of pid's threads in ns from schedstat (exact, unlike the
+ * clock ticks of stat, but threads that exited are missed); -1 if unreadable. */
+int64_t     proc_sched_ns(pid_t pid);
 /* VmRSS of pid in KiB; -1 if unreadable. */
 int64_t     proc_rss_kb(pid_t pid);
 void        say(const bench_opts_t *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

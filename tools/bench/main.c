@@ -53,6 +53,7 @@ typedef struct coord {
     uint64_t t_start, t_connected, t_pub_start, t_pub_end, t_drain_end;
     int64_t rss_before[BENCH_MAX_PIDS], rss_after[BENCH_MAX_PIDS];
     int64_t cpu_start[BENCH_MAX_PIDS], cpu_end[BENCH_MAX_PIDS];
+    int64_t sched_start[BENCH_MAX_PIDS], sched_end[BENCH_MAX_PIDS];
     int cpu_sampled;
     uint64_t total_connected, expected_live;
     uint64_t *user_conns;       /* connections per user, from the workers' maps */
@@ -391,8 +392,11 @@ static double secs(uint64_t ns) { return (double)ns / 1e9; }
 
 static void sample_cpu(coord_t *c, int64_t *into)
 {
-    for (int i = 0; i < c->o->n_server_pids; i++)
+    int64_t *sched = into == c->cpu_start ? c->sched_start : c->sched_end;
+    for (int i = 0; i < c->o->n_server_pids; i++) {
         into[i] = proc_cpu_us(c->o->server_pids[i]);
+        sched[i] = proc_sched_ns(c->o->server_pids[i]);
+    }
 }
 
 static void sample_rss(coord_t *c, int64_t *into)
@@ -784,6 +788,7 @@ static void report(coord_t *c)
     json_object_object_add(x, "dup_check", json_object_new_boolean(dup_check && o->messages > 0));
     json_object_object_add(x, "out_of_order", ju(t->out_of_order));
     json_object_object_add(x, "unparsed", ju(t->unparsed));
+    json_object_object_add(x, "stale", ju(t->stale));
     json_object_object_add(x, "frames", ju(t->frames));
     json_object_object_add(x, "pings", ju(t->pings));
     json_object_object_add(x, "sse_comments", ju(t->comments));
@@ -798,13 +803,14 @@ static void report(coord_t *c)
 
     if (o->n_server_pids) {
         json_object *pids = json_object_new_array();
-        int64_t cpu = 0, rb = 0, ra = 0;
+        int64_t cpu = 0, rb = 0, ra = 0, sch = 0;
         int cpu_ok = c->cpu_sampled, rss_ok = 1;
         for (int i = 0; i < o->n_server_pids; i++) {
             json_object_array_add(pids, json_object_new_int(o->server_pids[i]));
             if (c->cpu_start[i] < 0 || c->cpu_end[i] < 0)
                 cpu_ok = 0;
             cpu += c->cpu_end[i] - c->cpu_start[i];
+            sch += c->sched_end[i] - c->sched_start[i];
             if (c->rss_before[i] < 0 || c->rss_after[i] < 0)
                 rss_ok = 0;
             rb += c->rss_before[i];
@@ -825,8 +831,11 @@ static void report(coord_t *c)
             json_object_object_add(x, "cpu_pct", jd(wall > 0 ? 100.0 * (double)cpu / 1e6 / wall : 0, 1));
             json_object_object_add(x, "cpu_us_per_delivery",
                                    jd(t->deliveries ? (double)cpu / (double)t->deliveries : 0, 3));
+            json_object_object_add(x, "sched_cpu_s", jd((double)sch / 1e9, 4));
+            json_object_object_add(x, "sched_cpu_us_per_delivery",
+                                   jd(t->deliveries ? (double)sch / 1e3 / (double)t->deliveries : 0, 3));
             json_object_object_add(x, "cpu_us_per_message",
-                                   jd(sent ? (double)cpu / (double)sent : 0, 1));
+                                   jd(sent ? (double)cpu / (double)sent : 0, 3));
         }
         json_object_object_add(j, "server", x);
     }
@@ -844,7 +853,8 @@ static void report(coord_t *c)
     json_object_object_add(j, "seconds", jd(secs(mono_ns() - c->t_start), 3));
     json_object_object_add(j, "timed_out", json_object_new_boolean(c->timed_out));
     json_object_object_add(j, "ok", json_object_new_boolean(
-        !c->timed_out && t->failed == 0 && lost == 0 && t->dups == 0 && errors == 0));
+        !c->timed_out && t->failed == 0 && lost == 0 && t->dups == 0 && errors == 0 &&
+        sent == (uint64_t)o->messages));
     printf("%s\n", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN));
     fflush(stdout);
     json_object_put(j);
@@ -863,6 +873,7 @@ static int run(bench_opts_t *o)
     if (!c->base)
         return 1;
     c->t_start = mono_ns();
+    o->t0_ns = c->t_start;
     sample_rss(c, c->rss_before);
     for (int i = 0; i < o->n_server_pids; i++)
         if (c->rss_before[i] < 0)

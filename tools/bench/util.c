@@ -2,6 +2,7 @@
 #include "bench.h"
 
 #include <ctype.h>
+#include <dirent.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -146,6 +147,30 @@ int64_t proc_cpu_us(pid_t pid)
     if (hz <= 0)
         hz = 100;
     return (int64_t)((ut + st) * 1000000ULL / (unsigned long long)hz);
+}
+
+int64_t proc_sched_ns(pid_t pid)
+{
+    char path[300], buf[128];
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return -1;
+    int64_t sum = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof path, "/proc/%d/task/%s/schedstat", (int)pid, e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        if (fgets(buf, sizeof buf, f))
+            sum += strtoll(buf, NULL, 10);
+        fclose(f);
+    }
+    closedir(d);
+    return sum;
 }
 
 int64_t proc_rss_kb(pid_t pid)

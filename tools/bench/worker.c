@@ -210,6 +210,11 @@ static void on_message(worker_t *w, conn_t *c, const unsigned char *p, size_t n)
         w->r.unparsed++;
         return;
     }
+    if (t < w->o->t0_ns) {
+        /* an earlier run's message replayed from a server's buffer */
+        w->r.stale++;
+        return;
+    }
     if (w->dup_check) {
         if (!c->seen) {
             c->seen = calloc(((size_t)w->o->messages + 7) / 8, 1);

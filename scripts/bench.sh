@@ -1,0 +1,320 @@
+#!/usr/bin/env bash
+# pushgate benchmark scenarios: starts its own redis-server, gateway(s) and,
+# for the comparison, nginx + Nchan, runs pushgate-bench against them, appends
+# one JSON line per scenario to a results file and prints a table at the end.
+#
+#   scripts/bench.sh [options] [SET...]
+#
+# SETs (default: all but nchan):
+#   calibrate  the machine's floor: pushgate-bench --calibrate at 1k and 10k
+#   memory     (a) idle WebSocket connections: 1k, 10k, 19k; server RSS per connection
+#   broadcast  (b) 1k conns x 1000 msg/s, (c) 10k conns x 50 msg/s, raw PUBLISH
+#   users      (d) 10k users (one connection each), 1000 msg/s to random users
+#   sse        (e) (b) and (c) over Server-Sent Events
+#   nchan      (f) (b) and (c) over WS and SSE on nginx + Nchan (Redis mode),
+#              published with HTTP POST, and pushgate with POST /api/publish
+#   smoke      1k WS conns, 100 msg/s for 5 s (the quick check)
+#   all        calibrate memory broadcast users sse nchan
+#
+# options:
+#   -g PATH    the pushgate binary (default build/gateway/pushgate)
+#   -b PATH    the pushgate-bench binary (default: build-bench/ then build/)
+#   -o FILE    results file, JSON lines, appended (default bench-results.jsonl)
+#   -d SECS    publish phase length of the rate scenarios (default 10)
+#   -k         keep the temp dir (logs, configs)
+#
+# The gateway and nginx run pinned to CPU 0 (taskset -c 0), the bench to CPU 1.
+# Everything started here is stopped by PID on exit. Loopback only.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+GW=""
+BENCH=""
+RESULTS=bench-results.jsonl
+DUR=10
+KEEP=0
+while getopts "g:b:o:d:kh" opt; do
+    case $opt in
+    g) GW=$OPTARG ;;
+    b) BENCH=$OPTARG ;;
+    o) RESULTS=$OPTARG ;;
+    d) DUR=$OPTARG ;;
+    k) KEEP=1 ;;
+    h) sed -n '2,28p' "$0"; exit 0 ;;
+    *) exit 2 ;;
+    esac
+done
+shift $((OPTIND - 1))
+SETS=("$@")
+[ ${#SETS[@]} -eq 0 ] && SETS=(calibrate memory broadcast users sse)
+if [ "${SETS[0]}" = all ]; then SETS=(calibrate memory broadcast users sse nchan); fi
+
+[ -n "$GW" ] || GW=$ROOT/build/gateway/pushgate
+if [ -z "$BENCH" ]; then
+    for b in "$ROOT/build-bench/tools/bench/pushgate-bench" "$ROOT/build/tools/bench/pushgate-bench"; do
+        [ -x "$b" ] && { BENCH=$b; break; }
+    done
+fi
+[ -x "$BENCH" ] || { echo "bench.sh: pushgate-bench not found (build it or pass -b)" >&2; exit 2; }
+need_gw() { [ -x "$GW" ] || { echo "bench.sh: gateway $GW not found (pass -g)" >&2; exit 2; }; }
+
+TMP=$(mktemp -d /tmp/pushgate-bench.XXXXXX)
+PIDS=()
+cleanup() {
+    local p
+    for p in "${PIDS[@]:-}"; do
+        [ -n "$p" ] && kill "$p" 2>/dev/null || true
+    done
+    for p in "${PIDS[@]:-}"; do
+        [ -n "$p" ] && wait "$p" 2>/dev/null || true
+    done
+    if [ "$KEEP" = 1 ]; then echo "bench.sh: kept $TMP" >&2; else rm -rf "$TMP"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Stop one process we started and forget it.
+stop_pid() {
+    local p=$1 i
+    kill "$p" 2>/dev/null || true
+    for i in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+    local keep=()
+    for i in "${PIDS[@]:-}"; do [ "$i" != "$p" ] && [ -n "$i" ] && keep+=("$i"); done
+    PIDS=("${keep[@]:-}")
+}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_http() { # url, seconds
+    local i
+    for i in $(seq 1 $(($2 * 10))); do
+        [ "$(curl -s -o /dev/null -w '%{http_code}' "$1" 2>/dev/null)" = 200 ] && return 0
+        sleep 0.1
+    done
+    echo "bench.sh: $1 not ready after $2 s" >&2
+    return 1
+}
+
+say() { echo "== $*" >&2; }
+
+# ---- redis ----
+REDIS_PORT=""
+start_redis() {
+    [ -n "$REDIS_PORT" ] && return 0
+    REDIS_PORT=$(free_port)
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+        --dir "$TMP" --logfile "$TMP/redis.log" &
+    PIDS+=($!)
+    local i
+    for i in $(seq 1 50); do
+        redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    echo "bench.sh: redis-server did not start" >&2
+    exit 1
+}
+
+# ---- gateway: a fresh one per scenario, so RSS starts from scratch ----
+SECRET=bench-secret-$$
+APIKEY=bench-key-$$
+GW_PID=""
+GW_PORT=""
+start_gateway() {
+    need_gw
+    start_redis
+    redis-cli -p "$REDIS_PORT" flushall >/dev/null
+    GW_PORT=$(free_port)
+    taskset -c 0 "$GW" --listen "127.0.0.1:$GW_PORT" --redis-url "redis://127.0.0.1:$REDIS_PORT" \
+        --jwt-secret "$SECRET" --allow-anonymous --api-key "$APIKEY" --log-level warn \
+        >>"$TMP/gateway.log" 2>&1 &
+    GW_PID=$!
+    PIDS+=("$GW_PID")
+    wait_http "http://127.0.0.1:$GW_PORT/readyz" 10
+}
+stop_gateway() { [ -n "$GW_PID" ] && stop_pid "$GW_PID"; GW_PID=""; }
+
+# ---- nginx + nchan (Redis mode) ----
+NX_PID=""
+NX_PORT=""
+NX_WORKER=""
+start_nchan() {
+    start_redis
+    local mod=/usr/lib/nginx/modules/ngx_nchan_module.so
+    if [ ! -f "$mod" ]; then
+        echo "bench.sh: Nchan missing: apt-get install -y libnginx-mod-nchan" >&2
+        return 1
+    fi
+    redis-cli -p "$REDIS_PORT" flushall >/dev/null
+    NX_PORT=$(free_port)
+    mkdir -p "$TMP/nginx"
+    cat >"$TMP/nginx/nginx.conf" <<EOF
+load_module $mod;
+worker_processes 1;
+worker_rlimit_nofile 20000;
+daemon off;
+master_process on;
+pid $TMP/nginx/nginx.pid;
+error_log $TMP/nginx/error.log warn;
+events { worker_connections 19800; multi_accept on; }
+http {
+  access_log off;
+  client_body_temp_path $TMP/nginx/body;
+  proxy_temp_path $TMP/nginx/proxy;
+  fastcgi_temp_path $TMP/nginx/fcgi;
+  uwsgi_temp_path $TMP/nginx/uwsgi;
+  scgi_temp_path $TMP/nginx/scgi;
+  nchan_redis_url redis://127.0.0.1:$REDIS_PORT;
+  nchan_subscriber_first_message newest;
+  nchan_message_buffer_length 100;
+  server {
+    listen 127.0.0.1:$NX_PORT backlog=4096;
+    location ~ ^/sub/([A-Za-z0-9_.:-]+)\$ { nchan_subscriber; nchan_channel_id \$1; nchan_use_redis on; }
+    location = /pub { nchan_publisher; nchan_channel_id \$arg_id; nchan_use_redis on; }
+  }
+}
+EOF
+    taskset -c 0 nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" 2>>"$TMP/nginx/stderr.log" &
+    NX_PID=$!
+    PIDS+=("$NX_PID")
+    local i
+    for i in $(seq 1 50); do
+        NX_WORKER=$(pgrep -P "$NX_PID" | head -1 || true)
+        [ -n "$NX_WORKER" ] && curl -s -o /dev/null "http://127.0.0.1:$NX_PORT/pub?id=warm" -d '{}' && return 0
+        sleep 0.1
+    done
+    echo "bench.sh: nginx did not start, see $TMP/nginx" >&2
+    return 1
+}
+stop_nchan() { [ -n "$NX_PID" ] && stop_pid "$NX_PID"; NX_PID=""; }
+
+# ---- one bench run: label, then pushgate-bench arguments ----
+run_bench() {
+    local label=$1
+    shift
+    say "$label: pushgate-bench $*"
+    local out
+    if out=$(taskset -c 1 "$BENCH" --label "$label" "$@"); then :; fi
+    if [ -n "$out" ]; then
+        echo "$out" >>"$RESULTS"
+    else
+        echo "bench.sh: $label produced no result" >&2
+    fi
+}
+
+gw_run() { # label, bench args (a fresh gateway around it)
+    local label=$1
+    shift
+    start_gateway
+    run_bench "$label" --host 127.0.0.1 --port "$GW_PORT" --server-pid "$GW_PID" \
+        --redis-url "redis://127.0.0.1:$REDIS_PORT" "$@"
+    stop_gateway
+}
+
+nchan_run() { # label, transport, bench args
+    local label=$1 tr=$2 ch
+    shift 2
+    ch=b$RANDOM$RANDOM
+    start_nchan || return 0
+    run_bench "$label" --transport "$tr" --host 127.0.0.1 --port "$NX_PORT" --path "/sub/$ch" \
+        --server-pid "$NX_WORKER" --publish nchan-http \
+        --publish-url "http://127.0.0.1:$NX_PORT/pub?id=$ch" "$@"
+    stop_nchan
+}
+
+START_LINES=0
+[ -f "$RESULTS" ] && START_LINES=$(wc -l <"$RESULTS")
+T=$((DUR + 60)) # every run is bounded: connect + publish + drain fit well inside
+
+for set in "${SETS[@]}"; do
+    case $set in
+    calibrate)
+        for n in 1000 10000; do
+            run_bench "calibrate-$n" --calibrate --connections "$n"
+        done
+        ;;
+    memory)
+        for n in 1000 10000 19000; do
+            gw_run "a-idle-ws-$n" --transport ws --path /ws -c "$n" --idle 5 --timeout 90
+        done
+        ;;
+    broadcast)
+        gw_run "b-broadcast-ws-1k-1000" --transport ws --path /ws -c 1000 \
+            --publish raw --rate 1000 --duration "$DUR" --timeout "$T"
+        gw_run "c-broadcast-ws-10k-50" --transport ws --path /ws -c 10000 \
+            --publish raw --rate 50 --duration "$DUR" --timeout "$T"
+        ;;
+    users)
+        gw_run "d-users-ws-10k-1000" --transport ws --path /ws -c 10000 --users 10000 \
+            --jwt-secret "$SECRET" --channel user-random \
+            --publish raw --rate 1000 --duration "$DUR" --timeout "$T"
+        ;;
+    sse)
+        gw_run "e-broadcast-sse-1k-1000" --transport sse --path /sse -c 1000 \
+            --publish raw --rate 1000 --duration "$DUR" --timeout "$T"
+        gw_run "e-broadcast-sse-10k-50" --transport sse --path /sse -c 10000 \
+            --publish raw --rate 50 --duration "$DUR" --timeout "$T"
+        ;;
+    nchan)
+        gw_run "f-pushgate-api-ws-1k-1000" --transport ws --path /ws -c 1000 --api-key "$APIKEY" \
+            --publish api --rate 1000 --duration "$DUR" --timeout "$T"
+        gw_run "f-pushgate-api-ws-10k-50" --transport ws --path /ws -c 10000 --api-key "$APIKEY" \
+            --publish api --rate 50 --duration "$DUR" --timeout "$T"
+        nchan_run "f-nchan-ws-1k-1000" ws -c 1000 --rate 1000 --duration "$DUR" --timeout "$T"
+        nchan_run "f-nchan-ws-10k-50" ws -c 10000 --rate 50 --duration "$DUR" --timeout "$T"
+        nchan_run "f-nchan-sse-1k-1000" sse -c 1000 --rate 1000 --duration "$DUR" --timeout "$T"
+        nchan_run "f-nchan-sse-10k-50" sse -c 10000 --rate 50 --duration "$DUR" --timeout "$T"
+        ;;
+    smoke)
+        gw_run "smoke-ws-1k-100" --transport ws --path /ws -c 1000 \
+            --publish raw --rate 100 --duration 5 --timeout 60
+        ;;
+    *)
+        echo "bench.sh: unknown set $set" >&2
+        exit 2
+        ;;
+    esac
+done
+
+# ---- the table: this invocation's lines only ----
+[ -f "$RESULTS" ] || exit 0
+python3 - "$RESULTS" "$START_LINES" <<'EOF'
+import json, sys
+rows = []
+for line in open(sys.argv[1]).readlines()[int(sys.argv[2]):]:
+    try:
+        rows.append(json.loads(line))
+    except ValueError:
+        pass
+def g(d, *ks):
+    for k in ks:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+def f(v, fmt="{:.2f}"):
+    return "-" if v is None else (fmt.format(v) if isinstance(v, float) else str(v))
+cal = [r for r in rows if r.get("mode") == "calibrate"]
+run = [r for r in rows if r.get("mode") == "run"]
+if cal:
+    print("\ncalibrate (no server): CPU us per write, us per message when 8 share a write")
+    print(f"{'label':<28}{'conns':>7}{'us/send':>9}{'us/msg(8)':>10}{'wall us':>9}")
+    for r in cal:
+        print(f"{r.get('label','-'):<28}{r['connections']:>7}{f(g(r,'single','cpu_us_per_send'),'{:.3f}'):>9}"
+              f"{f(g(r,'batched8','cpu_us_per_msg'),'{:.3f}'):>10}{f(g(r,'single','wall_us_per_send'),'{:.3f}'):>9}")
+if run:
+    print("\nruns (latency publish->receive; server CPU and RSS from /proc)")
+    hdr = f"{'label':<28}{'conn':>7}{'fail':>6}{'recv/expected':>20}{'loss%':>8}{'p50ms':>8}{'p99ms':>8}{'maxms':>8}{'deliv/s':>10}{'us/deliv':>9}{'KiB/conn':>9}{'ok':>4}"
+    print(hdr)
+    for r in run:
+        d = r.get("deliveries", {})
+        rv = f"{d.get('received',0)}/{d.get('expected',0)}"
+        print(f"{r.get('label','-'):<28}{g(r,'connect','connected'):>7}{g(r,'connect','failed'):>6}{rv:>20}"
+              f"{f(d.get('loss_pct'),'{:.3f}'):>8}{f(g(r,'latency_ms','p50')):>8}{f(g(r,'latency_ms','p99')):>8}"
+              f"{f(g(r,'latency_ms','max')):>8}{f(d.get('per_s'),'{:.0f}'):>10}"
+              f"{f(g(r,'server','sched_cpu_us_per_delivery')):>9}{f(g(r,'server','rss_kb_per_conn')):>9}"
+              f"{'y' if r.get('ok') else 'n':>4}")
+EOF
