@@ -226,6 +226,21 @@ for (const transport of ['ws', 'sse']) {
     await page.waitForSelector('#status[data-state="open"]', { timeout: 10000 });
     const id2 = await h.fcallPublish(redis.port, 'news', { event: 'rt2', data: { run: RUN, transport } });
     await waitRow(page, (r) => r.id === id2, `row with id ${id2} after the refused subscribe`);
+
+    // Unsubscribe: news stops, broadcast goes on. The broadcast marker is
+    // published after the news message, so once it shows, news would have too.
+    await page.fill('#topic', 'news');
+    await page.click('#unsubscribe');
+    await page.waitForSelector('#log tr.sys.sub >> text=unsubscribed from news', { timeout: 10000 });
+    await page.waitForSelector('#status[data-state="open"]', { timeout: 10000 });
+    await h.until('the gateway left pushgate:news', async () => {
+      const out = await h.redisCli(redis.port, 'PUBSUB', 'NUMSUB', 'pushgate:news');
+      return Number(out.split('\n')[1]) === 0;
+    });
+    const gone = await h.fcallPublish(redis.port, 'news', { event: 'rt3', data: { run: RUN, transport } });
+    const marker = await h.fcallPublish(redis.port, 'broadcast', { event: 'rt4', data: { run: RUN, transport } });
+    await waitRow(page, (r) => r.id === marker, 'broadcast marker after unsubscribe');
+    assert.equal((await rows(page)).filter((r) => r.id === gone).length, 0, 'no news after unsubscribe');
     await shot(page, `runtime-subscribe-${transport}`);
     assert.deepEqual(page.errors, []);
   });
