@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "conn.h"
+#include "hangup.h"
 #include "hub.h"
 #include "node.h"
 #include "recovery.h"
@@ -13,7 +14,7 @@
  * reserves PG_MSG_PRE of them for each view. */
 _Static_assert(LWS_PRE <= PG_MSG_PRE, "PG_MSG_PRE must cover LWS_PRE");
 
-static lws_dll2_owner_t open_conns;
+static lws_dll2_owner_t open_conns[PG_TR_COUNT];   /* by transport */
 
 static size_t view_len(const pg_conn_t *c, const pg_msg_t *m)
 {
@@ -28,7 +29,7 @@ void pg_conn_open(pg_conn_t *c, struct lws *wsi, int transport, pg_identity_t *w
     c->who = *who;
     memset(who, 0, sizeof(*who));
     c->flags |= PG_CONN_OPEN;
-    lws_dll2_add_tail(&c->node, &open_conns);
+    lws_dll2_add_tail(&c->node, &open_conns[transport]);
     pg_node.nconns++;
     pg_node.metrics.connections[transport]++;
 
@@ -111,7 +112,7 @@ static pg_msg_t *queue_pop(pg_conn_t *c)
     return m;
 }
 
-static int sse_headers(pg_conn_t *c)
+int pg_conn_sse_begin(pg_conn_t *c)
 {
     unsigned char buf[LWS_PRE + 512], *start = buf + LWS_PRE, *p = start,
                   *end = buf + sizeof(buf) - 1;
@@ -129,6 +130,12 @@ static int sse_headers(pg_conn_t *c)
     if (lws_write(wsi, start, (size_t)lws_ptr_diff(p, start), LWS_WRITE_HTTP_HEADERS) < 0)
         return -1;
     c->flags |= PG_CONN_HDRS_SENT;
+    /* The stream is long-lived: give the request's header table back to
+     * lws's small pool now, or a few dozen streams would exhaust it. (Not
+     * lws_rx_flow_control(wsi, 0) against the hang-up spin described in
+     * server.c: with rx flow off lws 4.1 stops WRITEABLE callbacks too.) */
+    lws_http_headers_detach(wsi);
+    pg_hangup_watch(c);
     return 0;
 }
 
@@ -155,13 +162,6 @@ static int ws_close(pg_conn_t *c, uint16_t code, const char *reason)
 
 int pg_conn_writeable(pg_conn_t *c)
 {
-    if (c->transport == PG_TR_SSE && !(c->flags & PG_CONN_HDRS_SENT)) {
-        if (sse_headers(c) < 0)
-            return -1;
-        if (c->qlen || (c->flags & (PG_CONN_CLOSE_ASAP | PG_CONN_DRAINING)))
-            lws_callback_on_writable(c->wsi);
-        return 0;
-    }
     if (c->flags & PG_CONN_CLOSE_ASAP)
         return ws_close(c, c->close_code, c->close_reason);
     if (c->qlen == 0) {
@@ -195,6 +195,7 @@ void pg_conn_destroy(pg_conn_t *c)
     c->flags &= ~PG_CONN_OPEN;
     conn_log(PG_LOG_DEBUG, c, "closed");
     /* reverse order of acquisition */
+    pg_hangup_forget(c);
     pg_recovery_abandon(c);
     for (uint32_t i = 0; i < c->nheld; i++)
         pg_msg_unref(&c->held[i]);
@@ -217,14 +218,18 @@ void pg_conn_destroy(pg_conn_t *c)
     c->wsi = NULL;
 }
 
-void pg_conn_foreach(pg_conn_iter_cb cb, void *arg)
+void pg_conn_foreach(int transport, pg_conn_iter_cb cb, void *arg)
 {
-    lws_start_foreach_dll_safe(struct lws_dll2 *, d, d1, lws_dll2_get_head(&open_conns)) {
-        cb(lws_container_of(d, pg_conn_t, node), arg);
-    } lws_end_foreach_dll_safe(d, d1);
+    for (int tr = 0; tr < PG_TR_COUNT; tr++) {
+        if (transport >= 0 && tr != transport)
+            continue;
+        lws_start_foreach_dll_safe(struct lws_dll2 *, d, d1, lws_dll2_get_head(&open_conns[tr])) {
+            cb(lws_container_of(d, pg_conn_t, node), arg);
+        } lws_end_foreach_dll_safe(d, d1);
+    }
 }
 
 size_t pg_conn_count(void)
 {
-    return open_conns.count;
+    return open_conns[PG_TR_WS].count + open_conns[PG_TR_SSE].count;
 }

@@ -48,6 +48,7 @@ typedef struct pg_conn {
     pg_buf_t         rx;            /* WebSocket message being reassembled */
     uint64_t         cmd_window_ms; /* start of the command rate window */
     uint32_t         cmd_count;     /* commands seen in that window */
+    int              hangup_fd;     /* SSE: socket in the hang-up epoll set; 0 = none */
     uint16_t         close_code;    /* WebSocket close code for CLOSE_ASAP */
     const char      *close_reason;  /* static string */
 } pg_conn_t;
@@ -55,6 +56,9 @@ typedef struct pg_conn {
 /* Start using c (zeroed by lws) for wsi: take ownership of *who (zeroed on
  * return), count it, join broadcast and, for a user, user:<sub>. */
 void pg_conn_open(pg_conn_t *c, struct lws *wsi, int transport, pg_identity_t *who);
+/* SSE: send the response headers and release the request's header table.
+ * Call once, from LWS_CALLBACK_HTTP, after the request was read. -1 on error. */
+int pg_conn_sse_begin(pg_conn_t *c);
 /* Queue one reference to m for c (takes its own ref). Past the queue limit c
  * is marked slow and closed on its next WRITEABLE; the message is not queued.
  * Never frees c. Returns 0, or -1 if c is closing. */
@@ -69,9 +73,10 @@ int pg_conn_writeable(pg_conn_t *c);
 /* Release everything c holds. Idempotent; only from the CLOSED callbacks. */
 void pg_conn_destroy(pg_conn_t *c);
 
-/* Iterate over open connections (drain, SSE keepalive and peer checks). */
+/* Visit the open connections of one transport (PG_TR_*), or all with -1.
+ * cb may close (flag) the connection it is given, nothing more. */
 typedef void (*pg_conn_iter_cb)(pg_conn_t *c, void *arg);
-void pg_conn_foreach(pg_conn_iter_cb cb, void *arg);
+void pg_conn_foreach(int transport, pg_conn_iter_cb cb, void *arg);
 size_t pg_conn_count(void);
 
 #define conn_log(lvl, c, fmt, ...) \

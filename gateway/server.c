@@ -4,15 +4,14 @@
  * responses that never end) and WebSocket sessions (clients that send no
  * Sec-WebSocket-Protocol bind to protocols[0]). Its per-session data is
  * pg_pss_t, whose kind says which of the three a wsi is. */
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 
 #include "server.h"
 #include "api.h"
 #include "auth.h"
 #include "embed.h"
+#include "hangup.h"
 #include "hub.h"
 #include "node.h"
 #include "recovery.h"
@@ -23,11 +22,10 @@
 
 #define MAX_SUBS_PER_CONN  256
 #define CMD_RATE_PER_SEC   100   /* client commands per second before we close */
-#define SSE_CHECK_MS       1000
 #define SSE_RETRY_MS       1000  /* the retry: hint sent when draining */
 
 static lws_retry_bo_t ws_idle_policy;
-static uv_timer_t sse_check_timer, sse_ping_timer;
+static uv_timer_t sse_ping_timer;
 
 /* --- plain HTTP answers --------------------------------------------------- */
 
@@ -162,28 +160,35 @@ static int join_requested(pg_conn_t *c, pg_auth_result_t *res)
     return 0;
 }
 
-static void sse_start(struct lws *wsi, pg_pss_t *pss)
+static int sse_start(struct lws *wsi, pg_pss_t *pss)
 {
     char err[PG_ERRLEN];
     pg_auth_result_t res;
 
     if (pg_node.draining || too_many_connections()) {
         pg_http_error(wsi, &pss->http, 503, pg_node.draining ? "draining" : "too many connections");
-        return;
+        return 0;
     }
     int status = pg_auth_request(wsi, 1, &res, err, sizeof(err));
     if (status != 0) {
         pg_log(PG_LOG_DEBUG, "sse refused %d: %s", status, err);
         pg_http_error(wsi, &pss->http, status, err);
-        return;
+        return 0;
     }
+    pg_conn_t *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        pg_auth_result_free(&res);
+        pg_http_error(wsi, &pss->http, 500, "out of memory");
+        return 0;
+    }
+    lws_set_opaque_user_data(wsi, c);
     pss->kind = PG_PSS_SSE;
-    pg_conn_open(&pss->conn, wsi, PG_TR_SSE, &res.who);
-    if (join_requested(&pss->conn, &res) != 0)
-        pg_conn_close(&pss->conn, 1011, "out of memory");
+    pg_conn_open(c, wsi, PG_TR_SSE, &res.who);
+    if (join_requested(c, &res) != 0)
+        pg_conn_close(c, 1011, "out of memory");
     pg_auth_result_free(&res);
-    /* headers go out from the first WRITEABLE (pg_conn_writeable) */
-    lws_callback_on_writable(wsi);
+    /* pss must not be touched after this: lws may rebind the protocol */
+    return pg_conn_sse_begin(c);
 }
 
 static int on_http(struct lws *wsi, pg_pss_t *pss, const char *path)
@@ -241,7 +246,7 @@ static int on_http(struct lws *wsi, pg_pss_t *pss, const char *path)
         answer_common(wsi, h, 200, "application/javascript; charset=utf-8",
                       pg_embed_pushgate_js, pg_embed_pushgate_js_len, 1);
     else if (strcmp(path, "/sse") == 0)
-        sse_start(wsi, pss);
+        return sse_start(wsi, pss);
     else /* /ws without an upgrade */
         pg_http_error(wsi, h, 400, "WebSocket upgrade required");
     return 0;
@@ -451,9 +456,13 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
                     void *in, size_t len)
 {
     pg_pss_t *pss = user;
+    /* an SSE stream's connection, whatever lws did to pss (server.h) */
+    pg_conn_t *sse = lws_get_opaque_user_data(wsi);
 
     switch (reason) {
     case LWS_CALLBACK_HTTP:
+        if (sse != NULL)
+            return -1;   /* a request on an SSE stream's connection: not for us */
         return on_http(wsi, pss, (const char *)in);
     case LWS_CALLBACK_HTTP_BODY:
         if (pss->kind == PG_PSS_HTTP && pss->http.status == 0)
@@ -464,18 +473,21 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
             pg_api_complete(wsi, &pss->http);
         return 0;
     case LWS_CALLBACK_HTTP_WRITEABLE:
+        if (sse != NULL)
+            return pg_conn_writeable(sse);
         if (pss == NULL)
             return 0;
-        if (pss->kind == PG_PSS_SSE)
-            return pg_conn_writeable(&pss->conn);
         return http_writeable(wsi, &pss->http);
     case LWS_CALLBACK_CLOSED_HTTP:
-        if (pss == NULL)
-            return 0;
-        if (pss->kind == PG_PSS_SSE)
-            pg_conn_destroy(&pss->conn);
-        http_reset(&pss->http);
-        pss->kind = PG_PSS_NONE;
+        if (sse != NULL) {
+            lws_set_opaque_user_data(wsi, NULL);
+            pg_conn_destroy(sse);
+            free(sse);
+        }
+        if (pss != NULL) {
+            http_reset(&pss->http);
+            pss->kind = PG_PSS_NONE;
+        }
         return 0;
 
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
@@ -502,37 +514,11 @@ static struct lws_protocols protocols[] = {
     { NULL, NULL, 0, 0, 0, NULL, 0 }
 };
 
-/* --- SSE housekeeping ------------------------------------------------------ */
-
-/* Once an HTTP/1.1 response is under way lws stops reading the socket, so a
- * client that hangs up leaves it readable forever and lws never notices
- * (lws_http_mark_sse is HTTP/2 only). Peek at each SSE socket: EOF or any
- * byte (an SSE client has nothing to say) means the stream is over. */
-static void sse_check(pg_conn_t *c, void *arg)
-{
-    (void)arg;
-    char b;
-    if (c->transport != PG_TR_SSE || (c->flags & PG_CONN_CLOSE_ASAP))
-        return;
-    int fd = (int)lws_get_socket_fd(c->wsi);
-    if (fd < 0)
-        return;
-    ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
-        conn_log(PG_LOG_DEBUG, c, "peer closed");
-        lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
-    }
-}
-
-static void sse_check_cb(uv_timer_t *t)
-{
-    (void)t;
-    pg_conn_foreach(sse_check, NULL);
-}
+/* --- SSE keepalive ------------------------------------------------------- */
 
 static void sse_ping(pg_conn_t *c, void *arg)
 {
-    if (c->transport == PG_TR_SSE && (c->flags & PG_CONN_HDRS_SENT))
+    if (c->flags & PG_CONN_HDRS_SENT)
         pg_conn_send(c, arg);
 }
 
@@ -542,7 +528,7 @@ static void sse_ping_cb(uv_timer_t *t)
     pg_msg_t *m = pg_msg_sse_raw(": ping\n\n", 8);
     if (m == NULL)
         return;
-    pg_conn_foreach(sse_ping, m);
+    pg_conn_foreach(PG_TR_SSE, sse_ping, m);
     pg_msg_unref(&m);
 }
 
@@ -562,7 +548,7 @@ void pg_server_drain(void)
     char txt[32];
     int n = snprintf(txt, sizeof(txt), "retry: %d\n\n", SSE_RETRY_MS);
     pg_msg_t *retry = pg_msg_sse_raw(txt, (size_t)n);
-    pg_conn_foreach(drain_one, retry);
+    pg_conn_foreach(-1, drain_one, retry);
     pg_msg_unref(&retry);
 }
 
@@ -615,8 +601,7 @@ int pg_server_start(void)
                "libwebsockets-evlib-uv is missing)", pg_node.cfg.listen);
         return -1;
     }
-    uv_timer_init(pg_node.loop, &sse_check_timer);
-    uv_timer_start(&sse_check_timer, sse_check_cb, SSE_CHECK_MS, SSE_CHECK_MS);
+    pg_hangup_init();
     uv_timer_init(pg_node.loop, &sse_ping_timer);
     uv_timer_start(&sse_ping_timer, sse_ping_cb, pg_node.cfg.ping_interval * 1000ull,
                    pg_node.cfg.ping_interval * 1000ull);
@@ -627,10 +612,10 @@ int pg_server_start(void)
 
 void pg_server_stop(void)
 {
-    uv_timer_stop(&sse_check_timer);
-    uv_close((uv_handle_t *)&sse_check_timer, NULL);
+    pg_hangup_stop();
     uv_timer_stop(&sse_ping_timer);
     uv_close((uv_handle_t *)&sse_ping_timer, NULL);
+
     if (pg_node.lws != NULL)
         lws_context_destroy(pg_node.lws);   /* first call: starts closing */
 }

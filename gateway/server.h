@@ -27,10 +27,15 @@ typedef struct pg_http {
     struct pg_api_req *api;        /* publish in flight; see api.c */
 } pg_http_t;
 
-/* The lws per-session data of the one protocol. */
+/* The lws per-session data of the one protocol.
+ *
+ * An SSE stream's pg_conn_t is NOT in here: the stream tells lws its HTTP
+ * transaction is complete (see pg_conn_sse_begin), and lws then rebinds the
+ * protocol, which frees and re-zeroes this struct. SSE connections are
+ * heap-allocated and found through lws_get_opaque_user_data(wsi). */
 typedef struct pg_pss {
     int       kind;                /* PG_PSS_* */
-    pg_conn_t conn;                /* WS and SSE */
+    pg_conn_t conn;                /* WebSocket */
     pg_http_t http;                /* plain HTTP */
 } pg_pss_t;
 
