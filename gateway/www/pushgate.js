@@ -50,10 +50,9 @@
   'use strict';
   var PushGate = factory(root);
   if (typeof module === 'object' && module && module.exports) {
-    module.exports = PushGate;
-  }
-  if (root) {
-    root.PushGate = PushGate;
+    module.exports = PushGate;      // CommonJS (Node tests, bundlers)
+  } else if (root) {
+    root.PushGate = PushGate;       // classic <script>: window.PushGate
   }
 })(typeof globalThis !== 'undefined' ? globalThis
   : typeof self !== 'undefined' ? self
