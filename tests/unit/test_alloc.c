@@ -4,6 +4,7 @@
 
 long pg_test_fail_after = -1;
 long pg_test_failed = 0;
+long pg_test_allocs = 0;
 
 static int should_fail(void)
 {
@@ -19,12 +20,18 @@ static int should_fail(void)
 
 void *pg_test_malloc(size_t n, const char *file, int line)
 {
-    return should_fail() ? NULL : _test_malloc(n, file, line);
+    if (should_fail())
+        return NULL;
+    pg_test_allocs++;
+    return _test_malloc(n, file, line);
 }
 
 void *pg_test_calloc(size_t k, size_t n, const char *file, int line)
 {
-    return should_fail() ? NULL : _test_calloc(k, n, file, line);
+    if (should_fail())
+        return NULL;
+    pg_test_allocs++;
+    return _test_calloc(k, n, file, line);
 }
 
 void *pg_test_realloc(void *p, size_t n, const char *file, int line)

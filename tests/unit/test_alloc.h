@@ -28,6 +28,8 @@
 extern long pg_test_fail_after;
 /* Allocations that failed on purpose since the last reset. */
 extern long pg_test_failed;
+/* Successful malloc/calloc calls so far (realloc not counted). */
+extern long pg_test_allocs;
 
 void *pg_test_malloc(size_t n, const char *file, int line);
 void *pg_test_calloc(size_t k, size_t n, const char *file, int line);

@@ -294,6 +294,26 @@ static void control_and_raw(void **state)
     pg_msg_unref(&m);
 }
 
+static void one_allocation(void **state)
+{
+    (void)state;
+    /* struct, channel and both views live in one block (SPEC §4: encoded
+     * once, shared by every recipient). */
+    long before = pg_test_allocs;
+    pg_msg_t *m = pg_msg_control("{\"type\":\"pong\"}", 15, "x");
+    assert_int_equal(pg_test_allocs - before, 1);
+    pg_msg_unref(&m);
+    before = pg_test_allocs;
+    m = pg_msg_sse_raw(": ping\n\n", 8);
+    assert_int_equal(pg_test_allocs - before, 1);
+    pg_msg_unref(&m);
+    int err;
+    m = pg_msg_from_payload("news", "{\"data\":1}", 10, MAX, &err);
+    assert_true((char *)m->channel > (char *)m && m->channel < m->json && m->json < m->sse);
+    assert_true(m->sse + m->sse_len - (char *)m < (ptrdiff_t)(sizeof *m + 5 + 3 * PG_MSG_PRE + 2 * m->json_len + 16));
+    pg_msg_unref(&m);
+}
+
 static void refcounting(void **state)
 {
     (void)state;
@@ -376,6 +396,7 @@ int main(void)
         cmocka_unit_test(ids),
         cmocka_unit_test(ws_headers),
         cmocka_unit_test(control_and_raw),
+        cmocka_unit_test(one_allocation),
         cmocka_unit_test(refcounting),
         cmocka_unit_test(underflow_asserts),
         cmocka_unit_test(out_of_memory),
