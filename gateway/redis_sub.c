@@ -14,8 +14,10 @@
 #include "node.h"
 #include "hub.h"
 #include "recovery.h"
+#include "redis_cmd.h"
 #include "pg_log.h"
 #include "pg_msg.h"
+#include "pg_util.h"
 
 #define BATCH_MAX 512   /* channels per (UN)SUBSCRIBE command */
 
@@ -27,7 +29,20 @@ typedef struct rsub {
     unsigned char  inflight;  /* a (UN)SUBSCRIBE for it awaits its reply */
 } rsub_t;
 
+/* Pub/sub liveness. A subscriber connection can look healthy while Redis
+ * no longer delivers to it (a failover that kept the TCP session, a proxy
+ * in between). When it has been quiet for a ping interval, the node
+ * PUBLISHes a nonce to its own _probe channel through the command link and
+ * drops the subscriber if the nonce does not come back in time; the
+ * reconnect then re-subscribes and replays history. */
+#define PROBE_TIMEOUT_MS 5000
+
 static pg_link_t    sub;
+static uv_timer_t   probe_timer;
+static char         probe_chan[96];   /* "_probe.<node-id>" */
+static uint64_t     last_rx_ms;       /* last reply of any kind on the link */
+static uint64_t     probe_sent_ms;    /* 0 = no probe outstanding */
+static uint64_t     probe_nonce;
 static rsub_t      *rsubs;
 static unsigned     ninflight;
 static int          dirty;
@@ -158,6 +173,15 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv)
         return;
     const char *name = full + plen;
 
+    last_rx_ms = pg_mono_ms();
+    if (strcmp(kind, "message") == 0 && strcmp(name, probe_chan) == 0) {
+        uint64_t nonce;
+        if (reply->element[2]->type == REDIS_REPLY_STRING &&
+            pg_atou64(reply->element[2]->str, reply->element[2]->len, &nonce) == 0 &&
+            nonce == probe_nonce)
+            probe_sent_ms = 0;
+        return;
+    }
     if (strcmp(kind, "message") == 0) {
         if (reply->element[2]->type == REDIS_REPLY_STRING)
             on_message(name, reply->element[2]->str, reply->element[2]->len);
@@ -204,8 +228,38 @@ static void sub_setup(pg_link_t *l)
         pg_hub_hold();
 }
 
+static void probe_published(void *arg, int ok)
+{
+    (void)arg;
+    if (!ok)
+        probe_sent_ms = 0;   /* the command link failed; it reconnects itself */
+}
+
+static void probe_cb(uv_timer_t *t)
+{
+    (void)t;
+    uint64_t now = pg_mono_ms();
+    if (sub.state != PG_LINK_READY)
+        return;
+    if (probe_sent_ms != 0) {
+        if (now - probe_sent_ms > PROBE_TIMEOUT_MS) {
+            probe_sent_ms = 0;
+            pg_link_fail(&sub, "liveness probe did not come back");
+        }
+        return;
+    }
+    if (now - last_rx_ms < pg_node.cfg.ping_interval * 1000ull)
+        return;
+    char payload[24];
+    size_t n = pg_u64toa(++probe_nonce, payload);
+    if (pg_cmd_raw_publish(probe_chan, payload, n, probe_published, NULL) == 0)
+        probe_sent_ms = now;
+}
+
 static void sub_ready(pg_link_t *l)
 {
+    last_rx_ms = pg_mono_ms();
+    probe_sent_ms = 0;
     pg_node.metrics.redis_connected = 1;
     /* After a reconnect, what the channels missed is in the history. */
     if (l->connects > 1)
@@ -226,9 +280,13 @@ int pg_sub_start(void)
     sub.on_ready = sub_ready;
     sub.on_down = sub_down;
     sub.select_db = 0;   /* pub/sub ignores the database */
-    if (pg_link_init(&sub) != 0 || uv_prepare_init(pg_node.loop, &flush_prep) != 0)
+    if (pg_link_init(&sub) != 0 || uv_prepare_init(pg_node.loop, &flush_prep) != 0 ||
+        uv_timer_init(pg_node.loop, &probe_timer) != 0)
         return -1;
     uv_prepare_start(&flush_prep, flush_cb);
+    snprintf(probe_chan, sizeof(probe_chan), "_probe.%s", pg_node.cfg.node_id);
+    pg_link_want(probe_chan, 1);
+    uv_timer_start(&probe_timer, probe_cb, 1000, 1000);
     pg_link_start(&sub);
     return 0;
 }
@@ -238,6 +296,8 @@ void pg_sub_stop(void)
     pg_link_stop(&sub);
     uv_prepare_stop(&flush_prep);
     uv_close((uv_handle_t *)&flush_prep, NULL);
+    uv_timer_stop(&probe_timer);
+    uv_close((uv_handle_t *)&probe_timer, NULL);
     rsub_t *e, *tmp;
     HASH_ITER(hh, rsubs, e, tmp) {
         HASH_DEL(rsubs, e);
