@@ -69,7 +69,8 @@ static pg_msg_t *msg_alloc(const char *channel, size_t json_len, size_t sse_len)
 
 /* json-c accepts NaN, Infinity and -Infinity even in strict mode; JSON does
  * not, and a browser's JSON.parse would choke on the delivery. Doubles keep
- * their source text, so a number is valid iff that text starts like one. */
+ * their source text, so a number is valid iff that text starts like one.
+ * Integers are checked for json-c's silent clamping. */
 static int json_numbers_ok(json_object *o)
 {
     switch (json_object_get_type(o)) {
@@ -79,6 +80,12 @@ static int json_numbers_ok(json_object *o)
             t++;
         return *t >= '0' && *t <= '9';
     }
+    case json_type_int:
+        /* json-c clamps integers it cannot hold to INT64_MIN / UINT64_MAX
+         * without saying so. Rather than deliver a silently different
+         * number, such a payload goes out as text, which loses nothing
+         * (the cost: exactly those two values also arrive as text). */
+        return json_object_get_int64(o) != INT64_MIN && json_object_get_uint64(o) != UINT64_MAX;
     case json_type_array: {
         size_t n = json_object_array_length(o);
         for (size_t i = 0; i < n; i++)

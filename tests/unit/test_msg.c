@@ -119,6 +119,15 @@ static void non_json(void **state)
           "data: {\"channel\":\"c\",\"data\":\"[Infinity]\"}\n\n");
     CHECK("c", "{\"data\":-Infinity}", "{\"channel\":\"c\",\"data\":\"{\\\"data\\\":-Infinity}\"}",
           "data: {\"channel\":\"c\",\"data\":\"{\\\"data\\\":-Infinity}\"}\n\n");
+    /* Integers json-c would clamp go out as text, not as another number. */
+    CHECK("c", "18446744073709551616", "{\"channel\":\"c\",\"data\":\"18446744073709551616\"}",
+          "data: {\"channel\":\"c\",\"data\":\"18446744073709551616\"}\n\n");
+    CHECK("c", "[-9223372036854775809]", "{\"channel\":\"c\",\"data\":\"[-9223372036854775809]\"}",
+          "data: {\"channel\":\"c\",\"data\":\"[-9223372036854775809]\"}\n\n");
+    CHECK("c", "[18446744073709551614,-9223372036854775807,9223372036854775807]",
+          "{\"channel\":\"c\",\"data\":[18446744073709551614,-9223372036854775807,9223372036854775807]}",
+          "data: {\"channel\":\"c\",\"data\":[18446744073709551614,-9223372036854775807,9223372036854775807]}\n\n");
+    CHECK("c", "1e400", "{\"channel\":\"c\",\"data\":1e400}", "data: {\"channel\":\"c\",\"data\":1e400}\n\n");
     /* A raw NUL: never JSON. */
     CHECK("c", "1\0002", "{\"channel\":\"c\",\"data\":\"1\\u00002\"}", "data: {\"channel\":\"c\",\"data\":\"1\\u00002\"}\n\n");
     /* Too deep for the parser: delivered as text, not lost. */
