@@ -262,7 +262,7 @@ void pg_api_complete(struct lws *wsi, pg_http_t *h)
         answer_error(wsi, h, 413, "message over --max-message-bytes");
         goto out;
     }
-    if (!pg_cmd_ready()) {
+    if (!pg_rcmd_ready()) {
         json_object_put(env);
         answer_error(wsi, h, 503, "redis unavailable");
         goto out;
@@ -290,7 +290,7 @@ void pg_api_complete(struct lws *wsi, pg_http_t *h)
         slot->req = r;
         slot->idx = i;
         r->pending++;
-        if (pg_cmd_publish(names[i], payload, plen, published, slot) != 0) {
+        if (pg_rcmd_publish(names[i], payload, plen, published, slot) != 0) {
             r->pending--;
             free(slot);
             r->failed = 1;

@@ -62,7 +62,7 @@ static void shutdown_now(void)
     uv_timer_stop(&drain_poll);
     uv_close((uv_handle_t *)&drain_poll, NULL);
     pg_sub_stop();
-    pg_cmd_stop();
+    pg_rcmd_stop();
     pg_server_stop();
 }
 
@@ -150,7 +150,7 @@ int main(int argc, char **argv)
     pg_log(PG_LOG_INFO, "pushgate %s node=%s redis=%s:%d prefix=%s max_connections=%ld",
            PG_VERSION, cfg->node_id, cfg->redis.host, cfg->redis.port, cfg->prefix,
            pg_node.max_connections);
-    if (pg_sub_start() != 0 || pg_cmd_start() != 0) {
+    if (pg_sub_start() != 0 || pg_rcmd_start() != 0) {
         pg_log(PG_LOG_ERROR, "cannot start the Redis links");
         return 1;
     }

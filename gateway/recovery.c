@@ -183,7 +183,7 @@ static int issue(pg_recovery_t *r)
             rd->done = 1;
             continue;
         }
-        if (!pg_cmd_ready() || !pg_sub_is_subscribed(rd->channel)) {
+        if (!pg_rcmd_ready() || !pg_sub_is_subscribed(rd->channel)) {
             waits = 1;
             continue;
         }
@@ -194,7 +194,7 @@ static int issue(pg_recovery_t *r)
         }
         ref->rec = r;
         ref->idx = i;
-        if (pg_cmd_history(rd->channel, rd->since, read_cb, ref) != 0) {
+        if (pg_rcmd_history(rd->channel, rd->since, read_cb, ref) != 0) {
             free(ref);
             waits = 1;
             continue;

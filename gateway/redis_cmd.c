@@ -15,7 +15,7 @@ static pg_link_t cmd;
 
 /* Replace every @KEY@ placeholder of the template. The prefix is limited to
  * [A-Za-z0-9_.:-] by the option table, so it is safe inside a Lua string. */
-char *pg_cmd_render_library(size_t *len)
+char *pg_rcmd_render_library(size_t *len)
 {
     char fn[96], num[3][24];
     const char *keys[] = { "@PREFIX@", "@FN@", "@HISTORY_SIZE@", "@HISTORY_TTL@", "@MAX_BYTES@" };
@@ -85,7 +85,7 @@ static void loaded_cb(redisAsyncContext *ac, void *r, void *priv)
 static void cmd_setup(pg_link_t *l)
 {
     size_t len;
-    char *lib = pg_cmd_render_library(&len);
+    char *lib = pg_rcmd_render_library(&len);
     if (lib == NULL) {
         pg_link_fail(l, "out of memory");
         return;
@@ -103,7 +103,7 @@ static void cmd_ready(pg_link_t *l)
     pg_recovery_kick();
 }
 
-int pg_cmd_start(void)
+int pg_rcmd_start(void)
 {
     cmd.role = "commands";
     cmd.setup = cmd_setup;
@@ -115,12 +115,12 @@ int pg_cmd_start(void)
     return 0;
 }
 
-void pg_cmd_stop(void)
+void pg_rcmd_stop(void)
 {
     pg_link_stop(&cmd);
 }
 
-int pg_cmd_ready(void)
+int pg_rcmd_ready(void)
 {
     return cmd.state == PG_LINK_READY;
 }
@@ -151,7 +151,7 @@ static void publish_cb(redisAsyncContext *ac, void *r, void *priv)
     free(p);
 }
 
-int pg_cmd_publish(const char *channel, const char *payload, size_t len,
+int pg_rcmd_publish(const char *channel, const char *payload, size_t len,
                    pg_publish_cb cb, void *arg)
 {
     if (cmd.state != PG_LINK_READY)
@@ -220,7 +220,7 @@ out:
     free(h);
 }
 
-int pg_cmd_history(const char *channel, uint64_t since, pg_history_cb cb, void *arg)
+int pg_rcmd_history(const char *channel, uint64_t since, pg_history_cb cb, void *arg)
 {
     if (cmd.state != PG_LINK_READY)
         return -1;
@@ -259,7 +259,7 @@ static void raw_cb(redisAsyncContext *ac, void *r, void *priv)
     free(q);
 }
 
-int pg_cmd_raw_publish(const char *channel, const char *payload, size_t len,
+int pg_rcmd_raw_publish(const char *channel, const char *payload, size_t len,
                        pg_raw_cb cb, void *arg)
 {
     if (cmd.state != PG_LINK_READY)

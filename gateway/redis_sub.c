@@ -252,7 +252,7 @@ static void probe_cb(uv_timer_t *t)
         return;
     char payload[24];
     size_t n = pg_u64toa(++probe_nonce, payload);
-    if (pg_cmd_raw_publish(probe_chan, payload, n, probe_published, NULL) == 0)
+    if (pg_rcmd_raw_publish(probe_chan, payload, n, probe_published, NULL) == 0)
         probe_sent_ms = now;
 }
 
