@@ -40,6 +40,7 @@ typedef struct rsub {
 static pg_link_t    sub;
 static uv_timer_t   probe_timer;
 static char         probe_chan[96];   /* "_probe.<node-id>" */
+static char         probe_pattern[256]; /* prefix + probe_chan, glob-escaped */
 static uint64_t     last_rx_ms;       /* last reply of any kind on the link */
 static uint64_t     probe_sent_ms;    /* 0 = no probe outstanding */
 static uint64_t     probe_nonce;
@@ -168,20 +169,22 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv)
         return;
     const char *kind = reply->element[0]->str;
     const char *full = reply->element[1]->str;
+    if (strcmp(kind, "pmessage") == 0) {
+        /* only the probe uses a pattern: [pmessage, pattern, channel, nonce] */
+        uint64_t nonce;
+        last_rx_ms = pg_mono_ms();
+        if (reply->elements == 4 && reply->element[3]->type == REDIS_REPLY_STRING &&
+            pg_atou64(reply->element[3]->str, reply->element[3]->len, &nonce) == 0 &&
+            nonce == probe_nonce)
+            probe_sent_ms = 0;
+        return;
+    }
     size_t plen = strlen(pg_node.cfg.prefix);
     if (strncmp(full, pg_node.cfg.prefix, plen) != 0)
         return;
     const char *name = full + plen;
 
     last_rx_ms = pg_mono_ms();
-    if (strcmp(kind, "message") == 0 && strcmp(name, probe_chan) == 0) {
-        uint64_t nonce;
-        if (reply->element[2]->type == REDIS_REPLY_STRING &&
-            pg_atou64(reply->element[2]->str, reply->element[2]->len, &nonce) == 0 &&
-            nonce == probe_nonce)
-            probe_sent_ms = 0;
-        return;
-    }
     if (strcmp(kind, "message") == 0) {
         if (reply->element[2]->type == REDIS_REPLY_STRING)
             on_message(name, reply->element[2]->str, reply->element[2]->len);
@@ -220,6 +223,12 @@ static void sub_setup(pg_link_t *l)
     ninflight = 0;
     dirty = 1;
     l->state = PG_LINK_SUBSCRIBING;
+    /* The probe channel goes in by PSUBSCRIBE: patterns do not show in
+     * PUBSUB CHANNELS, which operators (and tests) read as "the channels
+     * this node serves". */
+    const char *argv[2] = { "PSUBSCRIBE", probe_pattern };
+    size_t argvlen[2] = { 10, strlen(probe_pattern) };
+    redisAsyncCommandArgv(l->ac, on_reply, NULL, 2, argv, argvlen);
     /* After a reconnect, hold live messages from the first confirmed
      * SUBSCRIBE on, until the history replay has delivered what came before
      * them: otherwise a newer live message would go out first and the
@@ -285,7 +294,16 @@ int pg_sub_start(void)
         return -1;
     uv_prepare_start(&flush_prep, flush_cb);
     snprintf(probe_chan, sizeof(probe_chan), "_probe.%s", pg_node.cfg.node_id);
-    pg_link_want(probe_chan, 1);
+    /* glob-escape prefix + channel so the pattern matches only itself */
+    size_t o = 0;
+    char full[sizeof(probe_pattern)];
+    snprintf(full, sizeof(full), "%s%s", pg_node.cfg.prefix, probe_chan);
+    for (const char *p = full; *p && o + 2 < sizeof(probe_pattern); p++) {
+        if (strchr("*?[]\\^", *p))
+            probe_pattern[o++] = '\\';
+        probe_pattern[o++] = *p;
+    }
+    probe_pattern[o] = '\0';
     uv_timer_start(&probe_timer, probe_cb, 1000, 1000);
     pg_link_start(&sub);
     return 0;
