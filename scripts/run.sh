@@ -104,7 +104,7 @@ else
 fi
 
 host="${listen%:*}"
-case "$host" in 0.0.0.0|"::"|"[::]"|"") host=localhost ;; esac
+case "$host" in 0.0.0.0|127.0.0.1|"::"|"[::]"|"") host=localhost ;; esac
 cat >&2 <<EOF
 ------------------------------------------------------------------
  pushgate   http://$host:$port/        (demo page)
