@@ -111,11 +111,13 @@ for (const transport of ['ws', 'sse', 'eventsource']) {
     const page = await openDemo(t);
     await connect(page, { transport, events: 'e' });
     const n = `${transport}-${RUN}`;
-    const id = await h.fcallPublish(redis.port, 'broadcast', { event: 'e', data: { n: 1, run: n } });
+    // Non-ASCII, quotes, backslashes and a newline must survive every hop.
+    const text = 'h\u00e9llo \u2713 \ud83d\ude00 "q" \\ </script>\nline2';
+    const id = await h.fcallPublish(redis.port, 'broadcast', { event: 'e', data: { n: 1, run: n, text } });
     const row = await waitRow(page, (r) => r.id === id, `row with id ${id}`);
     assert.equal(row.channel, 'broadcast');
     assert.equal(row.event, 'e');
-    assert.deepEqual(JSON.parse(row.data), { n: 1, run: n });
+    assert.deepEqual(JSON.parse(row.data), { n: 1, run: n, text });
     assert.match(await page.textContent('#lastid'), /^[0-9]+$/);
     if (transport === 'ws') assert.equal(page.wsUrls.length, 1);
     else assert.ok(page.sseUrls.length >= 1, 'an /sse request was made');
