@@ -510,7 +510,10 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 }
 
 static struct lws_protocols protocols[] = {
-    { "pushgate", callback, sizeof(pg_pss_t), 4096, 0, NULL, 0 },
+    /* rx_buffer_size: lws allocates it per WebSocket connection. Client
+     * commands are small; a rare large frame arrives in pieces and is
+     * reassembled in pg_conn_t.rx. */
+    { "pushgate", callback, sizeof(pg_pss_t), 512, 0, NULL, 0 },
     { NULL, NULL, 0, 0, 0, NULL, 0 }
 };
 
