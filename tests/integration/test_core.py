@@ -581,3 +581,65 @@ def test_environment_sets_options_and_flag_beats_it(gateway_factory, rds):
     assert numsub(rds, "envp:broadcast") == 1, "PUSHGATE_PREFIX ignored"
     assert gw.publish({"channel": "a", "data": 1}, api_key="flagkey").status == 200
     assert gw.publish({"channel": "a", "data": 1}, api_key="envkey").status == 401
+
+
+# --------------------------------------------------------------------------
+# The Redis function the node loads (SPEC §3)
+
+
+def test_node_loads_function_library_rendered_with_its_settings(gateway_factory, rds):
+    gateway_factory(["--api-key", API_KEY, "--prefix", "app1:", "--history-size", "2",
+                     "--history-ttl", "50", "--max-message-bytes", "100"])
+    names = [lib[1] for lib in rds.execute_command("FUNCTION", "LIST")]
+    assert names == ["app1_lib"]
+    ids = [rds.execute_command("FCALL", "app1_publish", 0, "news", str(i)) for i in range(3)]
+    assert [e[0] for e in rds.xrange("app1:history:news")] == [i + "-0" for i in ids[1:]]
+    assert 0 < rds.ttl("app1:history:news") <= 50
+    assert rds.get("app1:seq") == ids[-1]
+    with pytest.raises(Exception, match="too large"):
+        rds.execute_command("FCALL", "app1_publish", 0, "news", "x" * 101)
+
+
+def test_function_library_is_loaded_again_after_redis_restart(gateway_factory,
+                                                              redis_server, rds):
+    """A Redis restart without persistence loses the functions; the node
+    reloads them when it reconnects, so FCALL keeps working."""
+    gw = gateway_factory(BASE_ARGS)
+    redis_server.restart_hard()
+    rds2 = redis_server.client()
+    wait_until(lambda: "pushgate_lib" in [lib[1] for lib in
+                                          rds2.execute_command("FUNCTION", "LIST")],
+               timeout=15, msg="function library reloaded after Redis restart")
+    wait_until(lambda: gw.readyz() == 200, timeout=15, msg="node ready again")
+    rid = rds2.execute_command("FCALL", "pushgate_publish", 0, "news", "1")
+    assert rid.isdigit()
+
+
+def test_two_deployments_with_different_prefixes_share_one_redis(gateway_factory, rds):
+    a = gateway_factory(BASE_ARGS + ["--prefix", "appA:"], name="appA")
+    b = gateway_factory(BASE_ARGS + ["--prefix", "app.b:"], name="appB")
+    names = sorted(lib[1] for lib in rds.execute_command("FUNCTION", "LIST"))
+    assert names == ["appA_lib", "app_b_lib"]
+
+    async def scenario():
+        ca = await ws_connect(a)
+        cb = await open_client("sse", b)
+        try:
+            ra = a.publish({"channel": "broadcast", "data": "for A"})
+            rb = b.publish({"channel": "broadcast", "data": "for B"})
+            assert ra.status == 200 and rb.status == 200
+            rds.execute_command("FCALL", "app_b_publish", 0, "broadcast", '"B again"')
+            rds.publish("appA:broadcast", json.dumps({"event": "FIN", "data": None}))
+            rds.publish("app.b:broadcast", json.dumps({"event": "FIN", "data": None}))
+            _, msg = await next_delivery(ca)
+            assert msg == {"channel": "broadcast", "id": ra.json()["id"], "data": "for A"}
+            await expect_fin_next(ca)
+            _, msg = await next_delivery(cb)
+            assert msg == {"channel": "broadcast", "id": rb.json()["id"], "data": "for B"}
+            _, msg = await next_delivery(cb)
+            assert msg["data"] == "B again"
+            await expect_fin_next(cb)
+        finally:
+            await close_all(ca, cb)
+
+    run(scenario())
