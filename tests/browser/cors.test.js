@@ -53,8 +53,8 @@ test.after(async () => {
 });
 
 // Opens the app page on `origin`, connects, publishes one broadcast message
-// with FCALL once open, and resolves with what happened within 8 s.
-async function tryTransport(t, origin, transport) {
+// with FCALL once open, and resolves with what happened within `wait` ms.
+async function tryTransport(t, origin, transport, wait = 8000) {
   const page = await browser.ctx.newPage();
   t.after(() => page.close().catch(() => {}));
   const errors = [];
@@ -68,7 +68,7 @@ async function tryTransport(t, origin, transport) {
     window.pg.on('message', (m) => window.result.messages.push(m));
     window.pg.on('error', (e) => window.result.errors.push(e.reason || String(e.code)));
   }, { gw: `http://127.0.0.1:${gwPort}`, transport });
-  const opened = await page.waitForFunction(() => window.result.opened, null, { timeout: 8000 })
+  const opened = await page.waitForFunction(() => window.result.opened, null, { timeout: wait })
     .then(() => true, () => false);
   let id = null;
   if (opened) {
@@ -93,7 +93,7 @@ test('ws: an allowed origin connects and receives', { timeout: 30000 }, async (t
 });
 
 test('ws: an origin not in --allowed-origins is refused', { timeout: 30000 }, async (t) => {
-  const r = await tryTransport(t, 'other', 'ws');
+  const r = await tryTransport(t, 'other', 'ws', 3000);
   assert.equal(r.opened, false, JSON.stringify(r));
 });
 
@@ -110,7 +110,7 @@ for (const transport of ['sse', 'eventsource']) {
   });
 
   test(`${transport}: an origin not in --allowed-origins gets nothing`, { timeout: 30000 }, async (t) => {
-    const r = await tryTransport(t, 'other', transport);
+    const r = await tryTransport(t, 'other', transport, 3000);
     assert.equal(r.got, false, JSON.stringify(r));
   });
 }
