@@ -12,9 +12,11 @@
 #   users      (d) 10k users (one connection each), 1000 msg/s to random users
 #   sse        (e) (b) and (c) over Server-Sent Events
 #   nchan      (f) (b) and (c) over WS and SSE on nginx + Nchan (Redis mode),
-#              published with HTTP POST, and pushgate with POST /api/publish
+#              published with HTTP POST (Debian: apt-get install libnginx-mod-nchan)
+#   api        (f') (b) and (c) on pushgate published with POST /api/publish: the
+#              same publish path as Nchan's, for the comparison
 #   smoke      1k WS conns, 100 msg/s for 5 s (the quick check)
-#   all        calibrate memory broadcast users sse nchan
+#   all        calibrate memory broadcast users sse api nchan
 #
 # options:
 #   -g PATH    the pushgate binary (default build/gateway/pushgate)
@@ -40,14 +42,14 @@ while getopts "g:b:o:d:kh" opt; do
     o) RESULTS=$OPTARG ;;
     d) DUR=$OPTARG ;;
     k) KEEP=1 ;;
-    h) sed -n '2,28p' "$0"; exit 0 ;;
+    h) sed -n '2,30p' "$0"; exit 0 ;;
     *) exit 2 ;;
     esac
 done
 shift $((OPTIND - 1))
 SETS=("$@")
 [ ${#SETS[@]} -eq 0 ] && SETS=(calibrate memory broadcast users sse)
-if [ "${SETS[0]}" = all ]; then SETS=(calibrate memory broadcast users sse nchan); fi
+if [ "${SETS[0]}" = all ]; then SETS=(calibrate memory broadcast users sse api nchan); fi
 
 [ -n "$GW" ] || GW=$ROOT/build/gateway/pushgate
 if [ -z "$BENCH" ]; then
@@ -168,12 +170,17 @@ http {
   uwsgi_temp_path $TMP/nginx/uwsgi;
   scgi_temp_path $TMP/nginx/scgi;
   nchan_redis_url redis://127.0.0.1:$REDIS_PORT;
-  nchan_subscriber_first_message newest;
-  nchan_message_buffer_length 100;
   server {
     listen 127.0.0.1:$NX_PORT backlog=4096;
-    location ~ ^/sub/([A-Za-z0-9_.:-]+)\$ { nchan_subscriber; nchan_channel_id \$1; nchan_use_redis on; }
-    location = /pub { nchan_publisher; nchan_channel_id \$arg_id; nchan_use_redis on; }
+    # each run uses a fresh channel id; newest: no replay of older messages
+    location ~ ^/sub/([A-Za-z0-9_.:-]+)\$ {
+      nchan_subscriber; nchan_channel_id \$1; nchan_use_redis on;
+      nchan_subscriber_first_message newest;
+    }
+    location = /pub {
+      nchan_publisher; nchan_channel_id \$arg_id; nchan_use_redis on;
+      nchan_message_buffer_length 100;
+    }
   }
 }
 EOF
@@ -258,11 +265,13 @@ for set in "${SETS[@]}"; do
         gw_run "e-broadcast-sse-10k-50" --transport sse --path /sse -c 10000 \
             --publish raw --rate 50 --duration "$DUR" --timeout "$T"
         ;;
-    nchan)
+    api)
         gw_run "f-pushgate-api-ws-1k-1000" --transport ws --path /ws -c 1000 --api-key "$APIKEY" \
             --publish api --rate 1000 --duration "$DUR" --timeout "$T"
         gw_run "f-pushgate-api-ws-10k-50" --transport ws --path /ws -c 10000 --api-key "$APIKEY" \
             --publish api --rate 50 --duration "$DUR" --timeout "$T"
+        ;;
+    nchan)
         nchan_run "f-nchan-ws-1k-1000" ws -c 1000 --rate 1000 --duration "$DUR" --timeout "$T"
         nchan_run "f-nchan-ws-10k-50" ws -c 10000 --rate 50 --duration "$DUR" --timeout "$T"
         nchan_run "f-nchan-sse-1k-1000" sse -c 1000 --rate 1000 --duration "$DUR" --timeout "$T"
@@ -307,14 +316,14 @@ if cal:
               f"{f(g(r,'batched8','cpu_us_per_msg'),'{:.3f}'):>10}{f(g(r,'single','wall_us_per_send'),'{:.3f}'):>9}")
 if run:
     print("\nruns (latency publish->receive; server CPU and RSS from /proc)")
-    hdr = f"{'label':<28}{'conn':>7}{'fail':>6}{'recv/expected':>20}{'loss%':>8}{'p50ms':>8}{'p99ms':>8}{'maxms':>8}{'deliv/s':>10}{'us/deliv':>9}{'KiB/conn':>9}{'ok':>4}"
+    hdr = f"{'label':<28}{'conn':>7}{'fail':>6}{'recv/expected':>20}{'loss%':>8}{'p50ms':>10}{'p99ms':>10}{'maxms':>10}{'deliv/s':>10}{'us/deliv':>9}{'KiB/conn':>9}{'ok':>4}"
     print(hdr)
     for r in run:
         d = r.get("deliveries", {})
         rv = f"{d.get('received',0)}/{d.get('expected',0)}"
         print(f"{r.get('label','-'):<28}{g(r,'connect','connected'):>7}{g(r,'connect','failed'):>6}{rv:>20}"
-              f"{f(d.get('loss_pct'),'{:.3f}'):>8}{f(g(r,'latency_ms','p50')):>8}{f(g(r,'latency_ms','p99')):>8}"
-              f"{f(g(r,'latency_ms','max')):>8}{f(d.get('per_s'),'{:.0f}'):>10}"
+              f"{f(d.get('loss_pct'),'{:.3f}'):>8}{f(g(r,'latency_ms','p50')):>10}{f(g(r,'latency_ms','p99')):>10}"
+              f"{f(g(r,'latency_ms','max')):>10}{f(d.get('per_s'),'{:.0f}'):>10}"
               f"{f(g(r,'server','sched_cpu_us_per_delivery')):>9}{f(g(r,'server','rss_kb_per_conn')):>9}"
               f"{'y' if r.get('ok') else 'n':>4}")
 EOF

@@ -138,8 +138,9 @@ int         jwt_mint(const bench_opts_t *o, long user, char *out, size_t outlen)
 /* utime+stime of pid in microseconds; -1 if unreadable. */
 int64_t     proc_cpu_us(pid_t pid);
 /* Run time of all of pid's threads in ns from schedstat (exact, unlike the
- * clock ticks of stat, but threads that exited are missed); -1 if unreadable. */
-int64_t     proc_sched_ns(pid_t pid);
+ * clock ticks of stat, but threads that exited are missed), and in *wait_ns
+ * the time they sat runnable waiting for a CPU; -1 if unreadable. */
+int64_t     proc_sched_ns(pid_t pid, int64_t *wait_ns);
 /* VmRSS of pid in KiB; -1 if unreadable. */
 int64_t     proc_rss_kb(pid_t pid);
 void        say(const bench_opts_t *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

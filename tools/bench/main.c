@@ -54,8 +54,9 @@ typedef struct coord {
     int64_t rss_before[BENCH_MAX_PIDS], rss_after[BENCH_MAX_PIDS];
     int64_t cpu_start[BENCH_MAX_PIDS], cpu_end[BENCH_MAX_PIDS];
     int64_t sched_start[BENCH_MAX_PIDS], sched_end[BENCH_MAX_PIDS];
+    int64_t wait_start[BENCH_MAX_PIDS], wait_end[BENCH_MAX_PIDS];
     int cpu_sampled;
-    uint64_t total_connected, expected_live;
+    uint64_t total_connected, expected_live, drain_seen;
     uint64_t *user_conns;       /* connections per user, from the workers' maps */
 } coord_t;
 
@@ -113,7 +114,8 @@ static void usage(FILE *f)
 "run\n"
 "  --idle S                hold the connections S seconds before publishing (memory)\n"
 "  --settle S              wait after the last handshake before sampling RSS, default 0.5\n"
-"  --drain S               wait at most S after the last publish answer, default 5\n"
+"  --drain S               after the last publish, wait for the expected deliveries\n"
+"                          until none came for S seconds, default 5\n"
 "  --timeout S             the whole run, default 60; then report what there is\n"
 "  --server-pid PID        a server process to sample (repeatable): CPU over the\n"
 "                          publish phase, VmRSS before connecting vs all connected\n"
@@ -392,10 +394,12 @@ static double secs(uint64_t ns) { return (double)ns / 1e9; }
 
 static void sample_cpu(coord_t *c, int64_t *into)
 {
-    int64_t *sched = into == c->cpu_start ? c->sched_start : c->sched_end;
+    int start = into == c->cpu_start;
+    int64_t *sched = start ? c->sched_start : c->sched_end;
+    int64_t *wait = start ? c->wait_start : c->wait_end;
     for (int i = 0; i < c->o->n_server_pids; i++) {
         into[i] = proc_cpu_us(c->o->server_pids[i]);
-        sched[i] = proc_sched_ns(c->o->server_pids[i]);
+        sched[i] = proc_sched_ns(c->o->server_pids[i], &wait[i]);
     }
 }
 
@@ -530,10 +534,22 @@ static void phase_to(coord_t *c, int ph, double after_s)
     evtimer_add(c->phase_ev, &tv);
 }
 
+/* Draining ends when every expected delivery is in, or when --drain seconds
+ * pass without a new one: a slow server is measured, a stuck one is not
+ * waited for (the --timeout still bounds both). */
 static void check_drained(coord_t *c)
 {
-    if (c->phase == PH_DRAIN && sum_prog(c, 2) >= c->expected_live)
+    if (c->phase != PH_DRAIN)
+        return;
+    uint64_t got = sum_prog(c, 2);
+    if (got >= c->expected_live) {
         end_drain(c);
+    } else if (got > c->drain_seen) {
+        c->drain_seen = got;
+        double d = c->o->drain;
+        struct timeval tv = {(time_t)d, (suseconds_t)((d - (double)(long)d) * 1e6)};
+        evtimer_add(c->phase_ev, &tv);
+    }
 }
 
 static void worker_gone(coord_t *c, wslot_t *w)
@@ -803,7 +819,7 @@ static void report(coord_t *c)
 
     if (o->n_server_pids) {
         json_object *pids = json_object_new_array();
-        int64_t cpu = 0, rb = 0, ra = 0, sch = 0;
+        int64_t cpu = 0, rb = 0, ra = 0, sch = 0, wt = 0;
         int cpu_ok = c->cpu_sampled, rss_ok = 1;
         for (int i = 0; i < o->n_server_pids; i++) {
             json_object_array_add(pids, json_object_new_int(o->server_pids[i]));
@@ -811,6 +827,7 @@ static void report(coord_t *c)
                 cpu_ok = 0;
             cpu += c->cpu_end[i] - c->cpu_start[i];
             sch += c->sched_end[i] - c->sched_start[i];
+            wt += c->wait_end[i] - c->wait_start[i];
             if (c->rss_before[i] < 0 || c->rss_after[i] < 0)
                 rss_ok = 0;
             rb += c->rss_before[i];
@@ -832,6 +849,8 @@ static void report(coord_t *c)
             json_object_object_add(x, "cpu_us_per_delivery",
                                    jd(t->deliveries ? (double)cpu / (double)t->deliveries : 0, 3));
             json_object_object_add(x, "sched_cpu_s", jd((double)sch / 1e9, 4));
+            /* runnable but not running: another process had the server's CPU */
+            json_object_object_add(x, "sched_wait_s", jd((double)wt / 1e9, 4));
             json_object_object_add(x, "sched_cpu_us_per_delivery",
                                    jd(t->deliveries ? (double)sch / 1e3 / (double)t->deliveries : 0, 3));
             json_object_object_add(x, "cpu_us_per_message",

@@ -149,14 +149,14 @@ int64_t proc_cpu_us(pid_t pid)
     return (int64_t)((ut + st) * 1000000ULL / (unsigned long long)hz);
 }
 
-int64_t proc_sched_ns(pid_t pid)
+int64_t proc_sched_ns(pid_t pid, int64_t *wait_ns)
 {
     char path[300], buf[128];
     snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
     DIR *d = opendir(path);
     if (!d)
         return -1;
-    int64_t sum = 0;
+    int64_t sum = 0, wsum = 0;
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
         if (e->d_name[0] == '.')
@@ -165,11 +165,16 @@ int64_t proc_sched_ns(pid_t pid)
         FILE *f = fopen(path, "r");
         if (!f)
             continue;
-        if (fgets(buf, sizeof buf, f))
-            sum += strtoll(buf, NULL, 10);
+        if (fgets(buf, sizeof buf, f)) {
+            char *end;
+            sum += strtoll(buf, &end, 10);
+            wsum += strtoll(end, NULL, 10);
+        }
         fclose(f);
     }
     closedir(d);
+    if (wait_ns)
+        *wait_ns = wsum;
     return sum;
 }
 
