@@ -15,6 +15,14 @@
 _Static_assert(LWS_PRE <= PG_MSG_PRE, "PG_MSG_PRE must cover LWS_PRE");
 
 static lws_dll2_owner_t open_conns[PG_TR_COUNT];   /* by transport */
+static lws_dll2_owner_t dirty;                      /* got messages this iteration */
+static uv_prepare_t     flush_prep;
+
+static void want_pollout(pg_conn_t *c)
+{
+    c->flags |= PG_CONN_WANT_POLLOUT;
+    lws_callback_on_writable(c->wsi);
+}
 
 #define COALESCE_MAX 65536   /* bytes gathered into one write */
 
@@ -87,8 +95,8 @@ int pg_conn_send(pg_conn_t *c, pg_msg_t *m)
     c->q[(c->qhead + c->qlen) % c->qcap] = pg_msg_ref(m);
     c->qlen++;
     c->queued_bytes += len;
-    if (c->qlen == 1)
-        lws_callback_on_writable(c->wsi);
+    if (c->qlen == 1 && !(c->flags & PG_CONN_WANT_POLLOUT) && c->dirty_node.owner == NULL)
+        lws_dll2_add_tail(&c->dirty_node, &dirty);   /* written before the loop sleeps */
     return 0;
 }
 
@@ -170,20 +178,14 @@ static int ws_close(pg_conn_t *c, uint16_t code, const char *reason)
     return -1;
 }
 
-int pg_conn_writeable(pg_conn_t *c)
+/* Write what is queued, coalesced: each message's WS view is a complete
+ * pre-built frame (pg_msg.h) and its SSE view is plain text, so frames are
+ * concatenated (up to COALESCE_MAX) and written raw in one lws_write: one
+ * syscall for a burst instead of one per message. Returns -1 on a write
+ * error, else 0; messages past COALESCE_MAX stay queued. */
+static int write_queue(pg_conn_t *c)
 {
-    if (c->flags & PG_CONN_CLOSE_ASAP)
-        return ws_close(c, c->close_code, c->close_reason);
-    if (c->qlen == 0) {
-        if (c->flags & PG_CONN_DRAINING)
-            return ws_close(c, LWS_CLOSE_STATUS_GOINGAWAY, "going away");
-        return 0;
-    }
-
-    /* Everything queued goes out in one write: each message's WS view is a
-     * complete pre-built frame (pg_msg.h) and its SSE view is plain text, so
-     * the frames are concatenated and written raw. One syscall and one
-     * POLLOUT round trip for a burst instead of one per message. */
+    /* one thread writes, one write at a time: a static scratch is safe */
     static unsigned char scratch[LWS_PRE + COALESCE_MAX];
     unsigned char *out = scratch + LWS_PRE;
     size_t len = 0;
@@ -202,9 +204,7 @@ int pg_conn_writeable(pg_conn_t *c)
             int n = lws_write(c->wsi, (unsigned char *)v, vlen, LWS_WRITE_RAW);
             count_delivery(c, m, now);
             pg_msg_unref(&m);
-            if (n < 0)
-                return -1;
-            goto rearm;
+            return n < 0 ? -1 : 0;
         }
         memcpy(out + len, v, vlen);
         len += vlen;
@@ -212,12 +212,70 @@ int pg_conn_writeable(pg_conn_t *c)
         count_delivery(c, m, now);
         pg_msg_unref(&m);
     }
-    if (lws_write(c->wsi, out, len, LWS_WRITE_RAW) < 0)
+    return lws_write(c->wsi, out, len, LWS_WRITE_RAW) < 0 ? -1 : 0;
+}
+
+int pg_conn_writeable(pg_conn_t *c)
+{
+    c->flags &= ~PG_CONN_WANT_POLLOUT;
+    if (c->flags & PG_CONN_CLOSE_ASAP)
+        return ws_close(c, c->close_code, c->close_reason);
+    if (c->qlen == 0) {
+        if (c->flags & PG_CONN_DRAINING)
+            return ws_close(c, LWS_CLOSE_STATUS_GOINGAWAY, "going away");
+        return 0;
+    }
+    if (write_queue(c) < 0)
         return -1;
-rearm:
     if (c->qlen || (c->flags & PG_CONN_DRAINING))
-        lws_callback_on_writable(c->wsi);
+        want_pollout(c);
     return 0;
+}
+
+/* Before the loop sleeps, write to every connection that got messages in
+ * this iteration, straight away, instead of asking lws for POLLOUT: that
+ * would cost two epoll_ctl calls and a wake-up per delivery. (Redis does
+ * the same with its clients_pending_write list.) lws_send_pipe_choked()
+ * says whether lws still holds part of an earlier write, or the socket is
+ * full; only then do we wait for WRITEABLE. It also re-arms lws's
+ * back-to-back write check, which makes a write outside the WRITEABLE
+ * callback legitimate. */
+static void flush_one(pg_conn_t *c)
+{
+    if (c->qlen == 0 || (c->flags & (PG_CONN_WANT_POLLOUT | PG_CONN_CLOSE_ASAP)))
+        return;
+    if (lws_send_pipe_choked(c->wsi)) {
+        want_pollout(c);
+        return;
+    }
+    if (write_queue(c) < 0)
+        pg_conn_close(c, LWS_CLOSE_STATUS_ABNORMAL_CLOSE, NULL);
+    else if (c->qlen)
+        want_pollout(c);
+}
+
+static void flush_cb(uv_prepare_t *h)
+{
+    (void)h;
+    struct lws_dll2 *d;
+    while ((d = lws_dll2_get_head(&dirty)) != NULL) {
+        pg_conn_t *c = lws_container_of(d, pg_conn_t, dirty_node);
+        lws_dll2_remove(d);
+        flush_one(c);
+    }
+}
+
+int pg_conn_init(void)
+{
+    if (uv_prepare_init(pg_node.loop, &flush_prep) != 0)
+        return -1;
+    return uv_prepare_start(&flush_prep, flush_cb);
+}
+
+void pg_conn_shutdown(void)
+{
+    uv_prepare_stop(&flush_prep);
+    uv_close((uv_handle_t *)&flush_prep, NULL);
 }
 
 void pg_conn_destroy(pg_conn_t *c)
@@ -227,6 +285,7 @@ void pg_conn_destroy(pg_conn_t *c)
     c->flags &= ~PG_CONN_OPEN;
     conn_log(PG_LOG_DEBUG, c, "closed");
     /* reverse order of acquisition */
+    lws_dll2_remove(&c->dirty_node);
     pg_hangup_forget(c);
     pg_recovery_abandon(c);
     for (uint32_t i = 0; i < c->nheld; i++)

@@ -25,6 +25,7 @@ struct pg_recovery;
 #define PG_CONN_RECOVERING  (1u << 2)  /* hold live messages until history replay ends */
 #define PG_CONN_HDRS_SENT   (1u << 3)  /* SSE: response headers are out */
 #define PG_CONN_DRAINING    (1u << 4)  /* node drains: close once the queue is empty */
+#define PG_CONN_WANT_POLLOUT (1u << 5) /* WRITEABLE requested; no direct writes meanwhile */
 
 typedef struct pg_conn {
     struct lws      *wsi;
@@ -34,6 +35,7 @@ typedef struct pg_conn {
     pg_identity_t    who;           /* sub NULL = anonymous; owned */
     lws_dll2_owner_t subs;          /* pg_sub_t.conn_node; each holds a channel */
     lws_dll2_t       node;          /* in the node's list of open connections */
+    lws_dll2_t       dirty_node;    /* in the flush list while it has unsent messages */
     /* Out-queue: a ring of message references, oldest first. queued_bytes
      * is the sum of the transport view lengths in it; it never exceeds
      * --queue-limit-bytes (past it the connection is closed as slow). */
@@ -52,6 +54,10 @@ typedef struct pg_conn {
     uint16_t         close_code;    /* WebSocket close code for CLOSE_ASAP */
     const char      *close_reason;  /* static string */
 } pg_conn_t;
+
+/* The pre-sleep flush of connections with new messages (see conn.c). */
+int pg_conn_init(void);
+void pg_conn_shutdown(void);
 
 /* Start using c (zeroed by lws) for wsi: take ownership of *who (zeroed on
  * return), count it, join broadcast and, for a user, user:<sub>. */

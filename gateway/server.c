@@ -513,7 +513,9 @@ static struct lws_protocols protocols[] = {
     /* rx_buffer_size: lws allocates it per WebSocket connection. Client
      * commands are small; a rare large frame arrives in pieces and is
      * reassembled in pg_conn_t.rx. */
-    { "pushgate", callback, sizeof(pg_pss_t), 512, 0, NULL, 0 },
+    /* tx_packet_size: without it lws sends at most rx_buffer_size bytes per
+     * write and buffers the rest, which would defeat coalescing. */
+    { "pushgate", callback, sizeof(pg_pss_t), 512, 0, NULL, 65536 + LWS_PRE },
     { NULL, NULL, 0, 0, 0, NULL, 0 }
 };
 
@@ -605,6 +607,8 @@ int pg_server_start(void)
         return -1;
     }
     pg_hangup_init();
+    if (pg_conn_init() != 0)
+        return -1;
     uv_timer_init(pg_node.loop, &sse_ping_timer);
     uv_timer_start(&sse_ping_timer, sse_ping_cb, pg_node.cfg.ping_interval * 1000ull,
                    pg_node.cfg.ping_interval * 1000ull);
@@ -616,6 +620,7 @@ int pg_server_start(void)
 void pg_server_stop(void)
 {
     pg_hangup_stop();
+    pg_conn_shutdown();
     uv_timer_stop(&sse_ping_timer);
     uv_close((uv_handle_t *)&sse_ping_timer, NULL);
 
