@@ -34,6 +34,22 @@ int pg_auth_origin_ok(struct lws *wsi)
     return pg_origin_allowed(&pg_node.cfg.origins, origin, nh < 0 ? NULL : host);
 }
 
+int pg_auth_cors_headers(struct lws *wsi, unsigned char **p, unsigned char *end)
+{
+    char origin[512];
+    int n = pg_auth_header(wsi, WSI_TOKEN_ORIGIN, origin, sizeof(origin));
+    if (n <= 0 || !pg_auth_origin_ok(wsi))
+        return 0;
+    if (lws_add_http_header_by_name(wsi, (const unsigned char *)"access-control-allow-origin:",
+                                    (const unsigned char *)origin, n, p, end) ||
+        lws_add_http_header_by_name(wsi, (const unsigned char *)"access-control-allow-credentials:",
+                                    (const unsigned char *)"true", 4, p, end) ||
+        lws_add_http_header_by_name(wsi, (const unsigned char *)"vary:",
+                                    (const unsigned char *)"Origin", 6, p, end))
+        return -1;
+    return 0;
+}
+
 int pg_auth_may_read(const pg_identity_t *who, const char *channel)
 {
     switch (pg_chan_kind(channel)) {

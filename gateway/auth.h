@@ -25,6 +25,13 @@ void pg_auth_result_free(pg_auth_result_t *res);
 
 /* 1 if the Origin header of wsi is allowed (SPEC §1), else 0. */
 int pg_auth_origin_ok(struct lws *wsi);
+/* CORS: when the request carries an Origin that --allowed-origins admits,
+ * add Access-Control-Allow-Origin (that origin), -Allow-Credentials and
+ * Vary: Origin to the response headers being built in [*p, end). Browsers
+ * need them to read an EventSource stream or an API answer from another
+ * origin; WebSocket does not use CORS. Returns 0, or -1 if out of room. */
+int pg_auth_cors_headers(struct lws *wsi, unsigned char **p, unsigned char *end);
+
 /* 1 if who may read channel (valid name): broadcast always; user:<id> only
  * as that user; a topic when public or in the token's channels claim. */
 int pg_auth_may_read(const pg_identity_t *who, const char *channel);

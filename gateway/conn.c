@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "conn.h"
+#include "auth.h"
 #include "hangup.h"
 #include "hub.h"
 #include "node.h"
@@ -143,6 +144,7 @@ int pg_conn_sse_begin(pg_conn_t *c)
                 (const unsigned char *)"no-cache", 8, &p, end) ||
         lws_add_http_header_by_name(wsi, (const unsigned char *)"x-accel-buffering:",
                 (const unsigned char *)"no", 2, &p, end) ||
+        pg_auth_cors_headers(wsi, &p, end) ||
         lws_finalize_http_header(wsi, &p, end))
         return -1;
     if (lws_write(wsi, start, (size_t)lws_ptr_diff(p, start), LWS_WRITE_HTTP_HEADERS) < 0)

@@ -34,6 +34,7 @@ static void http_reset(pg_http_t *h)
     if (!h->body_static)
         free(h->body);
     free(h->req);
+    free(h->cors);
     pg_api_abandon(h);
     memset(h, 0, sizeof(*h));
 }
@@ -80,7 +81,7 @@ void pg_http_error(struct lws *wsi, pg_http_t *h, int status, const char *msg)
 /* Write status line, headers and the whole body. Used for answers and for
  * refusing a WebSocket upgrade before it happens. Returns -1 on error. */
 static int write_response(struct lws *wsi, int status, const char *ctype, const char *allow,
-                          const char *body, size_t len)
+                          const char *cors, size_t cors_len, const char *body, size_t len)
 {
     unsigned char hdr[LWS_PRE + 1024], *start = hdr + LWS_PRE, *p = start,
                   *end = hdr + sizeof(hdr) - 1;
@@ -94,6 +95,12 @@ static int write_response(struct lws *wsi, int status, const char *ctype, const 
         lws_add_http_header_by_name(wsi, (const unsigned char *)"allow:",
                                     (const unsigned char *)allow, (int)strlen(allow), &p, end))
         return -1;
+    if (cors != NULL) {
+        if ((size_t)(end - p) < cors_len)
+            return -1;
+        memcpy(p, cors, cors_len);
+        p += cors_len;
+    }
     if (lws_finalize_write_http_header(wsi, start, &p, end))
         return -1;
     if (len == 0)
@@ -112,7 +119,8 @@ static int http_writeable(struct lws *wsi, pg_http_t *h)
 {
     if (h->status <= 0)
         return 0;
-    int rc = write_response(wsi, h->status, h->ctype, h->allow, h->body, h->body_len);
+    int rc = write_response(wsi, h->status, h->ctype, h->allow, h->cors, h->cors_len,
+                            h->body, h->body_len);
     http_reset(h);
     if (rc < 0)
         return -1;
@@ -202,7 +210,39 @@ static int on_http(struct lws *wsi, pg_pss_t *pss, const char *path)
     http_reset(h);
     pss->kind = PG_PSS_HTTP;
 
-    if (strcmp(path, "/api/publish") == 0) {
+    int is_api = strcmp(path, "/api/publish") == 0;
+    if (is_api || strcmp(path, "/sse") == 0) {
+        /* Built now, while the request headers are at hand; the answer may
+         * be written later, after Redis replied. */
+        unsigned char cb[1024], *cp = cb;
+        if (pg_auth_cors_headers(wsi, &cp, cb + sizeof(cb)) == 0 && cp > cb &&
+            (h->cors = malloc((size_t)(cp - cb))) != NULL) {
+            memcpy(h->cors, cb, (size_t)(cp - cb));
+            h->cors_len = (size_t)(cp - cb);
+        }
+        if (meth == LWSHUMETH_OPTIONS) {
+            /* CORS preflight (a browser app on another origin POSTing with
+             * an Authorization header): allowed origins only. */
+            if (h->cors == NULL) {
+                pg_http_error(wsi, h, 403, "origin not allowed");
+                return 0;
+            }
+            static const char pre[] =
+                "access-control-allow-methods: GET, POST\x0d\x0a"
+                "access-control-allow-headers: Authorization, Content-Type, Last-Event-ID\x0d\x0a"
+                "access-control-max-age: 600\x0d\x0a";
+            char *n = realloc(h->cors, h->cors_len + sizeof(pre) - 1);
+            if (n != NULL) {
+                memcpy(n + h->cors_len, pre, sizeof(pre) - 1);
+                h->cors = n;
+                h->cors_len += sizeof(pre) - 1;
+            }
+            answer_common(wsi, h, 204, "text/plain", "", 0, 1);
+            return 0;
+        }
+    }
+
+    if (is_api) {
         if (meth != LWSHUMETH_POST) {
             h->allow = "POST";
             pg_metrics_publish(&pg_node.metrics, 405);

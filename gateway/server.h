@@ -21,6 +21,8 @@ typedef struct pg_http {
     size_t             body_len;
     int                body_static;
     const char        *allow;      /* Allow header for 405, static */
+    char              *cors;       /* headers for an allowed foreign Origin; owned */
+    size_t             cors_len;
     char              *req;        /* request body being read; owned */
     size_t             req_len;
     int                too_big;    /* body passed --max-message-bytes */
