@@ -271,6 +271,7 @@ class StreamClient(asyncio.Protocol):
         self.keep = keep
         self.ids = []
         self.msgs = []
+        self.order = []      # ids and "recovery" notices, in arrival order
         self.notices = []
         self.controls = []
         self.retry = []
@@ -319,6 +320,7 @@ class StreamClient(asyncio.Protocol):
             obj = json.loads(raw)
             if obj.get("type") == "recovery":
                 self.notices.append(obj)
+                self.order.append("recovery")
             else:
                 self.controls.append(obj)
             return
@@ -326,9 +328,11 @@ class StreamClient(asyncio.Protocol):
             obj = json.loads(raw)
             self.msgs.append(obj)
             self.ids.append(int(obj["id"]) if "id" in obj else None)
+            self.order.append(self.ids[-1])
             return
         m = ID_RE.search(raw)
         self.ids.append(int(m.group(1)) if m else None)
+        self.order.append(self.ids[-1])
 
     def _ws(self):
         frames, self.buf = parse_frames(self.buf)
@@ -370,6 +374,7 @@ class StreamClient(asyncio.Protocol):
             raw = b"\n".join(data)
             if event == "pushgate.recovery":
                 self.notices.append(json.loads(raw))
+                self.order.append("recovery")
             else:
                 self._deliver(raw)
 
@@ -421,7 +426,7 @@ class Publisher(threading.Thread):
         self.ids = []
         self.failures = []
         self.seq = 0
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self.lock = threading.Lock()
 
     def _client(self):
@@ -432,7 +437,7 @@ class Publisher(threading.Thread):
         r = self._client()
         period = 1.0 / self.rate
         nxt = time.monotonic()
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             self.seq += 1
             try:
                 rid = r.execute_command("FCALL", self.fn, 0, self.channel,
@@ -451,7 +456,7 @@ class Publisher(threading.Thread):
             nxt += period
             delay = nxt - time.monotonic()
             if delay > 0:
-                self._stop.wait(delay)
+                self._halt.wait(delay)
             else:
                 nxt = time.monotonic()
         r.close()
@@ -461,7 +466,7 @@ class Publisher(threading.Thread):
             return list(self.ids)
 
     def stop(self):
-        self._stop.set()
+        self._halt.set()
         self.join(10)
         assert not self.is_alive(), "publisher thread did not stop"
 
