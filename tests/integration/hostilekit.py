@@ -1,0 +1,305 @@
+"""hostilekit - raw-socket clients for the hostile-input tests.
+
+The polite clients in pgtest (http.client, python3-websockets) refuse to send
+what an attacker sends: binary or fragmented frames on demand, invalid UTF-8,
+oversized headers, chunked bodies, heads that never end. These helpers speak
+HTTP/1.1 and RFC 6455 by hand over blocking sockets, each with a timeout, so
+a test can send exactly the bytes it means and see exactly what comes back.
+"""
+
+import base64
+import json
+import os
+import socket
+import ssl
+import struct
+import time
+
+
+def connect(port, timeout=5.0, tls=False):
+    """A TCP (or TLS, certificate not checked) socket to 127.0.0.1:port."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    if tls:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        s = ctx.wrap_socket(s, server_hostname="localhost")
+    s.settimeout(timeout)
+    return s
+
+
+def recv_until_closed(s, limit=1 << 20, timeout=5.0):
+    """Everything the peer sends until it closes (or timeout / limit):
+    returns (bytes, closed) where closed is True if the peer closed."""
+    s.settimeout(timeout)
+    deadline = time.monotonic() + timeout
+    out = b""
+    while len(out) < limit:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return out, False
+        s.settimeout(left)
+        try:
+            d = s.recv(65536)
+        except socket.timeout:
+            return out, False
+        except (ConnectionResetError, BrokenPipeError):
+            return out, True
+        if not d:
+            return out, True
+        out += d
+    return out, False
+
+
+def read_http_response(s, timeout=5.0):
+    """(status, headers dict lower-case, body bytes) of one HTTP response
+    read from s, or (None, {}, raw) if the peer closed before a full head."""
+    s.settimeout(timeout)
+    deadline = time.monotonic() + timeout
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        if time.monotonic() > deadline:
+            return None, {}, buf
+        try:
+            d = s.recv(65536)
+        except (socket.timeout, ConnectionResetError):
+            return None, {}, buf
+        if not d:
+            return None, {}, buf
+        buf += d
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    hdrs = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        hdrs[k.strip().lower()] = v.strip()
+    if "content-length" in hdrs:
+        n = int(hdrs["content-length"])
+        while len(rest) < n and time.monotonic() < deadline:
+            try:
+                d = s.recv(65536)
+            except (socket.timeout, ConnectionResetError):
+                break
+            if not d:
+                break
+            rest += d
+        rest = rest[:n]
+    elif "chunked" in hdrs.get("transfer-encoding", ""):
+        body = b""
+        while True:
+            while b"\r\n" not in rest and time.monotonic() < deadline:
+                d = s.recv(65536)
+                if not d:
+                    break
+                rest += d
+            line, _, rest = rest.partition(b"\r\n")
+            size = int(line.split(b";")[0] or b"0", 16)
+            if size == 0:
+                break
+            while len(rest) < size + 2 and time.monotonic() < deadline:
+                d = s.recv(65536)
+                if not d:
+                    break
+                rest += d
+            body += rest[:size]
+            rest = rest[size + 2:]
+        rest = body
+    return status, hdrs, rest
+
+
+def raw_request(port, data, timeout=5.0, tls=False):
+    """Send raw request bytes, return (status or None, headers, body)."""
+    with connect(port, timeout, tls) as s:
+        s.sendall(data)
+        return read_http_response(s, timeout)
+
+
+def request_bytes(method, path, port, headers=None, body=b""):
+    """The bytes of one HTTP/1.1 request (Host and Content-Length filled)."""
+    lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}"]
+    hdrs = dict(headers or {})
+    if body and "Content-Length" not in hdrs and "Transfer-Encoding" not in hdrs:
+        hdrs["Content-Length"] = str(len(body))
+    for k, v in hdrs.items():
+        lines.append(f"{k}: {v}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def chunked(body, size=1000):
+    """body in chunked transfer encoding, size bytes a chunk."""
+    out = b""
+    for i in range(0, len(body), size):
+        part = body[i:i + size]
+        out += f"{len(part):x}\r\n".encode() + part + b"\r\n"
+    return out + b"0\r\n\r\n"
+
+
+def json_error(body):
+    """The "error" member of a JSON error body (AssertionError otherwise)."""
+    try:
+        obj = json.loads(body)
+    except ValueError:
+        raise AssertionError(f"error body is not JSON: {body!r}")
+    assert isinstance(obj, dict) and isinstance(obj.get("error"), str) and obj["error"], \
+        f"error body has no error string: {body!r}"
+    return obj["error"]
+
+
+# --------------------------------------------------------------------------
+# WebSocket by hand (RFC 6455)
+
+OP_CONT, OP_TEXT, OP_BIN, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
+
+
+class RawWS:
+    """A client WebSocket over a plain socket. frame() sends any frame the
+    caller builds (opcode, FIN bit, payload, masked as a client must);
+    recv() returns (opcode, payload) of the next whole frame from the
+    server; close_code() waits for the server's close frame."""
+
+    def __init__(self, sock, status, headers):
+        self.s = sock
+        self.status = status
+        self.headers = headers
+        self.buf = b""
+
+    @classmethod
+    def open(cls, port, path="/ws", headers=None, timeout=5.0, tls=False):
+        s = connect(port, timeout, tls)
+        key = base64.b64encode(os.urandom(16)).decode()
+        h = {"Upgrade": "websocket", "Connection": "Upgrade",
+             "Sec-WebSocket-Key": key, "Sec-WebSocket-Version": "13"}
+        h.update(headers or {})
+        s.sendall(request_bytes("GET", path, port, h))
+        # Read just the head: frames may follow it in the same segment.
+        buf = b""
+        s.settimeout(timeout)
+        while b"\r\n\r\n" not in buf:
+            d = s.recv(4096)
+            if not d:
+                break
+            buf += d
+        head, _, rest = buf.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ")[1]) if lines[0] else None
+        hdrs = {}
+        for line in lines[1:]:
+            k, _, v = line.partition(":")
+            hdrs[k.strip().lower()] = v.strip()
+        ws = cls(s, status, hdrs)
+        ws.buf = rest
+        return ws
+
+    def frame(self, opcode, payload=b"", fin=True, rsv=0):
+        self.s.sendall(client_frame(opcode, payload, fin, rsv))
+
+    def send_text(self, text):
+        self.frame(OP_TEXT, text)
+
+    def send_json(self, obj):
+        self.frame(OP_TEXT, json.dumps(obj))
+
+    def _need(self, n, deadline):
+        while len(self.buf) < n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no frame from the server")
+            self.s.settimeout(left)
+            d = self.s.recv(65536)
+            if not d:
+                raise ConnectionError("server closed the TCP connection")
+            self.buf += d
+
+    def recv(self, timeout=5.0):
+        """(opcode, payload bytes) of the next frame; raises TimeoutError
+        or ConnectionError."""
+        deadline = time.monotonic() + timeout
+        self._need(2, deadline)
+        b0, b1 = self.buf[0], self.buf[1]
+        n = b1 & 0x7F
+        off = 2
+        if n == 126:
+            self._need(4, deadline)
+            n = struct.unpack("!H", self.buf[2:4])[0]
+            off = 4
+        elif n == 127:
+            self._need(10, deadline)
+            n = struct.unpack("!Q", self.buf[2:10])[0]
+            off = 10
+        self._need(off + n, deadline)
+        payload = self.buf[off:off + n]
+        self.buf = self.buf[off + n:]
+        return b0 & 0x0F, payload
+
+    def recv_json(self, timeout=5.0):
+        """The next text frame as JSON (skipping server pings)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            op, payload = self.recv(max(0.01, deadline - time.monotonic()))
+            if op == OP_PING:
+                continue
+            assert op == OP_TEXT, f"expected a text frame, got opcode {op} {payload!r}"
+            return json.loads(payload)
+
+    def close_code(self, timeout=5.0):
+        """Wait for the server's close frame: its status code (None if the
+        frame had none); skips other frames. Raises if TCP closes first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            op, payload = self.recv(max(0.01, deadline - time.monotonic()))
+            if op == OP_CLOSE:
+                return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+
+    def close(self):
+        try:
+            self.s.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def client_frame(opcode, payload=b"", fin=True, rsv=0):
+    """The bytes of one masked client frame."""
+    if isinstance(payload, str):
+        payload = payload.encode()
+    b0 = (0x80 if fin else 0) | (rsv << 4) | opcode
+    n = len(payload)
+    if n < 126:
+        hdr = struct.pack("!BB", b0, 0x80 | n)
+    elif n < 65536:
+        hdr = struct.pack("!BBH", b0, 0x80 | 126, n)
+    else:
+        hdr = struct.pack("!BBQ", b0, 0x80 | 127, n)
+    mask = os.urandom(4)
+    return hdr + mask + _mask_fast(payload, mask)
+
+
+def _mask_fast(payload, mask):
+    n = len(payload)
+    if n == 0:
+        return b""
+    m = (mask * (n // 4 + 1))[:n]
+    return (int.from_bytes(payload, "big") ^ int.from_bytes(m, "big")).to_bytes(n, "big")
+
+
+# --------------------------------------------------------------------------
+# Process facts
+
+
+def rss_kb(pid):
+    """Resident set size of a process in KiB (VmRSS)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def open_fds(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
