@@ -16,6 +16,15 @@ static pg_msg_t **held;
 static size_t     nheld, heldcap;
 static int        holding;
 
+#define FLOOR_MARGIN_MS 1000   /* clock estimate error we allow for */
+
+uint64_t pg_hub_id_floor(void)
+{
+    int64_t now = (int64_t)pg_wall_ms() + pg_node.redis_clock_offset_ms - FLOOR_MARGIN_MS;
+    uint64_t by_clock = now > 0 ? (uint64_t)now * 1000 : 0;
+    return by_clock > pg_node.max_id_seen ? by_clock : pg_node.max_id_seen;
+}
+
 static pg_chan_entry_t *chan_new(const char *name)
 {
     pg_chan_entry_t *ch = calloc(1, sizeof(*ch));
@@ -26,6 +35,7 @@ static pg_chan_entry_t *chan_new(const char *name)
         return NULL;
     }
     HASH_ADD_KEYPTR(hh, chans, ch->name, strlen(ch->name), ch);
+    ch->last_id = pg_hub_id_floor();
     pg_node.metrics.subscribed_channels++;
     pg_link_want(ch->name, 1);
     return ch;
@@ -162,6 +172,8 @@ static void fan_out(pg_msg_t *m)
         return;
     if (m->id > ch->last_id)
         ch->last_id = m->id;
+    if (m->id > pg_node.max_id_seen)
+        pg_node.max_id_seen = m->id;
     /* Delivery never frees a connection (pg_conn_send only flags slow ones),
      * so the list cannot change under us; the safe iterator is belt and
      * braces against a future change there. */

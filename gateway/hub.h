@@ -19,7 +19,9 @@ typedef struct pg_chan_entry {
     UT_hash_handle    hh;
     char             *name;      /* owned, valid channel name */
     lws_dll2_owner_t  subs;      /* pg_sub_t.chan_node */
-    uint64_t          last_id;   /* highest history id seen live: replay point */
+    uint64_t          last_id;   /* replay point: highest history id seen live, or
+                                  * at creation an id just below any message
+                                  * published after it (pg_hub_id_floor) */
     int               pinned;    /* broadcast: never freed */
 } pg_chan_entry_t;
 
@@ -30,6 +32,13 @@ typedef struct pg_sub {
     pg_chan_entry_t  *chan;
     uint64_t          last_id;   /* highest id delivered here: no duplicate at seams */
 } pg_sub_t;
+
+/* An id lower than that of any message published from now on: the
+ * highest id seen so far, or Redis's clock (estimated at the command link's
+ * connect) times 1000, less a margin. A new channel starts its replay
+ * point here, so a message it misses during a Redis outage before it ever
+ * saw one is still replayed. */
+uint64_t pg_hub_id_floor(void);
 
 /* Create the table with broadcast pinned. 0 or -1 (out of memory). */
 int pg_hub_init(void);

@@ -29,6 +29,8 @@ typedef struct pg_node {
     long                 max_connections;
     int64_t              nconns;       /* WS + SSE connections held */
     uint64_t             next_conn_id;
+    uint64_t             max_id_seen;  /* highest history id seen on any channel */
+    int64_t              redis_clock_offset_ms; /* Redis TIME minus our wall clock */
     int                  draining;     /* SIGTERM seen: /readyz 503, no new conns */
     int                  stopping;     /* the loop is being torn down */
 } pg_node_t;

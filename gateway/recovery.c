@@ -69,7 +69,8 @@ static void finish_conn(pg_recovery_t *r)
         static const char notice[] = "{\"type\":\"recovery\",\"complete\":false}";
         pg_conn_send_control(c, notice, sizeof(notice) - 1, "pushgate.recovery");
     }
-    qsort(r->msgs, r->nmsgs, sizeof(*r->msgs), cmp_id);
+    if (r->nmsgs > 1)
+        qsort(r->msgs, r->nmsgs, sizeof(*r->msgs), cmp_id);
     for (size_t i = 0; i < r->nmsgs; i++) {
         pg_sub_t *s = pg_hub_sub_of(c, r->msgs[i]->channel);
         if (s != NULL)
@@ -93,7 +94,8 @@ static void finish_conn(pg_recovery_t *r)
 
 static void finish_node(pg_recovery_t *r)
 {
-    qsort(r->msgs, r->nmsgs, sizeof(*r->msgs), cmp_id);
+    if (r->nmsgs > 1)
+        qsort(r->msgs, r->nmsgs, sizeof(*r->msgs), cmp_id);
     for (size_t i = 0; i < r->nmsgs; i++) {
         pg_msg_t *m = r->msgs[i];
         pg_chan_entry_t *ch = pg_hub_find(m->channel);
@@ -299,7 +301,7 @@ void pg_recovery_abandon(pg_conn_t *c)
 static void add_channel_cb(pg_chan_entry_t *ch, void *arg)
 {
     pg_recovery_t *r = arg;
-    if (ch->last_id > 0 && add_read(r, ch->name, ch->last_id) != 0)
+    if (add_read(r, ch->name, ch->last_id) != 0)
         r->incomplete = 1;
 }
 

@@ -82,8 +82,25 @@ static void loaded_cb(redisAsyncContext *ac, void *r, void *priv)
     pg_link_ready(l);
 }
 
+static void time_cb(redisAsyncContext *ac, void *r, void *priv)
+{
+    redisReply *reply = r;
+    (void)ac;
+    (void)priv;
+    uint64_t sec, usec;
+    if (reply != NULL && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+        reply->element[0]->type == REDIS_REPLY_STRING &&
+        reply->element[1]->type == REDIS_REPLY_STRING &&
+        pg_atou64(reply->element[0]->str, reply->element[0]->len, &sec) == 0 &&
+        pg_atou64(reply->element[1]->str, reply->element[1]->len, &usec) == 0)
+        pg_node.redis_clock_offset_ms = (int64_t)(sec * 1000 + usec / 1000) - (int64_t)pg_wall_ms();
+}
+
 static void cmd_setup(pg_link_t *l)
 {
+    /* Ids are Redis's clock in microseconds-ish (SPEC §3): learn how far our
+     * clock is from it, for pg_hub_id_floor(). Pipelined with the load. */
+    redisAsyncCommand(l->ac, time_cb, NULL, "TIME");
     size_t len;
     char *lib = pg_rcmd_render_library(&len);
     if (lib == NULL) {
