@@ -160,30 +160,34 @@ def ws_frame(opcode, payload=b"", fin=True):
 
 
 def parse_frames(buf):
-    """Split server (unmasked) frames off buf: ([(opcode, payload)], rest)."""
+    """Split server (unmasked) frames off buf: ([(opcode, payload)], rest).
+    Walks with an offset and slices the rest once (buffers hold hundreds of
+    frames when the node coalesces a burst into one write)."""
     out = []
+    pos, end = 0, len(buf)
     while True:
-        if len(buf) < 2:
-            return out, buf
-        b0, b1 = buf[0], buf[1]
+        if end - pos < 2:
+            break
+        b0, b1 = buf[pos], buf[pos + 1]
         n = b1 & 0x7F
-        off = 2
+        off = pos + 2
         if n == 126:
-            if len(buf) < 4:
-                return out, buf
-            n = struct.unpack("!H", buf[2:4])[0]
-            off = 4
+            if end - pos < 4:
+                break
+            n = (buf[pos + 2] << 8) | buf[pos + 3]
+            off = pos + 4
         elif n == 127:
-            if len(buf) < 10:
-                return out, buf
-            n = struct.unpack("!Q", buf[2:10])[0]
-            off = 10
+            if end - pos < 10:
+                break
+            n = struct.unpack_from("!Q", buf, pos + 2)[0]
+            off = pos + 10
         if b1 & 0x80:
             off += 4  # a server must not mask, but do not choke on it
-        if len(buf) < off + n:
-            return out, buf
+        if end < off + n:
+            break
         out.append((b0 & 0x0F, bytes(buf[off:off + n])))
-        buf = buf[off + n:]
+        pos = off + n
+    return out, buf[pos:]
 
 
 class RawWS:
@@ -351,11 +355,13 @@ class StreamClient(asyncio.Protocol):
                 self.transport.close()
 
     def _sse(self):
+        pos = 0
         while True:
-            i = self.buf.find(b"\n\n")
+            i = self.buf.find(b"\n\n", pos)
             if i < 0:
+                self.buf = self.buf[pos:]
                 return
-            block, self.buf = self.buf[:i], self.buf[i + 2:]
+            block, pos = self.buf[pos:i], i + 2
             event, data = None, []
             for line in block.split(b"\n"):
                 if line.startswith(b":"):
