@@ -182,7 +182,9 @@ void pg_api_complete(struct lws *wsi, pg_http_t *h)
         answer_error(wsi, h, 413, "body over --max-message-bytes");
         return;
     }
-    json_tokener *tok = json_tokener_new();
+    /* 63: the envelope built from it must stay within the 64 levels the
+     * delivery path parses (pg_msg.c, functions.lua MAX_DEPTH) */
+    json_tokener *tok = json_tokener_new_ex(63);
     if (tok == NULL) {
         answer_error(wsi, h, 500, "out of memory");
         return;

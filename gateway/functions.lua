@@ -21,6 +21,14 @@ local MAX_BYTES = @MAX_BYTES@
 
 local SEQ_KEY = PREFIX .. 'seq'
 
+-- The gateway parses a delivered envelope with a nesting limit of 64 levels
+-- (json-c tokener depth; every container counts, empty ones too). A payload
+-- whose envelope would be deeper (an envelope payload deeper than 64, other
+-- JSON deeper than 63 since wrapping adds a level) is treated as text,
+-- exactly as the gateway treats it on a raw PUBLISH, rather than copied
+-- verbatim into an envelope the gateway could not parse.
+local MAX_DEPTH = 64
+
 local function fmt_id(n)
     return string.format('%.0f', n)
 end
@@ -40,12 +48,14 @@ end
 -- alone is not enough to decide whether a payload may be copied verbatim into
 -- the envelope: it also accepts 0x10, NaN, Infinity and 01, none of which is
 -- JSON. Iterative, so deep nesting cannot overflow the C stack. Returns true
--- when the whole text is exactly one JSON value (surrounding blanks allowed).
+-- and its nesting depth when the whole text is exactly one JSON value
+-- (surrounding blanks allowed) no deeper than MAX_DEPTH, else false.
 local function json_valid(s)
     local find, sub, byte = string.find, string.sub, string.byte
     local n = #s
     local i = 1
     local stack, top = {}, 0
+    local deepest = 0   -- nesting levels, every container counted
 
     local function skip_ws()
         i = find(s, '[^ \t\r\n]', i) or (n + 1)
@@ -100,12 +110,15 @@ local function json_valid(s)
                 if byte(s, i) == 125 then
                     i = i + 1
                     want_value = false
+                    if top + 1 > deepest then deepest = top + 1 end
                 else
                     if not scan_string() then return false end
                     skip_ws()
                     if byte(s, i) ~= 58 then return false end
                     i = i + 1
                     top = top + 1
+                    if top > MAX_DEPTH then return false end
+                    if top > deepest then deepest = top end
                     stack[top] = 'o'
                 end
             elseif c == 91 then -- [
@@ -114,8 +127,11 @@ local function json_valid(s)
                 if byte(s, i) == 93 then
                     i = i + 1
                     want_value = false
+                    if top + 1 > deepest then deepest = top + 1 end
                 else
                     top = top + 1
+                    if top > MAX_DEPTH then return false end
+                    if top > deepest then deepest = top end
                     stack[top] = 'a'
                 end
             elseif c == 34 then
@@ -138,7 +154,7 @@ local function json_valid(s)
             end
         else
             -- A value just ended: close containers or go to the next member.
-            if top == 0 then return i > n end
+            if top == 0 then return i > n, deepest end
             local c = byte(s, i)
             if stack[top] == 'o' then
                 if c == 44 then -- ,
@@ -219,7 +235,9 @@ end
 local function envelope(payload, id)
     local idpart = '"id":"' .. id .. '"'
     local text, utf8_ok = utf8_fix(payload)
-    if utf8_ok and json_valid(payload) then
+    local valid, depth = false, 0
+    if utf8_ok then valid, depth = json_valid(payload) end
+    if valid then
         if string.find(payload, '^[ \t\r\n]*{') then
             local ok, v = pcall(cjson.decode, payload)
             if ok and type(v) == 'table' and v.data ~= nil then
@@ -228,7 +246,9 @@ local function envelope(payload, id)
                 return body .. ',' .. idpart .. '}'
             end
         end
-        return '{"data":' .. payload .. ',' .. idpart .. '}'
+        if depth < MAX_DEPTH then
+            return '{"data":' .. payload .. ',' .. idpart .. '}'
+        end
     end
     return '{"data":' .. cjson.encode(text) .. ',' .. idpart .. '}'
 end

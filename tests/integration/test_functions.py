@@ -180,11 +180,23 @@ def test_invalid_utf8_becomes_a_string_with_replacement_chars(rds, payload, data
     assert json.loads(fields["p"]) == {"data": data, "id": rid}
 
 
-def test_deeply_nested_json_is_kept_verbatim(r):
-    payload = "[" * 3000 + "]" * 3000
+def test_nesting_the_gateway_can_parse_is_kept_verbatim(r):
+    # 63 levels + the {"data": ...} wrapper = 64, the gateway's parse limit
+    payload = "[" * 63 + "]" * 63
     rid = publish(r, "x", payload)
     (_, fields), = r.xrevrange("pushgate:history:x", count=1)
     assert fields["p"] == '{"data":' + payload + ',"id":"' + rid + '"}'
+
+
+def test_deeper_nesting_becomes_text_instead_of_an_unparseable_envelope(r):
+    # deeper than the gateway parses: stored as a JSON string, as the gateway
+    # itself would treat it on a raw PUBLISH; 3000 levels also prove the
+    # validator is iterative (no stack overflow)
+    for depth in (64, 3000):
+        payload = "[" * depth + "]" * depth
+        rid = publish(r, "x", payload)
+        (_, fields), = r.xrevrange("pushgate:history:x", count=1)
+        assert json.loads(fields["p"]) == {"data": payload, "id": rid}
 
 
 @pytest.mark.parametrize("channel", [
