@@ -303,3 +303,86 @@ def rss_kb(pid):
 
 def open_fds(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+# --------------------------------------------------------------------------
+# The garbage attacker, run as its own process so its work does not share a
+# GIL with the client whose latency a test measures:
+#   python3 hostilekit.py garbage PORT
+# Opens a first wave of 300 hostile connections (random bytes, random bytes
+# after a good WebSocket upgrade, truncated handshakes, 100 KB headers, and
+# 60 half-open sockets that connect and never send) after printing
+# "started", prints "ready", then
+# repeats the short-lived kinds until its stdin closes; prints the number
+# of connections made and exits, closing the half-open ones.
+
+
+def _attack_one(port, kind, rnd):
+    try:
+        s = connect(port, timeout=2)
+    except OSError:
+        return None
+    try:
+        if kind == "random":
+            s.sendall(rnd.randbytes(rnd.randint(1, 4096)))
+        elif kind == "ws_garbage":
+            ws = RawWS.open(port, timeout=2)
+            s.close()
+            s = ws.s
+            if ws.status == 101:
+                s.sendall(rnd.randbytes(rnd.randint(2, 2048)))
+        elif kind == "truncated":
+            full = request_bytes("GET", "/ws", port, {
+                "Upgrade": "websocket", "Connection": "Upgrade",
+                "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+                "Sec-WebSocket-Version": "13"})
+            s.sendall(full[:rnd.randint(1, len(full) - 2)])
+        elif kind == "bighead":
+            s.sendall(request_bytes("GET", "/sse", port, {"X-Big": "a" * 100 * 1024}))
+        elif kind == "halfopen":
+            return s
+        try:
+            s.settimeout(0.05)
+            s.recv(1)  # give the node a moment to see the bytes before the close
+        except OSError:
+            pass
+    except OSError:
+        pass
+    s.close()
+    return None
+
+
+def _garbage_main(port):
+    import random
+    import select
+    import sys
+    rnd = random.Random(1234)
+    kinds = ["random"] * 80 + ["ws_garbage"] * 50 + ["truncated"] * 60 + \
+        ["bighead"] * 50 + ["halfopen"] * 60
+    rnd.shuffle(kinds)
+    print("started", flush=True)
+    held, made = [], 0
+    for kind in kinds:
+        s = _attack_one(port, kind, rnd)
+        made += 1
+        if s is not None:
+            held.append(s)
+    print("ready", flush=True)
+    again = ["random", "ws_garbage", "truncated", "bighead"]
+    while True:
+        r, _, _ = select.select([sys.stdin], [], [], 0)
+        if r and not sys.stdin.readline():
+            break
+        _attack_one(port, rnd.choice(again), rnd)
+        made += 1
+    for s in held:
+        s.close()
+    print(f"made {made}", flush=True)
+
+
+if __name__ == "__main__":
+    import sys
+    if len(sys.argv) == 3 and sys.argv[1] == "garbage":
+        _garbage_main(int(sys.argv[2]))
+    else:
+        sys.exit("usage: hostilekit.py garbage PORT")
