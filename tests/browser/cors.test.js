@@ -97,14 +97,8 @@ test('ws: an origin not in --allowed-origins is refused', { timeout: 30000 }, as
   assert.equal(r.opened, false, JSON.stringify(r));
 });
 
-// KNOWN GATEWAY GAP (reported to the lead): /sse answers an allowed foreign
-// Origin without Access-Control-Allow-Origin, so Chromium withholds the
-// stream. Marked todo so the suite stays green while it is open; drop the
-// `todo` once the gateway sends CORS headers for allowed origins.
-const SSE_CORS_TODO = 'gateway sends no Access-Control-Allow-Origin on /sse for allowed origins';
-
 for (const transport of ['sse', 'eventsource']) {
-  test(`${transport}: an allowed origin connects and receives (needs CORS headers on /sse)`, { timeout: 30000, todo: SSE_CORS_TODO }, async (t) => {
+  test(`${transport}: an allowed origin connects and receives (needs CORS headers on /sse)`, { timeout: 30000 }, async (t) => {
     const r = await tryTransport(t, 'app', transport);
     assert.deepEqual({ opened: r.opened, got: r.got }, { opened: true, got: true }, JSON.stringify(r));
   });
