@@ -179,3 +179,47 @@ def test_subscribe_since_recovers_only_that_channel(nodes, rds):
         c.abort()
 
     run(scenario(), 30)
+
+
+@pytest.mark.parametrize("kind", ["ws", "sse"])
+def test_clients_recovering_while_redis_is_away_do_not_stall_the_node(
+        nodes, redis_server, rds, kind):
+    """Two clients connect with since= while Redis is down: their history
+    reads must wait without stalling the node (it keeps answering HTTP),
+    and once Redis is back they get live messages, once each."""
+    gw = nodes(BASE)
+    since = int(fcall(rds, "news", {"data": "before"}))
+
+    async def scenario():
+        redis_server.kill9()
+        await async_wait_until(lambda: gw.readyz() == 503, 8, msg="/readyz 503")
+        a = await open_stream(gw.port, kind, f"channels=news&since={since}")
+        b = await open_stream(gw.port, kind, f"channels=news&since={since}")
+        assert (a.status, b.status) == ((101, 101) if kind == "ws" else (200, 200))
+        # the node must still serve (a stalled loop answers nothing)
+        loop = asyncio.get_running_loop()
+        health = await loop.run_in_executor(None, lambda: gw.get("/healthz", timeout=3).status)
+        assert health == 200
+        redis_server.start(redis_server.port)
+        await async_wait_until(lambda: gw.readyz() == 200, 15, msg="ready again")
+
+        def fcall_retry():
+            r = redis_server.client()
+            try:
+                return int(wait_until(lambda: _try_fcall(r), 10, 0.05, msg="FCALL works"))
+            finally:
+                r.close()
+        live = await loop.run_in_executor(None, fcall_retry)
+        for c in (a, b):
+            await async_wait_until(lambda c=c: live in c.ids, 10, msg="live message")
+            assert c.ids == [live]
+            c.abort()
+
+    run(scenario(), 60)
+
+
+def _try_fcall(r):
+    try:
+        return fcall(r, "news", {"data": "live"})
+    except Exception:
+        return None
