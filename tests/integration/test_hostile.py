@@ -5,6 +5,8 @@ pass because nothing works at all. Raw sockets (hostilekit) send what polite
 clients will not: bad frames, huge heads, chunked bodies, garbage."""
 
 import asyncio
+import hashlib
+import hmac
 import json
 import signal
 import statistics
@@ -79,6 +81,13 @@ BAD_HS_TOKENS = {
     "alg_none": lambda: _unsigned({"alg": "none", "typ": "JWT"},
                                   {"sub": "42", "exp": now() + 3600}) + ".",
     "alg_none_with_sig": lambda: _unsigned({"alg": "none"}, {"sub": "42"}) + ".c2ln",
+    "sub_not_a_channel": lambda: mint_hs256(SECRET, {"sub": "a b/c"}),
+    "sub_not_a_string": lambda: mint_hs256(SECRET, {"sub": 42}),
+    "channels_not_a_list": lambda: mint_hs256(SECRET, {"sub": "42", "channels": "news"}),
+    "exp_not_a_number": lambda: mint_hs256(SECRET, {"sub": "42", "exp": "never"}),
+    "alg_hs512": lambda: (lambda si: si + "." + b64url(hmac.new(
+        SECRET.encode(), si.encode(), hashlib.sha512).digest()))(
+        _unsigned({"alg": "HS512", "typ": "JWT"}, {"sub": "42", "exp": now() + 60})),
     "tampered_claims": lambda: (lambda t: t.split(".")[0] + "." +
                                 b64url(json.dumps({"sub": "admin", "exp": now() + 3600}).encode())
                                 + "." + t.split(".")[2])(mint_hs256(SECRET, {"sub": "42"})),
@@ -95,6 +104,26 @@ def test_bad_hs256_token_is_refused_401_before_upgrade_or_stream(gateway_factory
     good = mint_hs256(SECRET, {"sub": "42"})
     assert_accepted(gw, f"token={good}")
     assert_accepted(gw, headers={"Authorization": f"Bearer {good}"})
+
+
+def test_big_token_works_and_one_past_the_head_limit_is_dropped(gateway_factory):
+    gw = gateway_factory(["--jwt-secret", SECRET])
+    chans = [f"team-number-{i}.*" for i in range(200)]
+    big = mint_hs256(SECRET, {"sub": "42", "channels": chans})
+    assert 2000 < len(big) < 6000
+    assert_accepted(gw, f"token={big}&channels=team-number-199.x")
+    assert_accepted(gw, headers={"Authorization": f"Bearer {big}"})
+    huge = mint_hs256(SECRET, {"sub": "42", "pad": "x" * 9000})
+    for query, headers in ((f"token={huge}", None),
+                           ("", {"Authorization": f"Bearer {huge}"})):
+        async def go():
+            try:
+                return await ws_handshake_status(gw, query, headers)
+            except Exception as e:  # closed without an answer
+                return type(e).__name__
+        got = run(go(), 20)
+        assert got != 101 and not (isinstance(got, int) and got < 400), got
+    assert gw.get("/healthz").status == 200
 
 
 def test_missing_token_is_401_unless_anonymous_allowed(gateway_factory):
