@@ -1,0 +1,358 @@
+"""examples/ run for real: every publisher example (redis-cli, Python, Node.js,
+Go, curl) against a real redis-server and pushgate, checked by a WebSocket
+receiver that must get exactly what the example published (channel, event,
+data, and the id the example printed for FCALL / the API); the Python
+receiver prints what is published, resumes with SINCE, and survives a node
+going away behind nginx without losing a message. Examples run as a user
+would run them: their own interpreter, settings from the environment only."""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+import deploykit
+import pgtest
+
+REPO = deploykit.REPO
+EX = REPO / "examples"
+SECRET = "examples-secret"
+PYTHON = "/usr/bin/python3"
+PAYLOAD = {"event": "order.shipped", "data": {"order": 7}}
+GOPATH = "/usr/share/gocode"   # Debian's golang-*-dev packages live here
+
+
+def clean_env(**extra):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PUSHGATE_") and k not in ("REDIS_URL", "CHANNEL",
+                                                          "CHANNELS", "SINCE")}
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def run_example(cmd, env, cwd=None, timeout=120):
+    r = subprocess.run(cmd, env=env, cwd=str(cwd or REPO), capture_output=True,
+                       text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return r
+
+
+@pytest.fixture(params=["pushgate:", "shop-eu:"])
+def node(request, gateway_factory):
+    """One node; the second prefix proves the examples derive the function
+    name (shop-eu: -> shop_eu_publish) rather than hard-coding it."""
+    return gateway_factory(["--api-key", pgtest.API_KEY, "--jwt-secret", SECRET,
+                            "--allow-anonymous", "--public-topics", "news",
+                            "--prefix", request.param])
+
+
+async def receiver(gw):
+    """A WebSocket client of user 42 (every example's default channel is
+    user:42) also subscribed to `news`, once the node has subscribed both."""
+    c = await pgtest.ws_connect(gw, "token=" + pgtest.mint_hs256(SECRET, {"sub": "42"}) +
+                                "&channels=news")
+    rds = gw.redis.client()
+    try:
+        await pgtest.async_wait_until(
+            lambda: all(n == 1 for _, n in rds.pubsub_numsub(gw.prefix + "user:42",
+                                                             gw.prefix + "news")),
+            timeout=5, msg="node subscribed to user:42 and news")
+    finally:
+        rds.close()
+    return c
+
+
+async def received_before_sentinel(gw, c):
+    """Everything c receives up to a sentinel published after the example:
+    exactly what the example delivered, no more, without a guessed wait."""
+    rds = gw.redis.client()
+    try:
+        sid = rds.fcall(gw.fn + "publish", 0, "user:42", json.dumps({"data": "sentinel"}))
+    finally:
+        rds.close()
+    got = []
+    while True:
+        m = await c.recv_json(10)
+        if m.get("id") == str(sid):
+            assert m["data"] == "sentinel"
+            return got
+        got.append(m)
+
+
+def check_redis_publisher(gw, cmd, cwd=None, env_extra=None):
+    """Run a PUBLISH + FCALL example; the receiver gets the live message
+    (no id) and the history-backed one with the id the example printed."""
+    async def main():
+        c = await receiver(gw)
+        try:
+            env = clean_env(REDIS_URL=gw.redis.url, PUSHGATE_PREFIX=gw.prefix,
+                            **(env_extra or {}))
+            r = run_example(cmd, env, cwd)
+            assert r.returncode == 0, f"{cmd} exited {r.returncode}:\n{r.stdout}\n{r.stderr}"
+            assert f"PUBLISH {gw.prefix}user:42 -> 1 node(s)" in r.stdout, r.stdout
+            m = re.search(rf"^FCALL {re.escape(gw.fn)}publish user:42 -> id (\d+)$",
+                          r.stdout, re.M)
+            assert m, r.stdout
+            got = await received_before_sentinel(gw, c)
+            assert got == [{"channel": "user:42", **PAYLOAD},
+                           {"channel": "user:42", "event": "order.shipped",
+                            "id": m.group(1), "data": {"order": 7}}]
+        finally:
+            await c.close()
+
+    pgtest.run(main(), timeout=180)
+
+
+def test_publish_sh(node):
+    assert shutil.which("redis-cli"), "redis-cli missing: scripts/deps.sh installs redis-tools"
+    check_redis_publisher(node, ["sh", str(EX / "publish.sh")])
+
+
+def test_publish_py(node):
+    check_redis_publisher(node, [PYTHON, str(EX / "publish.py")])
+
+
+@pytest.fixture(scope="module")
+def node_example_dir(tmp_path_factory):
+    """examples/node with its dependencies: the checkout's node_modules when
+    `npm ci` was run there, else a temp copy installed from the lock file."""
+    if not shutil.which("node") or not shutil.which("npm"):
+        pytest.skip("node/npm not installed (scripts/deps.sh installs nodejs and npm)")
+    src = EX / "node"
+    if (src / "node_modules" / "redis" / "package.json").exists():
+        return src
+    dst = tmp_path_factory.mktemp("node-example")
+    for f in ("package.json", "package-lock.json", "publish.js"):
+        shutil.copy(src / f, dst / f)
+    r = subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+                       cwd=str(dst), capture_output=True, text=True, timeout=240,
+                       stdin=subprocess.DEVNULL)
+    if r.returncode != 0:
+        pytest.skip(f"npm ci in examples/node failed (registry unreachable?): {r.stderr[-500:]}")
+    return dst
+
+
+def test_publish_node(node, node_example_dir):
+    check_redis_publisher(node, ["node", "publish.js"], cwd=node_example_dir)
+
+
+@pytest.fixture(scope="module")
+def go_binary(tmp_path_factory):
+    """examples/go/publish.go built offline: Debian's Go in GOPATH mode with
+    Debian's redigo (the Go module proxy is not reachable here)."""
+    go = shutil.which("go")
+    if not go:
+        pytest.skip("go not installed (Debian: golang-go golang-github-gomodule-redigo-dev)")
+    if not (Path(GOPATH) / "src/github.com/gomodule/redigo/redis").is_dir():
+        pytest.skip("redigo not installed (Debian: golang-github-gomodule-redigo-dev)")
+    out = tmp_path_factory.mktemp("go-example")
+    env = clean_env(GO111MODULE="off", GOPATH=GOPATH, GOCACHE=str(out / "cache"),
+                    GOFLAGS="", CGO_ENABLED="0")
+    r = subprocess.run([go, "build", "-o", str(out / "publish"),
+                        str(EX / "go" / "publish.go")], env=env, capture_output=True,
+                       text=True, timeout=280, cwd=str(EX / "go"),
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, f"go build examples/go/publish.go:\n{r.stderr}"
+    return out / "publish"
+
+
+def test_publish_go(node, go_binary):
+    check_redis_publisher(node, [str(go_binary)])
+
+
+def test_publish_curl(node):
+    assert shutil.which("curl"), "curl missing: scripts/deps.sh installs it"
+
+    async def main():
+        c = await receiver(node)
+        try:
+            env = clean_env(PUSHGATE_URL=f"http://127.0.0.1:{node.port}",
+                            PUSHGATE_API_KEY=pgtest.API_KEY)
+            r = run_example(["sh", str(EX / "publish-curl.sh")], env)
+            assert r.returncode == 0, r.stdout + r.stderr
+            one, many = [json.loads(line) for line in r.stdout.splitlines()]
+            assert set(one) == {"id"} and set(many) == {"id", "ids"}
+            assert len(many["ids"]) == 2 and many["id"] == many["ids"][1]
+            got = await received_before_sentinel(node, c)
+            want = [{"channel": "user:42", "event": "order.shipped", "id": one["id"],
+                     "data": {"order": 7}},
+                    {"channel": "news", "id": many["ids"][0], "data": "maintenance at 22:00"},
+                    {"channel": "user:42", "id": many["ids"][1],
+                     "data": "maintenance at 22:00"}]
+            assert sorted(got, key=lambda m: int(m["id"])) == want
+
+            # A wrong key: the script fails loudly and nothing is delivered.
+            r = run_example(["sh", str(EX / "publish-curl.sh")],
+                            clean_env(PUSHGATE_URL=f"http://127.0.0.1:{node.port}",
+                                      PUSHGATE_API_KEY="wrong"))
+            assert r.returncode != 0
+            assert "401" in r.stderr or '"error"' in r.stdout, r.stdout + r.stderr
+            assert await received_before_sentinel(node, c) == []
+        finally:
+            await c.close()
+
+    pgtest.run(main(), timeout=120)
+
+
+# --------------------------------------------------------------------------
+# examples/receive.py
+
+
+class Receiver:
+    """examples/receive.py as a child process; stdout/stderr in files."""
+
+    def __init__(self, tmp_path, **env):
+        self.out = tmp_path / "receive.out"
+        self.err = tmp_path / "receive.err"
+        with open(self.out, "wb") as o, open(self.err, "wb") as e:
+            self.proc = subprocess.Popen([PYTHON, str(EX / "receive.py")],
+                                         env=clean_env(**env), stdout=o, stderr=e,
+                                         stdin=subprocess.DEVNULL, cwd=str(tmp_path))
+
+    def lines(self):
+        return [json.loads(x) for x in self.out.read_text().splitlines() if x.strip()]
+
+    def stderr(self):
+        return self.err.read_text()
+
+    def wait_stderr(self, text, count=1, timeout=10):
+        pgtest.wait_until(lambda: self.stderr().count(text) >= count or
+                          self.proc.poll() is not None, timeout=timeout,
+                          msg=f"receive.py stderr {text!r} x{count}")
+        assert self.stderr().count(text) >= count, self.stderr()
+
+    def wait_exit(self, timeout=15):
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"receive.py still running; stdout: {self.out.read_text()}"
+                                 f"\nstderr: {self.stderr()}")
+
+    def stop(self):
+        pgtest.stop_process(self.proc, signal.SIGTERM, timeout=5)
+
+
+@pytest.fixture
+def receivers(tmp_path):
+    made = []
+
+    def make(**env):
+        d = tmp_path / f"recv{len(made) + 1}"
+        d.mkdir()
+        r = Receiver(d, **env)
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        r.stop()
+
+
+@pytest.fixture
+def plain_node(gateway_factory):
+    return gateway_factory(["--api-key", pgtest.API_KEY, "--jwt-secret", SECRET,
+                            "--allow-anonymous", "--public-topics", "news"])
+
+
+def test_receive_py_prints_what_is_published(plain_node, rds, receivers):
+    gw = plain_node
+    r = receivers(PUSHGATE_URL=f"http://127.0.0.1:{gw.port}", CHANNELS="news",
+                  MAX_MESSAGES=3)
+    r.wait_stderr("connected to")
+    pgtest.wait_until(lambda: rds.pubsub_numsub("pushgate:news")[0][1] == 1,
+                      msg="node subscribed to news")
+    a = rds.fcall("pushgate_publish", 0, "news", json.dumps(PAYLOAD))
+    rds.publish("pushgate:news", "plain text")
+    b = gw.publish({"channel": "news", "data": [1, "two"]}).json()["id"]
+    assert r.wait_exit() == 0, r.stderr()
+    assert r.lines() == [{"channel": "news", "event": "order.shipped", "id": str(a),
+                          "data": {"order": 7}},
+                         {"channel": "news", "data": "plain text"},
+                         {"channel": "news", "id": b, "data": [1, "two"]}]
+
+
+def test_receive_py_resumes_with_since_and_token(plain_node, rds, receivers):
+    gw = plain_node
+    ids = [rds.fcall("pushgate_publish", 0, ch, json.dumps({"data": {"n": i}}))
+           for i, ch in enumerate(["news", "news", "user:42", "user:7"])]
+    token = pgtest.mint_hs256(SECRET, {"sub": "42"})
+    r = receivers(PUSHGATE_URL=f"http://127.0.0.1:{gw.port}", CHANNELS="news",
+                  PUSHGATE_TOKEN=token, SINCE=ids[0], MAX_MESSAGES=2)
+    assert r.wait_exit() == 0, r.stderr()
+    # After SINCE: the second news message and user 42's, not user 7's.
+    assert r.lines() == [{"channel": "news", "id": str(ids[1]), "data": {"n": 1}},
+                         {"channel": "user:42", "id": str(ids[2]), "data": {"n": 2}}]
+
+
+def test_receive_py_refused_channel_exits_with_reason(plain_node, receivers):
+    r = receivers(PUSHGATE_URL=f"http://127.0.0.1:{plain_node.port}", CHANNELS="secret")
+    assert r.wait_exit() == 1
+    assert "refused with 403" in r.stderr()
+
+
+def test_receive_py_fails_over_behind_nginx_without_loss(gateway_factory, nginx_factory,
+                                                         rds, receivers):
+    """receive.py through nginx; the node holding it stops (SIGTERM, drain);
+    what is published while it is away arrives after it reconnects, through
+    nginx, to another node, with since=<last id>: nothing lost, no duplicate."""
+    nodes = [gateway_factory(["--public-topics", "news", "--node-id", f"node{i}"],
+                             name=f"node{i}") for i in (1, 2, 3)]
+    ng = nginx_factory(deploykit.render_upstream([n.port for n in nodes]))
+    r = receivers(PUSHGATE_URL=f"http://127.0.0.1:{ng.port}", CHANNELS="news",
+                  MAX_MESSAGES=3)
+    r.wait_stderr("connected to")
+    pgtest.wait_until(lambda: rds.pubsub_numsub("pushgate:news")[0][1] == 1,
+                      msg="a node subscribed to news")
+    m1 = rds.fcall("pushgate_publish", 0, "news", json.dumps({"data": 1}))
+    pgtest.wait_until(lambda: len(r.lines()) == 1, msg="first message printed")
+    holder = [n for n in nodes if deploykit.node_connections(n) == 1]
+    assert len(holder) == 1
+    assert holder[0].stop() == 0
+    r.wait_stderr("connection lost")
+    m2 = rds.fcall("pushgate_publish", 0, "news", json.dumps({"data": 2}))  # while away
+    r.wait_stderr("connected to", count=2)
+    pgtest.wait_until(lambda: rds.pubsub_numsub("pushgate:news")[0][1] == 1,
+                      msg="another node subscribed to news")
+    m3 = rds.fcall("pushgate_publish", 0, "news", json.dumps({"data": 3}))
+    assert r.wait_exit() == 0, r.stderr()
+    assert r.lines() == [{"channel": "news", "id": str(m), "data": d}
+                         for m, d in ((m1, 1), (m2, 2), (m3, 3))]
+    assert f"since={m1}" in r.stderr()
+
+
+# --------------------------------------------------------------------------
+# examples/browser.html
+
+
+class _Scripts(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags = []
+        self.ids = set()
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        a = dict(attrs)
+        if "id" in a:
+            self.ids.add(a["id"])
+
+
+def test_browser_html_is_a_page_that_loads_the_gateways_client(plain_node):
+    text = (EX / "browser.html").read_text()
+    p = _Scripts()
+    p.feed(text)
+    p.close()
+    assert text.lstrip().lower().startswith("<!doctype html>")
+    assert {"html", "head", "body", "script"} <= set(p.tags)
+    assert {"log", "state"} <= p.ids
+    assert "'/pushgate.js'" in text and "new PushGate(" in text
+    # What it loads is served by every node, as JavaScript defining PushGate.
+    r = plain_node.get("/pushgate.js")
+    assert r.status == 200
+    assert "javascript" in r.headers.get("content-type", "")
+    assert b"PushGate" in r.body
