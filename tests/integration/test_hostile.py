@@ -170,7 +170,8 @@ def test_origin_not_in_the_list_is_403_on_ws_sse_and_publish(gateway_factory):
     gw = gateway_factory(["--api-key", API_KEY, "--allowed-origins",
                           "https://app.example.com,https://*.example.org"])
     for origin in ("https://evil.example.net", "https://app.example.com.evil.io",
-                   "http://app.example.com", "https://example.org", "null"):
+                   "http://app.example.com", "https://example.org", "null",
+                   "https://" + "a" * 600 + ".example.org"):  # oversized: not "absent"
         assert_refused(gw, 403, headers={"Origin": origin})
         r = http_request(gw.port, "POST", "/api/publish",
                          {"Origin": origin, "Authorization": f"Bearer {API_KEY}"},
