@@ -427,6 +427,34 @@ def test_ws_fragmented_command_is_reassembled(gateway_factory):
         assert (hk.OP_TEXT, b'{"type":"subscribed","channel":"news"}') in got, got
 
 
+PROTOCOL_VIOLATIONS = {
+    "continuation_first": lambda: hk.client_frame(hk.OP_CONT, b'{"type":"ping"}'),
+    "rsv_bit_set": lambda: hk.client_frame(hk.OP_TEXT, b'{"type":"ping"}', rsv=4),
+    "reserved_opcode": lambda: hk.client_frame(3, b"x"),
+    "fragmented_ping": lambda: hk.client_frame(hk.OP_PING, b"x", fin=False),
+    "text_inside_text": lambda: (hk.client_frame(hk.OP_TEXT, b'{"ty', fin=False) +
+                                 hk.client_frame(hk.OP_TEXT, b'pe":"ping"}')),
+    "ping_over_125": lambda: hk.client_frame(hk.OP_PING, b"p" * 200),
+    "length_2e62": lambda: (b"\x81\xff" + (1 << 62).to_bytes(8, "big") + b"\0" * 4 +
+                            b"x" * 2000),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PROTOCOL_VIOLATIONS))
+def test_ws_protocol_violation_closes_only_that_connection(gateway_factory, case):
+    gw = gateway_factory(["--max-message-bytes", "1024"])
+    with hk.RawWS.open(gw.port) as bystander, hk.RawWS.open(gw.port) as ws:
+        ws.s.sendall(PROTOCOL_VIOLATIONS[case]())
+        try:
+            code = ws.close_code()
+            assert code in (1002, 1009), code
+        except ConnectionError:
+            pass  # lws may also drop the TCP connection at once
+        bystander.send_json({"type": "ping"})
+        assert bystander.recv_json() == {"type": "pong"}
+    assert gw.get("/healthz").status == 200
+
+
 def test_ws_fragments_over_limit_close_1009(gateway_factory):
     gw = gateway_factory(["--max-message-bytes", "1024"])
     with hk.RawWS.open(gw.port) as ws:
