@@ -6,6 +6,7 @@ receiver prints what is published, resumes with SINCE, and survives a node
 going away behind nginx without losing a message. Examples run as a user
 would run them: their own interpreter, settings from the environment only."""
 
+import asyncio
 import json
 import os
 import re
@@ -356,3 +357,132 @@ def test_browser_html_is_a_page_that_loads_the_gateways_client(plain_node):
     assert r.status == 200
     assert "javascript" in r.headers.get("content-type", "")
     assert b"PushGate" in r.body
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+class Chromium:
+    """Headless Debian Chromium driven over the DevTools protocol (plain
+    websockets, no extra package), in its own session so that its helper
+    processes go with it; stopped by PID."""
+
+    def __init__(self, tmp_path):
+        self.dir = tmp_path / "chromium"
+        self.dir.mkdir()
+        self.log = self.dir / "chromium.log"
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--remote-debugging-address=127.0.0.1",
+                 "--remote-debugging-port=0", f"--user-data-dir={self.dir / 'profile'}",
+                 "about:blank"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True)
+        m = pgtest.wait_until(
+            lambda: self.proc.poll() is None and re.search(
+                r"DevTools listening on ws://127\.0\.0\.1:(\d+)/", self.log.read_text()),
+            timeout=30, msg="chromium DevTools endpoint")
+        self.port = int(m.group(1))
+        self.ws = None
+        self.seq = 0
+
+    async def attach(self):
+        import websockets
+        targets = json.loads(pgtest.http_request(self.port, "GET", "/json/list").body)
+        page = next(t for t in targets if t["type"] == "page")
+        self.ws = await websockets.connect(page["webSocketDebuggerUrl"], max_size=None,
+                                           ping_interval=None)
+
+    async def call(self, method, **params):
+        self.seq += 1
+        my = self.seq
+        await self.ws.send(json.dumps({"id": my, "method": method, "params": params}))
+        while True:
+            m = json.loads(await asyncio.wait_for(self.ws.recv(), 10))
+            if m.get("id") == my:
+                assert "error" not in m, m
+                return m["result"]
+
+    async def js(self, expr):
+        r = await self.call("Runtime.evaluate", expression=expr, returnByValue=True)
+        assert "exceptionDetails" not in r, r
+        return r["result"].get("value")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+
+
+@pytest.fixture
+def static_examples():
+    """examples/ over HTTP on a loopback port, as the page's header says."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(EX)))
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield srv.server_address[1]
+    srv.shutdown()
+    srv.server_close()
+    t.join(5)
+
+
+@pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK),
+                    reason="chromium not installed (scripts/deps.sh installs Debian's chromium)")
+@pytest.mark.parametrize("transport", ["ws", "sse"])
+def test_browser_html_in_chromium_shows_what_is_published(gateway_factory, rds,
+                                                          static_examples, tmp_path,
+                                                          transport):
+    page_origin = f"http://127.0.0.1:{static_examples}"
+    gw = gateway_factory(["--public-topics", "news", "--allowed-origins", page_origin])
+    browser = Chromium(tmp_path)
+
+    async def main():
+        try:
+            await browser.attach()
+            await browser.call("Page.navigate",
+                               url=f"{page_origin}/browser.html?gateway=http://127.0.0.1:"
+                                   f"{gw.port}&channels=news&transport={transport}")
+            await pgtest.async_wait_until(
+                lambda: browser.js("document.getElementById('state').textContent"),
+                timeout=15, msg="page loaded")
+            await pgtest.async_wait_until(
+                lambda: rds.pubsub_numsub("pushgate:news")[0][1] == 1,
+                timeout=15, msg="the page's connection subscribed news")
+            mid = rds.fcall("pushgate_publish", 0, "news", json.dumps(PAYLOAD))
+            want = [{"channel": "news", "event": "order.shipped", "id": str(mid),
+                     "data": {"order": 7}}]
+            got = await pgtest.async_wait_until(
+                lambda: browser.js("window.received.length && JSON.stringify(window.received)"),
+                timeout=10, msg="the page received the message")
+            assert json.loads(got) == want
+            # and shows it
+            shown = await browser.js(
+                "Array.from(document.querySelectorAll('#log li')).map(li => li.textContent)")
+            assert [json.loads(x) for x in shown] == want
+            assert await browser.js("document.getElementById('state').textContent") == "open"
+        finally:
+            if browser.ws is not None:
+                await browser.ws.close()
+
+    try:
+        pgtest.run(main(), timeout=60)
+    finally:
+        browser.stop()
