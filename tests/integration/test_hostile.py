@@ -229,6 +229,67 @@ def test_forbidden_channel_403_at_connect_and_error_frame_on_subscribe(gateway_f
     run(go(), 30)
 
 
+@pytest.mark.parametrize("query", [
+    "channels=news%2Csecret", "channels=%73ecret", "channels=news&channels=secret",
+    "channels=secret&channels=news", "channels=news,secret*", "channels=news%00secret",
+    "channels=news,SECRET", "channels=news,%20secret",
+])
+def test_query_tricks_never_open_a_forbidden_channel(gateway_factory, rds, query):
+    """Encoded commas, duplicate parameters, NULs: the node may refuse or
+    take the request as harmless, but a message on "secret" must never reach
+    the client. A publish to "news" afterwards is the sentinel: it must be
+    the next (and only) thing delivered."""
+    gw = gateway_factory(["--api-key", API_KEY, "--public-topics", "news"])
+    # secret has history too, so a recovery path could leak it as well
+    assert gw.publish({"channel": "secret", "data": "OLD-LEAK"}).status == 200
+
+    async def go():
+        try:
+            c = await ws_connect(gw, query + "&since=0")
+        except Exception:
+            return "refused"
+        try:
+            await async_wait_until(
+                lambda: dict(rds.pubsub_numsub("pushgate:news")).get("pushgate:news", 0) >= 1,
+                5, msg="news subscribed")
+            assert dict(rds.pubsub_numsub("pushgate:secret")).get("pushgate:secret", 0) == 0
+            assert gw.publish({"channel": "secret", "data": "LEAK"}).status == 200
+            assert gw.publish({"channel": "news", "data": "FIN"}).status == 200
+            while True:
+                msg = await c.recv_json()
+                assert msg.get("channel") != "secret", msg
+                if msg.get("type") == "recovery":
+                    continue
+                if msg.get("data") == "FIN":
+                    return "accepted, nothing leaked"
+        finally:
+            await c.close()
+    run(go(), 30)
+    assert gw.get("/healthz").status == 200
+
+
+def test_subscribe_with_since_to_a_forbidden_channel_replays_nothing(gateway_factory):
+    gw = gateway_factory(["--api-key", API_KEY, "--public-topics", "news"])
+    assert gw.publish({"channel": "secret", "data": "OLD-LEAK"}).status == 200
+    assert gw.publish({"channel": "news", "data": "n1"}).status == 200
+
+    async def go():
+        c = await ws_connect(gw)
+        try:
+            await c.send_json({"type": "subscribe", "channel": "secret", "since": "0"})
+            err = await c.recv_json()
+            assert err.get("type") == "error" and err.get("code") == "forbidden", err
+            await c.send_json({"type": "subscribe", "channel": "news", "since": "0"})
+            n1, before = await c.recv_until(lambda m: m.get("data") == "n1")
+            assert {"type": "subscribed", "channel": "news"} in before, before
+            assert all(m.get("type") in ("subscribed", "recovery") for m in before), before
+            await c.send_json({"type": "ping"})
+            assert await c.recv_json() == {"type": "pong"}  # nothing from secret before it
+        finally:
+            await c.close()
+    run(go(), 30)
+
+
 # --------------------------------------------------------------------------
 # /api/publish and routing
 
