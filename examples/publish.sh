@@ -33,6 +33,6 @@ echo "PUBLISH $PREFIX$CHANNEL -> $n node(s)"
 # new message id.
 id=$(redis-cli -u "$REDIS_URL" FCALL "$FN" 0 "$CHANNEL" "$PAYLOAD")
 case "$id" in
-    ''|*[!0-9]*) echo "FCALL $FN failed: $id" >&2; exit 1 ;;
+    ''|*[!0-9]*) echo "FCALL $FN failed: $id (has a gateway with --prefix $PREFIX started against this Redis?)" >&2; exit 1 ;;
 esac
 echo "FCALL $FN $CHANNEL -> id $id"
