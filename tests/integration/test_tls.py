@@ -126,3 +126,31 @@ def test_tls_client_with_the_wrong_trust_anchor_is_refused(tls_node, tmp_path):
     with pytest.raises(ssl.SSLCertVerificationError):
         https(gw.port, other, "GET", "/healthz")
     assert https(gw.port, cert, "GET", "/healthz")[0] == 200
+
+
+def test_sse_over_https_receives_a_published_message(tls_node, rds):
+    gw, cert = tls_node
+    raw = __import__("socket").create_connection(("127.0.0.1", gw.port), timeout=5)
+    with client_ctx(cert).wrap_socket(raw, server_hostname="localhost") as s:
+        s.sendall(b"GET /sse?channels=news HTTP/1.1\r\nHost: localhost\r\n"
+                  b"Accept: text/event-stream\r\n\r\n")
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            d = s.recv(4096)
+            assert d, f"closed before the head: {buf!r}"
+            buf += d
+        head, _, buf = buf.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert b"text/event-stream" in head.lower(), head
+        wait_until(lambda: dict(rds.pubsub_numsub("pushgate:news")).get("pushgate:news", 0) >= 1,
+                   5, msg="news subscribed")
+        st, body = https(gw.port, cert, "POST", "/api/publish",
+                         {"Authorization": f"Bearer {API_KEY}",
+                          "Content-Type": "application/json"},
+                         json.dumps({"channel": "news", "data": "over-tls"}))
+        assert st == 200, body
+        while b'"over-tls"' not in buf:
+            d = s.recv(4096)
+            assert d, f"stream ended: {buf!r}"
+            buf += d
+        assert b'data: {"channel":"news"' in buf, buf
