@@ -624,7 +624,17 @@ int pg_server_start(void)
     info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_VALIDATE_UTF8;
     info.foreign_loops = foreign;
     info.port = pg_node.cfg.listen_port;
-    info.iface = pg_node.cfg.listen_host;
+    /* lws binds an IPv6 socket by default, and with an IPv4 address as the
+     * interface it then listens on every address (seen: *:port for
+     * --listen 127.0.0.1:port). An IPv4 listen address gets an IPv4 socket;
+     * 0.0.0.0 means "any" (iface NULL). */
+    if (strchr(pg_node.cfg.listen_host, ':') == NULL) {
+        info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
+        info.iface = strcmp(pg_node.cfg.listen_host, "0.0.0.0") == 0 ? NULL
+                                                                   : pg_node.cfg.listen_host;
+    } else {
+        info.iface = strcmp(pg_node.cfg.listen_host, "::") == 0 ? NULL : pg_node.cfg.listen_host;
+    }
     info.protocols = protocols;
     info.retry_and_idle_policy = &ws_idle_policy;
     info.max_http_header_data = 8192;
@@ -641,6 +651,12 @@ int pg_server_start(void)
         info.options |= LWS_SERVER_OPTION_ALLOW_LISTEN_SHARE;
 
     pg_node.lws = lws_create_context(&info);
+    /* lws still returns a context when the listen socket cannot be bound
+     * (it only logs "Failed to create default vhost"): check for the vhost. */
+    if (pg_node.lws != NULL && lws_get_vhost_by_name(pg_node.lws, "default") == NULL) {
+        lws_context_destroy(pg_node.lws);
+        pg_node.lws = NULL;
+    }
     if (pg_node.lws == NULL) {
         pg_log(PG_LOG_ERROR, "cannot serve on %s (address in use, or the libuv event plugin "
                "libwebsockets-evlib-uv is missing)", pg_node.cfg.listen);
