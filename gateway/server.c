@@ -12,6 +12,7 @@
 #include "auth.h"
 #include "embed.h"
 #include "hangup.h"
+#include "listener.h"
 #include "hub.h"
 #include "node.h"
 #include "recovery.h"
@@ -590,6 +591,8 @@ static void drain_one(pg_conn_t *c, void *arg)
 
 void pg_server_drain(void)
 {
+    /* no new connections: a load balancer moves on to the next node */
+    pg_listener_stop();
     char txt[32];
     int n = snprintf(txt, sizeof(txt), "retry: %d\n\n", SSE_RETRY_MS);
     pg_msg_t *retry = pg_msg_sse_raw(txt, (size_t)n);
@@ -623,18 +626,9 @@ int pg_server_start(void)
      * before it reaches the command parser. */
     info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_VALIDATE_UTF8;
     info.foreign_loops = foreign;
-    info.port = pg_node.cfg.listen_port;
-    /* lws binds an IPv6 socket by default, and with an IPv4 address as the
-     * interface it then listens on every address (seen: *:port for
-     * --listen 127.0.0.1:port). An IPv4 listen address gets an IPv4 socket;
-     * 0.0.0.0 means "any" (iface NULL). */
-    if (strchr(pg_node.cfg.listen_host, ':') == NULL) {
-        info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
-        info.iface = strcmp(pg_node.cfg.listen_host, "0.0.0.0") == 0 ? NULL
-                                                                   : pg_node.cfg.listen_host;
-    } else {
-        info.iface = strcmp(pg_node.cfg.listen_host, "::") == 0 ? NULL : pg_node.cfg.listen_host;
-    }
+    /* lws listens on nothing: listener.c owns the port and hands each
+     * accepted connection over (listener.h says why). */
+    info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
     info.protocols = protocols;
     info.retry_and_idle_policy = &ws_idle_policy;
     info.max_http_header_data = 8192;
@@ -643,25 +637,28 @@ int pg_server_start(void)
     info.timeout_secs = 10;       /* an unfinished request head is dropped */
     info.keepalive_timeout = 30;
     if (pg_node.cfg.tls_cert != NULL) {
-        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+        /* CREATE_VHOST_SSL_CTX: the vhost has no listen port of its own */
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT |
+                        LWS_SERVER_OPTION_CREATE_VHOST_SSL_CTX;
         info.ssl_cert_filepath = pg_node.cfg.tls_cert;
         info.ssl_private_key_filepath = pg_node.cfg.tls_key;
     }
-    if (pg_node.cfg.reuse_port)
-        info.options |= LWS_SERVER_OPTION_ALLOW_LISTEN_SHARE;
 
     pg_node.lws = lws_create_context(&info);
-    /* lws still returns a context when the listen socket cannot be bound
-     * (it only logs "Failed to create default vhost"): check for the vhost. */
-    if (pg_node.lws != NULL && lws_get_vhost_by_name(pg_node.lws, "default") == NULL) {
+    /* lws may return a context whose default vhost failed (e.g. a bad
+     * certificate): check for the vhost too. */
+    if (pg_node.lws != NULL &&
+        (pg_node.vhost = lws_get_vhost_by_name(pg_node.lws, "default")) == NULL) {
         lws_context_destroy(pg_node.lws);
         pg_node.lws = NULL;
     }
     if (pg_node.lws == NULL) {
-        pg_log(PG_LOG_ERROR, "cannot serve on %s (address in use, or the libuv event plugin "
-               "libwebsockets-evlib-uv is missing)", pg_node.cfg.listen);
+        pg_log(PG_LOG_ERROR, "cannot start the HTTP server (a bad TLS certificate or key, "
+               "or the libuv event plugin libwebsockets-evlib-uv is missing)");
         return -1;
     }
+    if (pg_listener_start() != 0)
+        return -1;
     pg_hangup_init();
     if (pg_conn_init() != 0)
         return -1;
@@ -675,6 +672,7 @@ int pg_server_start(void)
 
 void pg_server_stop(void)
 {
+    pg_listener_stop();
     pg_hangup_stop();
     pg_conn_shutdown();
     uv_timer_stop(&sse_ping_timer);
