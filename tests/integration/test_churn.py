@@ -167,3 +167,42 @@ def test_20000_connect_disconnect_cycles_leave_nothing_behind(nodes, rds):
 
     run(scenario(), 170)
     stop_ok(gw, timeout=30)
+
+
+def test_clients_leaving_mid_recovery_leave_nothing_behind(nodes, rds):
+    """600 clients ask to recover two channels — one the node already
+    serves, one it must first subscribe — and vanish (RST) while the history
+    reads are under way. The node must stay idle and correct afterwards and
+    exit 0 (under ASan, LeakSanitizer fails a recovery that was never
+    freed)."""
+    gw = nodes(["--api-key", API_KEY, "--public-topics", "news,t*"])
+    since = int(fcall(rds, "news", {"data": "history"}))
+
+    async def scenario():
+        holder = await open_stream(gw.port, "ws", "channels=news")
+        await async_wait_until(lambda: dict(rds.pubsub_numsub("pushgate:news"))
+                               .get("pushgate:news") == 1, 5, msg="news subscribed")
+
+        async def vanish(i):
+            kind = "ws" if i % 2 == 0 else "sse"
+            c = await open_stream(gw.port, kind, f"channels=news,t{i % 40}&since={since}")
+            assert c.status in (101, 200)
+            sock = c.transport.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.abort()
+
+        for start in range(0, 600, 30):
+            await asyncio.gather(*(vanish(i) for i in range(start, start + 30)))
+        await async_wait_until(lambda: connections(gw) == 1, 10, 0.05, msg="only the holder")
+        await async_wait_until(lambda: metric(gw, "pushgate_subscribed_channels") == 2,
+                               10, 0.05, msg="broadcast and news only")
+        # recovery still works for the next client
+        c = await open_stream(gw.port, "sse", f"channels=news&since={since - 1}")
+        live = int(fcall(rds, "news", {"data": "live"}))
+        await async_wait_until(lambda: c.ids == [since, live], 5, msg="history then live")
+        c.abort()
+        holder.abort()
+        await async_wait_until(lambda: connections(gw) == 0, 10, 0.05, msg="idle")
+
+    run(scenario(), 60)
+    stop_ok(gw, timeout=30)
