@@ -227,14 +227,25 @@ void pg_recovery_kick(void)
 
 static void kick_once(void)
 {
-    lws_start_foreach_dll_safe(struct lws_dll2 *, d, d1, lws_dll2_get_head(&waiting)) {
+    /* One pass over what waits now. Take the whole list first: a recovery
+     * that must keep waiting goes back on `waiting`, and walking that same
+     * list would meet it again and never end. Pop from the head each time:
+     * finishing one recovery can free others (a connection it closes). */
+    lws_dll2_owner_t pass;
+    memset(&pass, 0, sizeof(pass));
+    struct lws_dll2 *d;
+    while ((d = lws_dll2_get_head(&waiting)) != NULL) {
+        lws_dll2_remove(d);
+        lws_dll2_add_tail(d, &pass);
+    }
+    while ((d = lws_dll2_get_head(&pass)) != NULL) {
         pg_recovery_t *r = lws_container_of(d, pg_recovery_t, node);
-        lws_dll2_remove(&r->node);
+        lws_dll2_remove(d);
         if (issue(r))
             lws_dll2_add_tail(&r->node, &waiting);
         else
             maybe_finish(r);
-    } lws_end_foreach_dll_safe(d, d1);
+    }
 }
 
 static int add_read(pg_recovery_t *r, const char *channel, uint64_t since)

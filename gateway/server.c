@@ -591,8 +591,9 @@ static void drain_one(pg_conn_t *c, void *arg)
 
 void pg_server_drain(void)
 {
-    /* no new connections: a load balancer moves on to the next node */
-    pg_listener_stop();
+    /* The listener stays open while draining: /readyz must answer 503 so
+     * load balancers and orchestrators see the drain (SPEC §6), and new
+     * WebSocket and SSE requests are refused with 503 (server.c routes). */
     char txt[32];
     int n = snprintf(txt, sizeof(txt), "retry: %d\n\n", SSE_RETRY_MS);
     pg_msg_t *retry = pg_msg_sse_raw(txt, (size_t)n);
