@@ -48,6 +48,9 @@ python3-websockets     test
 python3-redis          test
 python3-cryptography   test
 docker-compose         test
+python3-yaml           test
+golang-go              test
+golang-github-gomodule-redigo-dev test
 chromium               browser
 nodejs                 browser
 npm                    browser
@@ -121,21 +124,28 @@ fi
 # Browser tests: their npm packages, only when the lock file changed since
 # the last install (npm writes node_modules/.package-lock.json).
 case " $groups " in *" browser "*) ;; *) do_npm=0 ;; esac
-BROWSER="$ROOT/tests/browser"
-if [ "$do_npm" = 1 ] && [ -f "$BROWSER/package.json" ]; then
-    stamp="$BROWSER/node_modules/.package-lock.json"
-    if [ ! -f "$stamp" ] || [ "$BROWSER/package.json" -nt "$stamp" ] ||
-       { [ -f "$BROWSER/package-lock.json" ] && [ "$BROWSER/package-lock.json" -nt "$stamp" ]; }; then
-        echo "deps.sh: npm install in tests/browser"
+# npm_ci DIR: install DIR's npm packages from its lock file, only when the
+# lock file changed since the last install (npm writes
+# node_modules/.package-lock.json).
+npm_ci() {
+    local dir="$1" stamp="$1/node_modules/.package-lock.json"
+    [ -f "$dir/package.json" ] || return 0
+    if [ ! -f "$stamp" ] || [ "$dir/package.json" -nt "$stamp" ] ||
+       { [ -f "$dir/package-lock.json" ] && [ "$dir/package-lock.json" -nt "$stamp" ]; }; then
+        echo "deps.sh: npm install in ${dir#"$ROOT"/}"
         # Browsers come from Debian (/usr/bin/chromium); no npm package may
         # download one of its own (there is no route to do so here anyway).
         export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 PUPPETEER_SKIP_DOWNLOAD=1
-        if [ -f "$BROWSER/package-lock.json" ]; then
-            (cd "$BROWSER" && npm ci --no-audit --no-fund --loglevel=error)
+        if [ -f "$dir/package-lock.json" ]; then
+            (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
         else
-            (cd "$BROWSER" && npm install --no-package-lock --no-audit --no-fund --loglevel=error)
+            (cd "$dir" && npm install --no-package-lock --no-audit --no-fund --loglevel=error)
         fi
         touch "$stamp" 2>/dev/null || true
     fi
+}
+if [ "$do_npm" = 1 ]; then
+    npm_ci "$ROOT/tests/browser"     # Chromium tests of the demo page
+    npm_ci "$ROOT/examples/node"     # the Node.js publishing example
 fi
 exit 0
