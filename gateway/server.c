@@ -633,7 +633,12 @@ int pg_server_start(void)
     info.protocols = protocols;
     info.retry_and_idle_policy = &ws_idle_policy;
     info.max_http_header_data = 8192;
-    info.max_http_header_pool = 64;
+    /* Header tables are lent to connections still sending their request
+     * head (an SSE stream gives its own back, see pg_conn_sse_begin). With
+     * lws's default of a few dozen, that many trickling sockets (slowloris)
+     * made every new request wait for the 10 s head timeout. 1024 costs at
+     * most 8 MiB while under such an attack, nothing otherwise. */
+    info.max_http_header_pool = 1024;
     info.fd_limit_per_thread = (unsigned int)(pg_node.max_connections + 128);
     info.timeout_secs = 10;       /* an unfinished request head is dropped */
     info.keepalive_timeout = 30;
