@@ -301,6 +301,13 @@ def rss_kb(pid):
     raise AssertionError(f"no VmRSS for pid {pid}")
 
 
+def under_asan(pid):
+    """True when the process runs with AddressSanitizer (its quarantine
+    keeps freed memory resident, so RSS says little about leaks there)."""
+    with open(f"/proc/{pid}/maps") as f:
+        return "libasan" in f.read()
+
+
 def open_fds(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
 
