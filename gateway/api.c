@@ -45,13 +45,21 @@ static void answer_error(struct lws *wsi, pg_http_t *h, int status, const char *
     pg_http_error(wsi, h, status, msg);
 }
 
+/* An answer given before the body was read: the rest of the body would be
+ * taken for the next request, so the connection closes after the answer. */
+static void refuse_early(struct lws *wsi, pg_http_t *h, int status, const char *msg)
+{
+    answer_error(wsi, h, status, msg);
+    h->close_after = 1;
+}
+
 int pg_api_begin(struct lws *wsi, pg_http_t *h)
 {
     char auth[1024];
     const char *key = pg_node.cfg.api_key;
 
     if (key == NULL || !*key) {
-        answer_error(wsi, h, 403, "the API is disabled: no --api-key configured");
+        refuse_early(wsi, h, 403, "the API is disabled: no --api-key configured");
         return 1;
     }
     int n = pg_auth_header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, auth, sizeof(auth));
@@ -59,27 +67,36 @@ int pg_api_begin(struct lws *wsi, pg_http_t *h)
     if (n > 7 && strncasecmp(auth, "Bearer ", 7) == 0)
         given = auth + 7;
     if (given == NULL || !pg_secure_equal(given, strlen(given), key, strlen(key))) {
-        answer_error(wsi, h, 401, "missing or wrong API key");
+        refuse_early(wsi, h, 401, "missing or wrong API key");
         return 1;
     }
     if (!pg_auth_origin_ok(wsi)) {
-        answer_error(wsi, h, 403, "origin not allowed");
+        refuse_early(wsi, h, 403, "origin not allowed");
         return 1;
     }
+    /* lws 4.1 reads request bodies by Content-Length only: a chunked body
+     * would never complete, so it is refused up front. */
     char cl[32];
-    if (pg_auth_header(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, cl, sizeof(cl)) > 0) {
-        uint64_t v;
-        if (pg_atou64(cl, (size_t)-1, &v) == 0 && v > pg_node.cfg.max_message_bytes) {
-            answer_error(wsi, h, 413, "body over --max-message-bytes");
-            return 1;
-        }
+    uint64_t v;
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) <= 0) {
+        refuse_early(wsi, h, 411, "a Content-Length is required (chunked bodies are not accepted)");
+        return 1;
+    }
+    if (pg_auth_header(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, cl, sizeof(cl)) < 0 ||
+        pg_atou64(cl, (size_t)-1, &v) != 0) {
+        refuse_early(wsi, h, 400, "Content-Length is not a number of bytes");
+        return 1;
+    }
+    if (v > pg_node.cfg.max_message_bytes) {
+        refuse_early(wsi, h, 413, "body over --max-message-bytes");
+        return 1;
     }
     return 0;
 }
 
 void pg_api_body(pg_http_t *h, const void *in, size_t len)
 {
-    if (h->too_big)
+    if (h->too_big || len == 0)
         return;
     if (h->req_len + len > pg_node.cfg.max_message_bytes) {
         h->too_big = 1;
@@ -194,9 +211,11 @@ void pg_api_complete(struct lws *wsi, pg_http_t *h)
         root = json_tokener_parse_ex(tok, h->req, (int)h->req_len);
     int parse_ok = root != NULL && json_tokener_get_error(tok) == json_tokener_success &&
                    tok->char_offset == (int)h->req_len;
+    int too_deep = json_tokener_get_error(tok) == json_tokener_error_depth;
     json_tokener_free(tok);
     if (!parse_ok || !json_object_is_type(root, json_type_object)) {
-        answer_error(wsi, h, 400, "body must be a JSON object");
+        answer_error(wsi, h, 400, too_deep ? "body nested deeper than 63 levels"
+                                           : "body must be a JSON object");
         goto out;
     }
 

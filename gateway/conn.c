@@ -65,9 +65,19 @@ void pg_conn_close(pg_conn_t *c, uint16_t code, const char *reason)
     lws_callback_on_writable(c->wsi);
 }
 
+void pg_conn_close_after_flush(pg_conn_t *c, uint16_t code, const char *reason)
+{
+    if (c->flags & (PG_CONN_CLOSE_ASAP | PG_CONN_CLOSING))
+        return;
+    c->flags |= PG_CONN_DRAINING | PG_CONN_CLOSING;
+    c->close_code = code;
+    c->close_reason = reason;
+    lws_callback_on_writable(c->wsi);
+}
+
 int pg_conn_send(pg_conn_t *c, pg_msg_t *m)
 {
-    if (c->flags & PG_CONN_CLOSE_ASAP)
+    if (c->flags & (PG_CONN_CLOSE_ASAP | PG_CONN_CLOSING))
         return -1;
     size_t len = view_len(c, m);
     if (c->queued_bytes + len > pg_node.cfg.queue_limit_bytes) {
@@ -224,7 +234,8 @@ int pg_conn_writeable(pg_conn_t *c)
         return ws_close(c, c->close_code, c->close_reason);
     if (c->qlen == 0) {
         if (c->flags & PG_CONN_DRAINING)
-            return ws_close(c, LWS_CLOSE_STATUS_GOINGAWAY, "going away");
+            return c->close_code ? ws_close(c, c->close_code, c->close_reason)
+                                 : ws_close(c, LWS_CLOSE_STATUS_GOINGAWAY, "going away");
         return 0;
     }
     if (write_queue(c) < 0)
@@ -252,7 +263,7 @@ static void flush_one(pg_conn_t *c)
     }
     if (write_queue(c) < 0)
         pg_conn_close(c, LWS_CLOSE_STATUS_ABNORMAL_CLOSE, NULL);
-    else if (c->qlen)
+    else if (c->qlen || (c->flags & PG_CONN_DRAINING))
         want_pollout(c);
 }
 

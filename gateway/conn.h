@@ -24,8 +24,9 @@ struct pg_recovery;
 #define PG_CONN_CLOSE_ASAP  (1u << 1)  /* never enqueue again; close on next WRITEABLE */
 #define PG_CONN_RECOVERING  (1u << 2)  /* hold live messages until history replay ends */
 #define PG_CONN_HDRS_SENT   (1u << 3)  /* SSE: response headers are out */
-#define PG_CONN_DRAINING    (1u << 4)  /* node drains: close once the queue is empty */
+#define PG_CONN_DRAINING    (1u << 4)  /* close (close_code, or 1001) once the queue is empty */
 #define PG_CONN_WANT_POLLOUT (1u << 5) /* WRITEABLE requested; no direct writes meanwhile */
+#define PG_CONN_CLOSING     (1u << 6)  /* pg_conn_close_after_flush: queue nothing new */
 
 typedef struct pg_conn {
     struct lws      *wsi;
@@ -71,8 +72,12 @@ int pg_conn_sse_begin(pg_conn_t *c);
 int pg_conn_send(pg_conn_t *c, pg_msg_t *m);
 /* Queue a small control frame built from json (sse_event as pg_msg_control). */
 int pg_conn_send_control(pg_conn_t *c, const char *json, size_t len, const char *sse_event);
-/* Ask for c to be closed with a WebSocket close code (SSE: stream ends). */
+/* Ask for c to be closed with a WebSocket close code (SSE: stream ends),
+ * dropping whatever is still queued (a slow consumer). */
 void pg_conn_close(pg_conn_t *c, uint16_t code, const char *reason);
+/* The same after what is already queued has been written (an error frame
+ * that explains the close); nothing new is queued meanwhile. */
+void pg_conn_close_after_flush(pg_conn_t *c, uint16_t code, const char *reason);
 /* The WRITEABLE callback: write what is queued. Returns -1 when lws must
  * close the connection, else 0. */
 int pg_conn_writeable(pg_conn_t *c);

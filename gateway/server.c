@@ -122,8 +122,9 @@ static int http_writeable(struct lws *wsi, pg_http_t *h)
         return 0;
     int rc = write_response(wsi, h->status, h->ctype, h->allow, h->cors, h->cors_len,
                             h->body, h->body_len);
+    int close_after = h->close_after;
     http_reset(h);
-    if (rc < 0)
+    if (rc < 0 || close_after)
         return -1;
     return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
@@ -246,6 +247,7 @@ static int on_http(struct lws *wsi, pg_pss_t *pss, const char *path)
     if (is_api) {
         if (meth != LWSHUMETH_POST) {
             h->allow = "POST";
+            h->close_after = 1;   /* a body, if any, is not read */
             pg_metrics_publish(&pg_node.metrics, 405);
             pg_http_error(wsi, h, 405, "use POST");
             return 0;
@@ -453,8 +455,8 @@ static int ws_receive(struct lws *wsi, pg_conn_t *c, const void *in, size_t len)
 {
     size_t max = pg_node.cfg.max_message_bytes;
 
-    if (c->flags & PG_CONN_CLOSE_ASAP)
-        return 0;
+    if (c->flags & (PG_CONN_CLOSE_ASAP | PG_CONN_CLOSING))
+        return 0;   /* closing: whatever else it sends is ignored */
     if (lws_frame_is_binary(wsi)) {
         lws_close_reason(wsi, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE,
                          (unsigned char *)"binary frames are not accepted", 30);
@@ -483,7 +485,7 @@ static int ws_receive(struct lws *wsi, pg_conn_t *c, const void *in, size_t len)
     }
     if (++c->cmd_count > CMD_RATE_PER_SEC) {
         send_error(c, "rate_limited", "more than 100 commands a second");
-        pg_conn_close(c, LWS_CLOSE_STATUS_POLICY_VIOLATION, "too many commands");
+        pg_conn_close_after_flush(c, LWS_CLOSE_STATUS_POLICY_VIOLATION, "too many commands");
     } else {
         ws_command(c, in, len);
     }

@@ -26,6 +26,7 @@ typedef struct pg_http {
     char              *req;        /* request body being read; owned */
     size_t             req_len;
     int                too_big;    /* body passed --max-message-bytes */
+    int                close_after; /* answered before the body was read */
     struct pg_api_req *api;        /* publish in flight; see api.c */
 } pg_http_t;
 
