@@ -7,6 +7,7 @@
 
 #include "node.h"
 #include "hub.h"
+#include "recovery.h"
 #include "redis_cmd.h"
 #include "redis_sub.h"
 #include "server.h"
@@ -166,6 +167,7 @@ int main(int argc, char **argv)
     /* The loop ran dry after pg_server_stop(): lws has closed its handles. */
     pg_server_destroy();
     uv_run(&loop, UV_RUN_DEFAULT);
+    pg_recovery_shutdown();
     pg_hub_free();
     if (uv_loop_close(&loop) != 0)
         pg_log(PG_LOG_WARN, "event loop closed with handles still open");

@@ -115,6 +115,11 @@ static void maybe_finish(pg_recovery_t *r)
 {
     if (r->outstanding)
         return;
+    if (r->dead) {
+        /* its connection left: reads not issued yet never will be */
+        rec_free(r);
+        return;
+    }
     for (size_t i = 0; i < r->nreads; i++)
         if (!r->reads[i].done)
             return;
@@ -293,6 +298,25 @@ int pg_recovery_add(pg_conn_t *c, const char *channel, uint64_t since)
 oom:
     pg_conn_close(c, 1011, "out of memory");
     return -1;
+}
+
+void pg_recovery_shutdown(void)
+{
+    /* Links are stopped: every reply callback has run. What still waits
+     * will never be issued. */
+    struct lws_dll2 *d;
+    while ((d = lws_dll2_get_head(&waiting)) != NULL) {
+        pg_recovery_t *r = lws_container_of(d, pg_recovery_t, node);
+        if (r == node_replay)
+            node_replay = NULL;
+        if (r->conn != NULL)
+            r->conn->rec = NULL;
+        rec_free(r);
+    }
+    if (node_replay != NULL) {
+        rec_free(node_replay);
+        node_replay = NULL;
+    }
 }
 
 void pg_recovery_abandon(pg_conn_t *c)

@@ -22,6 +22,8 @@ int pg_recovery_add(pg_conn_t *c, const char *channel, uint64_t since);
 void pg_recovery_abandon(pg_conn_t *c);
 /* Links or subscriptions changed: issue the reads that can go now. */
 void pg_recovery_kick(void);
+/* At exit, after the Redis links stopped: free what still waits. */
+void pg_recovery_shutdown(void);
 /* The subscriber reconnected: replay every channel from its last seen id. */
 void pg_recovery_replay_all(void);
 
