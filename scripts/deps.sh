@@ -39,6 +39,7 @@ curl                   run
 procps                 run
 python3                run
 clang                  test
+libclang-rt-14-dev     test
 libcmocka-dev          test
 libevent-dev           test
 nginx                  test

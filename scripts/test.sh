@@ -2,7 +2,8 @@
 # scripts/test.sh [--no-asan | --asan-only] [ctest args...] - the whole check.
 #
 #   sudo bash scripts/test.sh             what CI runs (.ci/run)
-#   bash scripts/test.sh --no-asan -L unit   a quick local loop
+#   bash scripts/test.sh --no-asan -L unit   a quick local loop (no fuzzing)
+#   --no-fuzz skips the fuzzers; PG_FUZZ_SECONDS sets their time (default 30)
 #
 # 1. installs every package (scripts/deps.sh), npm packages of tests/browser;
 # 2. builds build/ (RelWithDebInfo, -Werror, tests and bench on) and runs
@@ -22,12 +23,13 @@ cd "$ROOT"
 export PATH="/usr/bin:/bin:$PATH"
 JOBS=2
 
-run_plain=1 run_asan=1
+run_plain=1 run_asan=1 run_fuzz=1
 ctest_args=()
 for a in "$@"; do
     case "$a" in
         --no-asan)   run_asan=0 ;;
         --asan-only) run_plain=0 ;;
+        --no-fuzz)   run_fuzz=0 ;;
         -h|--help)   sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *)           ctest_args+=("$a") ;;
     esac
@@ -88,6 +90,20 @@ if [ "$run_asan" = 1 ]; then
     export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
     stage asan "$ROOT/build-asan" -DCMAKE_BUILD_TYPE=Debug -DPG_WERROR=ON \
           -DPG_ASAN=ON -DPG_UBSAN=ON
+fi
+
+# Fuzzers: each libFuzzer harness for a bounded time (tests/fuzz/run.sh
+# builds them with clang, ASan and UBSan); a crash or report fails the run.
+# Skipped when ctest arguments narrow the run (e.g. -L unit).
+if [ "$run_fuzz" = 1 ] && [ ${#ctest_args[@]} -eq 0 ] && [ -f "$ROOT/tests/fuzz/run.sh" ]; then
+    say "== fuzz: every harness for ${PG_FUZZ_SECONDS:-30} s"
+    tf=$(date +%s)
+    if sh "$ROOT/tests/fuzz/run.sh" "$ROOT/build-fuzz" "${PG_FUZZ_SECONDS:-30}"; then
+        passed=$((passed + 1))
+    else
+        failed=$((failed + 1)); problems+=("fuzz: a harness failed (reproducers in build-fuzz/artifacts/)")
+    fi
+    say "== fuzz: done in $(( $(date +%s) - tf )) s"
 fi
 
 say "total time $(( $(date +%s) - t0 )) s"
