@@ -98,17 +98,9 @@ int pg_chan_list_parse(const char *csv, size_t max, pg_strlist_t *out, char *err
     out->n = 0;
     if (!csv || !*csv)
         return 0;
-    const char *p = csv;
-    for (;;) {
-        const char *end = strchr(p, ',');
-        if (!end)
-            end = p + strlen(p);
-        const char *a = p, *b = end;
-        while (a < b && (*a == ' ' || *a == '\t'))
-            a++;
-        while (b > a && (b[-1] == ' ' || b[-1] == '\t'))
-            b--;
-        size_t len = (size_t)(b - a);
+    const char *p = csv, *a;
+    size_t len;
+    while (pg_csv_next(&p, &a, &len)) {
         /* An empty entry ("a,,b", "a,") is refused rather than skipped: it is
          * almost always a client building the list wrong. */
         if (!pg_chan_valid(a, len)) {
@@ -135,9 +127,6 @@ int pg_chan_list_parse(const char *csv, size_t max, pg_strlist_t *out, char *err
                 goto fail;
             }
         }
-        if (*end == '\0')
-            break;
-        p = end + 1;
     }
     return 0;
 fail:

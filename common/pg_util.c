@@ -40,34 +40,41 @@ void pg_strlist_free(pg_strlist_t *l)
     l->n = 0;
 }
 
+int pg_csv_next(const char **p, const char **item, size_t *len)
+{
+    const char *s = *p;
+    if (s == NULL)
+        return 0;
+    const char *end = strchr(s, ',');
+    if (!end)
+        end = s + strlen(s);
+    const char *a = s, *b = end;
+    while (a < b && (*a == ' ' || *a == '\t'))
+        a++;
+    while (b > a && (b[-1] == ' ' || b[-1] == '\t'))
+        b--;
+    *item = a;
+    *len = (size_t)(b - a);
+    *p = *end ? end + 1 : NULL;   /* NULL: that was the last item */
+    return 1;
+}
+
 int pg_strlist_split(const char *csv, pg_strlist_t *out)
 {
+    const char *p = csv, *a;
+    size_t len;
     out->v = NULL;
     out->n = 0;
-    if (!csv)
-        return 0;
-    const char *p = csv;
-    for (;;) {
-        const char *end = strchr(p, ',');
-        if (!end)
-            end = p + strlen(p);
-        const char *a = p, *b = end;
-        while (a < b && (*a == ' ' || *a == '\t'))
-            a++;
-        while (b > a && (b[-1] == ' ' || b[-1] == '\t'))
-            b--;
-        if (b > a) {
-            char *item = strndup(a, (size_t)(b - a));
-            if (!item || pg_strlist_push(out, item) < 0) {
-                free(item);
-                pg_strlist_free(out);
-                return -1;
-            }
+    while (pg_csv_next(&p, &a, &len)) {
+        if (len == 0)
+            continue;   /* empty items are skipped */
+        char *item = strndup(a, len);
+        if (!item || pg_strlist_push(out, item) < 0) {
             free(item);
+            pg_strlist_free(out);
+            return -1;
         }
-        if (*end == '\0')
-            break;
-        p = end + 1;
+        free(item);
     }
     return 0;
 }

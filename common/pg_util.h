@@ -29,6 +29,11 @@ typedef struct pg_strlist {
  * Items are trimmed of spaces/tabs; empty items are skipped, so "" and NULL
  * give an empty list. Returns 0, or -1 on out-of-memory (out left empty). */
 int pg_strlist_split(const char *csv, pg_strlist_t *out);
+/* Walk a comma-separated list: *p starts at the list and is advanced past
+ * each item. Returns 1 with [*item, *item + *len) the next item trimmed of
+ * spaces and tabs (possibly empty), or 0 when the list is exhausted. "" has
+ * one empty item; NULL none. */
+int pg_csv_next(const char **p, const char **item, size_t *len);
 /* Append a copy of s. Returns 0 or -1 on out-of-memory. */
 int pg_strlist_push(pg_strlist_t *l, const char *s);
 /* Free every item and the array; l becomes empty. NULL-safe. */

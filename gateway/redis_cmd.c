@@ -69,17 +69,10 @@ oom:
 
 static void loaded_cb(redisAsyncContext *ac, void *r, void *priv)
 {
-    redisReply *reply = r;
-    pg_link_t *l = priv;
     (void)ac;
-    if (reply == NULL)
-        return;
-    if (reply->type == REDIS_REPLY_ERROR) {
-        link_log(PG_LOG_ERROR, l, "FUNCTION LOAD failed (Redis 7+ is required): %s", reply->str);
-        pg_link_fail(l, "FUNCTION LOAD failed");
-        return;
-    }
-    pg_link_ready(l);
+    /* an error here is most likely a Redis older than 7 (no FUNCTION) */
+    if (pg_link_reply_ok(priv, r, "FUNCTION LOAD (Redis 7+ is required)"))
+        pg_link_ready(priv);
 }
 
 static void time_cb(redisAsyncContext *ac, void *r, void *priv)

@@ -149,19 +149,24 @@ static void setup_timeout_cb(uv_timer_t *t)
 
 static void after_auth(pg_link_t *l);
 
+int pg_link_reply_ok(pg_link_t *l, const redisReply *reply, const char *what)
+{
+    if (reply == NULL)
+        return 0;
+    if (reply->type == REDIS_REPLY_ERROR) {
+        link_log(PG_LOG_ERROR, l, "%s failed: %s", what, reply->str);
+        pg_link_fail(l, what);
+        return 0;
+    }
+    return 1;
+}
+
 static void select_cb(redisAsyncContext *ac, void *r, void *priv)
 {
-    redisReply *reply = r;
     pg_link_t *l = priv;
     (void)ac;
-    if (reply == NULL)
-        return;           /* link going down; disconnect_cb handles it */
-    if (reply->type == REDIS_REPLY_ERROR) {
-        link_log(PG_LOG_ERROR, l, "SELECT %d failed: %s", pg_node.cfg.redis.db, reply->str);
-        pg_link_fail(l, "SELECT failed");
-        return;
-    }
-    l->setup(l);
+    if (pg_link_reply_ok(l, r, "SELECT"))
+        l->setup(l);
 }
 
 static void after_auth(pg_link_t *l)
@@ -176,18 +181,9 @@ static void after_auth(pg_link_t *l)
 
 static void auth_cb(redisAsyncContext *ac, void *r, void *priv)
 {
-    redisReply *reply = r;
-    pg_link_t *l = priv;
     (void)ac;
-    if (reply == NULL)
-        return;
-    if (reply->type == REDIS_REPLY_ERROR) {
-        /* the reply text never contains the password */
-        link_log(PG_LOG_ERROR, l, "AUTH refused: %s", reply->str);
-        pg_link_fail(l, "AUTH refused");
-        return;
-    }
-    after_auth(l);
+    if (pg_link_reply_ok(priv, r, "AUTH"))
+        after_auth(priv);
 }
 
 static void connect_cb(const redisAsyncContext *cac, int status)

@@ -54,6 +54,11 @@ void pg_link_fail(pg_link_t *l, const char *why);
 /* Close for good (shutdown): frees the context and closes the timer. */
 void pg_link_stop(pg_link_t *l);
 const char *pg_link_state_name(pg_link_state_t s);
+/* For the reply to one of l's setup commands (what: "AUTH", "SELECT", ...):
+ * 1 when it succeeded. An error reply is logged (Redis's text never holds
+ * the password) and fails the link; NULL means the link is going down and
+ * its disconnect callback handles it. Both return 0. */
+int pg_link_reply_ok(pg_link_t *l, const redisReply *reply, const char *what);
 
 #define link_log(lvl, l, fmt, ...) \
     pg_log(lvl, "redis=%s:%d link=%s state=%s " fmt, pg_node.cfg.redis.host, \
