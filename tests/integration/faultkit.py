@@ -30,7 +30,7 @@ import pytest
 import redis as redis_py
 
 import pgtest
-from pgtest import API_KEY, wait_until
+from pgtest import wait_until
 
 
 # --------------------------------------------------------------------------
@@ -44,7 +44,6 @@ class FixedPortGateway(pgtest.Gateway):
     def start(self):
         if self.port is None:
             return super().start()
-        binary = pgtest.pushgate_bin()
         env = {k: v for k, v in os.environ.items() if not k.startswith("PUSHGATE_")}
         env.update(self.extra_env)
         with open(self.logfile, "ab") as log:

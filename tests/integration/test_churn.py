@@ -8,8 +8,6 @@ of what it was after a 2,000-cycle warm-up, and it exits 0 on SIGTERM
 
 import asyncio
 import json
-import os
-import random
 import socket
 import struct
 

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from faultkit import RawWS, close_code, connections, nodes, open_stream  # noqa: F401
-from pgtest import API_KEY, async_wait_until, http_request, run, wait_until
+from pgtest import API_KEY, async_wait_until, run
 
 BASE = ["--api-key", API_KEY]
 PAD = "x" * 8000

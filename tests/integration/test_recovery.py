@@ -6,7 +6,6 @@ is older than --history-ttl)."""
 
 import asyncio
 import random
-import time
 
 import pytest
 
