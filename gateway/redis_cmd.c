@@ -130,6 +130,11 @@ void pg_rcmd_stop(void)
     pg_link_stop(&cmd);
 }
 
+void pg_rcmd_hurry(void)
+{
+    pg_link_hurry(&cmd);
+}
+
 int pg_rcmd_ready(void)
 {
     return cmd.state == PG_LINK_READY;

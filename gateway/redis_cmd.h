@@ -15,6 +15,8 @@
 int pg_rcmd_start(void);
 void pg_rcmd_stop(void);
 int pg_rcmd_ready(void);
+/* Redis answered on the other link: reconnect now if waiting to. */
+void pg_rcmd_hurry(void);
 
 /* The function library with this node's prefix, sizes and limits filled
  * in. Returns a malloc'd NUL-terminated string (caller frees) or NULL. */

@@ -259,6 +259,14 @@ void pg_link_start(pg_link_t *l)
     link_connect(l);
 }
 
+void pg_link_hurry(pg_link_t *l)
+{
+    if (l->stopped || l->ac != NULL || l->state != PG_LINK_DISCONNECTED)
+        return;
+    pg_backoff_reset(&l->backoff);
+    uv_timer_start(&l->timer, reconnect_cb, 0, 0);
+}
+
 void pg_link_ready(pg_link_t *l)
 {
     uv_timer_stop(&l->timer);

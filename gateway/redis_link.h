@@ -46,6 +46,9 @@ struct pg_link {
 int pg_link_init(pg_link_t *l);
 /* Connect now (and keep reconnecting until pg_link_stop). */
 void pg_link_start(pg_link_t *l);
+/* If l waits out a reconnect delay, reconnect now: the other link just got
+ * through, so Redis is back and the backoff would only keep it waiting. */
+void pg_link_hurry(pg_link_t *l);
 /* The role's setup finished: state READY, backoff reset, on_ready. */
 void pg_link_ready(pg_link_t *l);
 /* Drop the connection (logging why) and schedule a reconnect. Safe inside a

@@ -267,6 +267,8 @@ static void probe_cb(uv_timer_t *t)
 
 static void sub_ready(pg_link_t *l)
 {
+    /* Redis is back: the command link should not sit out its backoff */
+    pg_rcmd_hurry();
     last_rx_ms = pg_mono_ms();
     probe_sent_ms = 0;
     pg_node.metrics.redis_connected = 1;

@@ -16,6 +16,7 @@
 #include "hub.h"
 #include "node.h"
 #include "recovery.h"
+#include "redis_cmd.h"
 #include "redis_sub.h"
 #include "pg_cmd.h"
 #include "pg_log.h"
@@ -131,9 +132,12 @@ static int http_writeable(struct lws *wsi, pg_http_t *h)
 
 /* --- routes ---------------------------------------------------------------- */
 
+/* Ready: subscribed to everything needed (SPEC §5), and also able to
+ * publish, so a load balancer never sends POST /api/publish to a node that
+ * would answer 503 while its command link is still reconnecting. */
 static int readyz(void)
 {
-    return pg_sub_ready() && !pg_node.draining;
+    return pg_sub_ready() && pg_rcmd_ready() && !pg_node.draining;
 }
 
 static void serve_metrics(struct lws *wsi, pg_http_t *h)
