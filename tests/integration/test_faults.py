@@ -133,6 +133,72 @@ def test_slow_consumer_alone_is_dropped_and_counted(nodes, rds, stalled_kind):
     run(scenario(), 90)
 
 
+def _timed(c):
+    """Record when each delivery reached client c (monotonic ns)."""
+    c.arrivals = []
+    deliver = c._deliver
+
+    def timed_deliver(raw):
+        before = len(c.msgs)
+        deliver(raw)
+        if len(c.msgs) > before:
+            c.arrivals.append(time.monotonic_ns())
+    c._deliver = timed_deliver
+    return c
+
+
+def _p99_ms(c, first):
+    lat = sorted((a - m["data"]["t"]) / 1e6
+                 for m, a in zip(c.msgs[first:], c.arrivals[first:]))
+    return lat[int(len(lat) * 0.99) - 1]
+
+
+def test_a_stalled_client_does_not_change_a_readers_latency(nodes, rds):
+    """8 MB published while one client stalls: the reader's p99 latency stays
+    what it was without the stalled client (same node, same run), and the
+    stalled client alone is dropped."""
+    gw = nodes(BASE)
+    pad = "x" * 8000
+    total = 1000   # 1000 x ~8 KB = 8 MB per phase
+
+    async def scenario():
+        reader = _timed(await open_stream(gw.port, "ws", keep=True))
+        assert reader.status == 101
+        await await_conns(gw, 1)
+        loop = asyncio.get_running_loop()
+
+        def publish_phase(start):
+            # batches of 20; the next batch waits for the reader, so the
+            # latency is the node's, not a queue the publisher built up
+            for n in range(start, start + total):
+                rds.publish("pushgate:broadcast", json.dumps(
+                    {"data": {"n": n, "t": time.monotonic_ns(), "pad": pad}}))
+                if n % 20 == 19:
+                    wait_until(lambda: len(reader.msgs) >= n + 1, 10, 0.001,
+                               msg="reader keeping up")
+
+        await loop.run_in_executor(None, publish_phase, 0)
+        await async_wait_until(lambda: len(reader.msgs) == total, 10, msg="phase 1")
+        alone = _p99_ms(reader, 0)
+
+        stalled = RawWS(gw.port, rcvbuf=4096)
+        assert stalled.status == 101
+        await await_conns(gw, 2)
+        await loop.run_in_executor(None, publish_phase, total)
+        await async_wait_until(lambda: len(reader.msgs) == 2 * total, 10, msg="phase 2")
+        beside_stalled = _p99_ms(reader, total)
+
+        assert [m["data"]["n"] for m in reader.msgs] == list(range(2 * total))
+        assert metric(gw, "pushgate_slow_consumer_disconnects_total") == 1, \
+            "8 MB should have pushed the stalled client past --queue-limit-bytes"
+        assert beside_stalled <= max(2.5 * alone, alone + 25.0), \
+            f"reader p99 {beside_stalled:.2f} ms beside a stalled client, {alone:.2f} ms alone"
+        stalled.close()
+        reader.abort()
+
+    run(scenario(), 90)
+
+
 # --------------------------------------------------------------------------
 # Keepalive
 
