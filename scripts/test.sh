@@ -66,6 +66,22 @@ stage() {
     if [ -n "$line" ]; then
         total=$(sed -E 's/.* out of ([0-9]+).*/\1/' <<<"$line")
         f=$(sed -E 's/.*passed, ([0-9]+) tests? failed.*/\1/' <<<"$line")
+        # One rerun of the failed test files, alone: the integration suites
+        # start real processes on a small loaded machine. A test that fails
+        # again fails the run; one that passes is named as flaky in the
+        # summary, so it stays visible and gets fixed rather than hidden.
+        if [ "$f" -gt 0 ]; then
+            local failed_names rerun_line rf
+            failed_names=$(sed -n '/The following tests FAILED:/,$p' "$log" | grep -E '^\s+[0-9]+ - ' | sed -E 's/^\s+[0-9]+ - ([^ ]+).*/\1/' | tr '\n' ' ')
+            say "== $name: rerunning what failed: $failed_names"
+            ctest --test-dir "$dir" --output-on-failure --timeout 300 --rerun-failed 2>&1 | tee "$log.rerun"
+            rc=${PIPESTATUS[0]}
+            rerun_line=$(grep -E '[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$log.rerun" | tail -1)
+            rf=$(sed -E 's/.*passed, ([0-9]+) tests? failed.*/\1/' <<<"$rerun_line")
+            [ -n "$rf" ] || rf=$f
+            [ "$rf" -lt "$f" ] && problems+=("$name: FLAKY (failed once, passed on rerun): $failed_names")
+            f=$rf
+        fi
         s=$(grep -cE '\(Skipped\)$' "$log" || true)
         passed=$((passed + total - f - s)); failed=$((failed + f)); skipped=$((skipped + s))
         [ "$f" -gt 0 ] && problems+=("$name: $f of $total tests failed")
@@ -107,6 +123,12 @@ if [ "$run_fuzz" = 1 ] && [ ${#ctest_args[@]} -eq 0 ] && [ -f "$ROOT/tests/fuzz/
 fi
 
 say "total time $(( $(date +%s) - t0 )) s"
-for p in "${problems[@]}"; do say "FAILED: $p"; done
+hard=0
+for p in "${problems[@]}"; do
+    case "$p" in
+        *FLAKY*) say "WARNING: $p" ;;
+        *)       say "FAILED: $p"; hard=1 ;;
+    esac
+done
 echo "summary: $passed passed, $failed failed, $skipped skipped"
-[ "$failed" -eq 0 ] && [ ${#problems[@]} -eq 0 ]
+[ "$failed" -eq 0 ] && [ "$hard" -eq 0 ]
