@@ -1,5 +1,6 @@
 /* pg_cmd.c - client -> server WebSocket commands (SPEC §4). */
 #include "pg_cmd.h"
+#include "pg_json.h"
 #include "pg_buf.h"
 
 #include <json-c/json.h>
@@ -9,25 +10,6 @@
 /* A command is a flat object; a deeply nested one is no command at all. */
 #define CMD_DEPTH 8
 
-static json_object *parse_object(const char *buf, size_t len)
-{
-    if (len > INT32_MAX || memchr(buf, '\0', len) || !pg_utf8_valid(buf, len))
-        return NULL;
-    struct json_tokener *tok = json_tokener_new_ex(CMD_DEPTH);
-    if (!tok)
-        return NULL;
-    json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
-    json_object *o = json_tokener_parse_ex(tok, buf, (int)len);
-    enum json_tokener_error e = json_tokener_get_error(tok);
-    json_tokener_free(tok);
-    /* An object always ends with '}', so json-c never waits for more input
-     * on a complete one: "continue" means truncated. */
-    if (e != json_tokener_success || !json_object_is_type(o, json_type_object)) {
-        json_object_put(o);
-        return NULL;
-    }
-    return o;
-}
 
 static int bad(const char **code, const char *c, char *err, size_t errlen, const char *msg)
 {
@@ -40,7 +22,7 @@ int pg_cmd_parse(const char *buf, size_t len, pg_cmd_t *out, const char **code,
                  char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
-    json_object *o = parse_object(buf, len), *t, *ch, *since;
+    json_object *o = pg_json_parse_object(buf, len, CMD_DEPTH, NULL), *t, *ch, *since;
     int rc = -1;
     if (!o)
         return bad(code, "bad_json", err, errlen, "a command is a JSON object");

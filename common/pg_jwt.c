@@ -10,7 +10,10 @@
  * ES256: libjwt 1.10.2 signs and verifies JOSE raw R||S signatures (64
  * bytes), which test_jwt checks with a token signed by OpenSSL directly, so
  * no verification of our own is needed. */
+#include "pg_json.h"
 #include "pg_jwt.h"
+
+#define JWT_JSON_DEPTH 16   /* header and claims are shallow; a deep one is refused */
 #include "pg_buf.h"
 #include "pg_chan.h"
 
@@ -161,23 +164,6 @@ static char *b64url_decode(const char *s, size_t n, size_t *outlen)
     return out;
 }
 
-static json_object *parse_json_object(const char *s, size_t n)
-{
-    if (n > INT32_MAX || memchr(s, '\0', n) || !pg_utf8_valid(s, n))
-        return NULL;
-    struct json_tokener *tok = json_tokener_new_ex(16);
-    if (!tok)
-        return NULL;
-    json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
-    json_object *o = json_tokener_parse_ex(tok, s, (int)n);
-    enum json_tokener_error e = json_tokener_get_error(tok);
-    json_tokener_free(tok);
-    if (e != json_tokener_success || !json_object_is_type(o, json_type_object)) {
-        json_object_put(o);
-        return NULL;
-    }
-    return o;
-}
 
 /* The alg named by the token's header, or JWT_ALG_INVAL. */
 static jwt_alg_t peek_alg(const char *token, size_t hlen, const char **why)
@@ -188,7 +174,7 @@ static jwt_alg_t peek_alg(const char *token, size_t hlen, const char **why)
         *why = "token header is not base64url";
         return JWT_ALG_INVAL;
     }
-    json_object *o = parse_json_object(hdr, n), *alg, *crit;
+    json_object *o = pg_json_parse_object(hdr, n, JWT_JSON_DEPTH, NULL), *alg, *crit;
     free(hdr);
     if (!o) {
         *why = "token header is not a JSON object";
@@ -280,7 +266,7 @@ int pg_jwt_verify(const pg_jwt_keys_t *k, const char *token, int64_t now,
         goto out;
     }
     claims = jwt_get_grants_json(jwt, NULL);
-    if (!claims || !(c = parse_json_object(claims, strlen(claims)))) {
+    if (!claims || !(c = pg_json_parse_object(claims, strlen(claims), JWT_JSON_DEPTH, NULL))) {
         set_err(err, errlen, "token claims are not a JSON object");
         goto out;
     }

@@ -1,5 +1,6 @@
 /* pg_msg.c - refcounted messages: envelope parse, delivery JSON, WS frame
  * header and SSE text, all built once in one allocation. */
+#include "pg_json.h"
 #include "pg_msg.h"
 #include "pg_buf.h"
 #include "pg_util.h"
@@ -67,83 +68,6 @@ static pg_msg_t *msg_alloc(const char *channel, size_t json_len, size_t sse_len)
     return m;
 }
 
-/* json-c accepts NaN, Infinity and -Infinity even in strict mode; JSON does
- * not, and a browser's JSON.parse would choke on the delivery. Doubles keep
- * their source text, so a number is valid iff that text starts like one.
- * Integers are checked for json-c's silent clamping. */
-static int json_numbers_ok(json_object *o)
-{
-    switch (json_object_get_type(o)) {
-    case json_type_double: {
-        const char *t = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
-        if (*t == '-')
-            t++;
-        return *t >= '0' && *t <= '9';
-    }
-    case json_type_int:
-        /* json-c clamps integers it cannot hold to INT64_MIN / UINT64_MAX
-         * without saying so. Rather than deliver a silently different
-         * number, such a payload goes out as text, which loses nothing
-         * (the cost: exactly those two values also arrive as text). */
-        return json_object_get_int64(o) != INT64_MIN && json_object_get_uint64(o) != UINT64_MAX;
-    case json_type_array: {
-        size_t n = json_object_array_length(o);
-        for (size_t i = 0; i < n; i++)
-            if (!json_numbers_ok(json_object_array_get_idx(o, i)))
-                return 0;
-        return 1;
-    }
-    case json_type_object: {
-        json_object_object_foreach(o, k, v) {
-            (void)k;
-            if (!json_numbers_ok(v))
-                return 0;
-        }
-        return 1;
-    }
-    default:
-        return 1;
-    }
-}
-
-/* Parse the whole payload as one strict JSON value. Returns 1 and sets *out
- * (NULL for a JSON null) on success, 0 when it is not JSON. */
-static int parse_json(const char *s, size_t len, json_object **out)
-{
-    *out = NULL;
-    /* json-c's VALIDATE_UTF8 lets overlongs and code points past U+10FFFF
-     * through, so check the bytes ourselves first. A raw NUL is never valid
-     * JSON, and json-c would take it for the end of input. */
-    if (len > INT32_MAX || memchr(s, '\0', len) || !pg_utf8_valid(s, len))
-        return 0;
-    struct json_tokener *tok = json_tokener_new_ex(JSON_DEPTH);
-    if (!tok)
-        return 0;
-    json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
-    json_object *o = json_tokener_parse_ex(tok, s, (int)len);
-    enum json_tokener_error e = json_tokener_get_error(tok);
-    if (e == json_tokener_continue) {
-        /* A bare number (or an incomplete document) at the end of input:
-         * json-c waits for more. Feeding the terminating NUL finishes the
-         * number and turns an incomplete document into an error. */
-        o = json_tokener_parse_ex(tok, "", 1);
-        e = json_tokener_get_error(tok);
-    }
-    /* With STRICT, json-c itself refuses anything but whitespace after the
-     * value, so success here means the whole payload was consumed. */
-    json_tokener_free(tok);
-    if (e != json_tokener_success) {
-        json_object_put(o);
-        return 0;
-    }
-    if (o && !json_numbers_ok(o)) {
-        json_object_put(o);
-        return 0;
-    }
-    *out = o;
-    return 1;
-}
-
 static const char *to_text(json_object *o, size_t *len)
 {
     if (!o) {
@@ -188,7 +112,7 @@ pg_msg_t *pg_msg_from_payload(const char *channel, const char *payload, size_t l
     size_t data_len;
     pg_msg_t *m = NULL;
 
-    if (parse_json(payload, len, &root)) {
+    if (pg_json_parse(payload, len, JSON_DEPTH, &root, NULL)) {
         json_object *d;
         if (root && json_object_is_type(root, json_type_object)
             && json_object_object_get_ex(root, "data", &d)) {

@@ -10,6 +10,7 @@
 #include "redis_cmd.h"
 #include "pg_buf.h"
 #include "pg_chan.h"
+#include "pg_json.h"
 #include "pg_log.h"
 #include "pg_util.h"
 
@@ -201,19 +202,10 @@ void pg_api_complete(struct lws *wsi, pg_http_t *h)
     }
     /* 63: the envelope built from it must stay within the 64 levels the
      * delivery path parses (pg_msg.c, functions.lua MAX_DEPTH) */
-    json_tokener *tok = json_tokener_new_ex(63);
-    if (tok == NULL) {
-        answer_error(wsi, h, 500, "out of memory");
-        return;
-    }
-    json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+    int too_deep = 0;
     if (h->req != NULL)
-        root = json_tokener_parse_ex(tok, h->req, (int)h->req_len);
-    int parse_ok = root != NULL && json_tokener_get_error(tok) == json_tokener_success &&
-                   tok->char_offset == (int)h->req_len;
-    int too_deep = json_tokener_get_error(tok) == json_tokener_error_depth;
-    json_tokener_free(tok);
-    if (!parse_ok || !json_object_is_type(root, json_type_object)) {
+        root = pg_json_parse_object(h->req, h->req_len, 63, &too_deep);
+    if (root == NULL) {
         answer_error(wsi, h, 400, too_deep ? "body nested deeper than 63 levels"
                                            : "body must be a JSON object");
         goto out;

@@ -29,10 +29,10 @@ $(pkg-config --cflags json-c libjwt openssl)"
 libs="$(pkg-config --libs json-c libjwt openssl)"
 
 # harness: the common sources it needs
-srcs_fuzz_envelope="pg_msg.c pg_buf.c pg_util.c pg_chan.c"
-srcs_fuzz_command="pg_cmd.c pg_buf.c pg_util.c pg_chan.c"
+srcs_fuzz_envelope="pg_msg.c pg_json.c pg_buf.c pg_util.c pg_chan.c"
+srcs_fuzz_command="pg_cmd.c pg_json.c pg_buf.c pg_util.c pg_chan.c"
 srcs_fuzz_channels="pg_chan.c pg_origin.c pg_url.c pg_util.c"
-srcs_fuzz_token="pg_jwt.c pg_buf.c pg_util.c pg_chan.c"
+srcs_fuzz_token="pg_jwt.c pg_json.c pg_buf.c pg_util.c pg_chan.c"
 
 harnesses=${FUZZ_HARNESSES:-"fuzz_envelope fuzz_command fuzz_channels fuzz_token"}
 
