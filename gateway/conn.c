@@ -1,5 +1,7 @@
 /* conn.c - per-connection state, bounded out-queue, writes and teardown. */
+#include <errno.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <string.h>
 
 #include "conn.h"
@@ -195,6 +197,41 @@ static int ws_close(pg_conn_t *c, uint16_t code, const char *reason)
  * concatenated (up to COALESCE_MAX) and written raw in one lws_write: one
  * syscall for a burst instead of one per message. Returns -1 on a write
  * error, else 0; messages past COALESCE_MAX stay queued. */
+/* Write len bytes at buf. A plain socket gets one send(2), the common case
+ * (lws_write would cost the same send plus, outside WRITEABLE, a poll(2) in
+ * lws_send_pipe_choked to re-arm its back-to-back write check). Only a short
+ * send hands the rest to lws, which keeps it in its buflist and writes it
+ * before anything else on this connection, so nothing can interleave; the
+ * rest is copied first, because lws may use the bytes in front of what it
+ * is given and buf can be a message other connections still share. TLS
+ * always goes through lws. -1 on a write error. */
+static int out_write(pg_conn_t *c, unsigned char *buf, size_t len)
+{
+    if (pg_node.cfg.tls_cert != NULL)
+        return lws_write(c->wsi, buf, len, LWS_WRITE_RAW) < 0 ? -1 : 0;
+    int fd = (int)lws_get_socket_fd(c->wsi);
+    ssize_t n = fd < 0 ? -1 : send(fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n == (ssize_t)len)
+        return 0;
+    if (n < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+            return -1;
+        n = 0;
+    }
+    size_t rest = len - (size_t)n;
+    unsigned char *copy = malloc(LWS_PRE + rest);
+    if (copy == NULL)
+        return -1;
+    memcpy(copy + LWS_PRE, buf + n, rest);
+    /* re-arms lws's back-to-back write check; whether the socket is full
+     * does not matter: lws buffers what it cannot send */
+    int choked = lws_send_pipe_choked(c->wsi);
+    (void)choked;
+    int rc = lws_write(c->wsi, copy + LWS_PRE, rest, LWS_WRITE_RAW) < 0 ? -1 : 0;
+    free(copy);
+    return rc;
+}
+
 static int write_queue(pg_conn_t *c)
 {
     /* one thread writes, one write at a time: a static scratch is safe */
@@ -213,10 +250,10 @@ static int write_queue(pg_conn_t *c)
             /* one message bigger than the scratch: send it from its own
              * buffer, whose PG_MSG_PRE headroom lws may use */
             m = queue_pop(c);
-            int n = lws_write(c->wsi, (unsigned char *)v, vlen, LWS_WRITE_RAW);
+            int rc = out_write(c, (unsigned char *)v, vlen);
             count_delivery(c, m, now);
             pg_msg_unref(&m);
-            return n < 0 ? -1 : 0;
+            return rc;
         }
         memcpy(out + len, v, vlen);
         len += vlen;
@@ -224,7 +261,7 @@ static int write_queue(pg_conn_t *c)
         count_delivery(c, m, now);
         pg_msg_unref(&m);
     }
-    return lws_write(c->wsi, out, len, LWS_WRITE_RAW) < 0 ? -1 : 0;
+    return out_write(c, out, len);
 }
 
 int pg_conn_writeable(pg_conn_t *c)
@@ -248,16 +285,17 @@ int pg_conn_writeable(pg_conn_t *c)
 /* Before the loop sleeps, write to every connection that got messages in
  * this iteration, straight away, instead of asking lws for POLLOUT: that
  * would cost two epoll_ctl calls and a wake-up per delivery. (Redis does
- * the same with its clients_pending_write list.) lws_send_pipe_choked()
- * says whether lws still holds part of an earlier write, or the socket is
- * full; only then do we wait for WRITEABLE. It also re-arms lws's
- * back-to-back write check, which makes a write outside the WRITEABLE
- * callback legitimate. */
+ * the same with its clients_pending_write list.) Only while lws still holds
+ * part of an earlier write do we wait for WRITEABLE (see out_write). */
 static void flush_one(pg_conn_t *c)
 {
     if (c->qlen == 0 || (c->flags & (PG_CONN_WANT_POLLOUT | PG_CONN_CLOSE_ASAP)))
         return;
-    if (lws_send_pipe_choked(c->wsi)) {
+    /* Wait for WRITEABLE while lws still holds part of an earlier write.
+     * Over TLS, lws writes and must re-arm its back-to-back check (and it
+     * also polls whether the socket takes more). */
+    if (pg_node.cfg.tls_cert != NULL ? lws_send_pipe_choked(c->wsi)
+                                     : lws_partial_buffered(c->wsi)) {
         want_pollout(c);
         return;
     }
