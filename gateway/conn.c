@@ -177,7 +177,7 @@ int pg_conn_sse_begin(pg_conn_t *c)
  * and the client would only see 1006. Returns -1 (close now). */
 static int ws_close(pg_conn_t *c, uint16_t code, const char *reason)
 {
-    if (c->transport == PG_TR_WS) {
+    if (c->transport == PG_TR_WS && code != 0) {   /* 0: the socket failed, say nothing */
         unsigned char buf[LWS_PRE + 127], *f = buf + LWS_PRE;
         size_t rlen = reason ? strlen(reason) : 0;
         if (rlen > 123)
@@ -186,7 +186,8 @@ static int ws_close(pg_conn_t *c, uint16_t code, const char *reason)
         f[1] = (unsigned char)(2 + rlen);  /* unmasked, server to client */
         f[2] = (unsigned char)(code >> 8);
         f[3] = (unsigned char)(code & 0xff);
-        memcpy(f + 4, reason, rlen);
+        if (rlen)
+            memcpy(f + 4, reason, rlen);
         lws_write(c->wsi, f, 4 + rlen, LWS_WRITE_RAW);
     }
     return -1;
@@ -300,7 +301,7 @@ static void flush_one(pg_conn_t *c)
         return;
     }
     if (write_queue(c) < 0)
-        pg_conn_close(c, LWS_CLOSE_STATUS_ABNORMAL_CLOSE, NULL);
+        pg_conn_close(c, 0, NULL);   /* the peer is gone: no close frame */
     else if (c->qlen || (c->flags & PG_CONN_DRAINING))
         want_pollout(c);
 }
