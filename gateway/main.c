@@ -20,12 +20,15 @@ static uv_loop_t  loop;
 static uv_signal_t sig_term, sig_int;
 static uv_timer_t drain_timer, drain_poll;
 
-/* Redis-style identifier prefix: every non-alphanumeric turned into '_'. */
+/* The Redis function names (SPEC §3): the prefix with every character other
+ * than a letter or digit turned into '_', then "publish" / "history". Made
+ * once here; the library template gets the same prefix (redis_cmd.c). The
+ * option table caps --prefix at 64 characters, so nothing is cut. */
 static void function_names(void)
 {
-    char fn[64];
+    char *fn = pg_node.fn_prefix;
     size_t i, n = strlen(pg_node.cfg.prefix);
-    for (i = 0; i < n && i < sizeof(fn) - 1; i++) {
+    for (i = 0; i < n && i < sizeof(pg_node.fn_prefix) - 1; i++) {
         char c = pg_node.cfg.prefix[i];
         int alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
         fn[i] = alnum ? c : '_';

@@ -24,7 +24,8 @@ typedef struct pg_node {
     struct lws_vhost    *vhost;
     pg_metrics_t         metrics;
     pg_jwt_keys_t       *jwt;          /* NULL when no key is configured */
-    char                 fn_publish[96];  /* "<prefix as identifier>publish" */
+    char                 fn_prefix[72];   /* the prefix as an identifier: non-alnum -> '_' */
+    char                 fn_publish[96];  /* fn_prefix + "publish" */
     char                 fn_history[96];
     long                 max_connections;
     int64_t              nconns;       /* WS + SSE connections held */

@@ -17,21 +17,14 @@ static pg_link_t cmd;
  * [A-Za-z0-9_.:-] by the option table, so it is safe inside a Lua string. */
 char *pg_rcmd_render_library(size_t *len)
 {
-    char fn[96], num[3][24];
+    char num[3][24];
     const char *keys[] = { "@PREFIX@", "@FN@", "@HISTORY_SIZE@", "@HISTORY_TTL@", "@MAX_BYTES@" };
     const char *vals[5];
-    size_t i, plen = strlen(pg_node.cfg.prefix);
 
-    for (i = 0; i < plen && i < sizeof(fn) - 1; i++) {
-        char ch = pg_node.cfg.prefix[i];
-        int alnum = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9');
-        fn[i] = alnum ? ch : '_';
-    }
-    fn[i] = '\0';
     snprintf(num[0], sizeof(num[0]), "%u", pg_node.cfg.history_size);
     snprintf(num[1], sizeof(num[1]), "%u", pg_node.cfg.history_ttl);
     snprintf(num[2], sizeof(num[2]), "%zu", pg_node.cfg.max_message_bytes);
-    vals[0] = pg_node.cfg.prefix; vals[1] = fn;
+    vals[0] = pg_node.cfg.prefix; vals[1] = pg_node.fn_prefix;
     vals[2] = num[0]; vals[3] = num[1]; vals[4] = num[2];
 
     pg_buf_t b = PG_BUF_INIT;
