@@ -291,16 +291,23 @@ local function trimmed_by_next_add(hkey, new_sid)
     return newest
 end
 
-local function publish(keys, args)
+-- Both functions take no keys and two arguments, the first a channel name:
+-- the error reply for calls that do not, or nil.
+local function bad_call(keys, args, usage)
     if #keys ~= 0 or #args ~= 2 then
-        return redis.error_reply('ERR wrong number of arguments: ' ..
-            'FCALL @FN@publish 0 <channel> <payload>')
+        return redis.error_reply('ERR wrong number of arguments: ' .. usage)
     end
-    local channel, payload = args[1], args[2]
-    if not valid_channel(channel) then
+    if not valid_channel(args[1]) then
         return redis.error_reply('ERR invalid channel name: ' ..
             'need 1..128 bytes of A-Z a-z 0-9 _ - . : @')
     end
+    return nil
+end
+
+local function publish(keys, args)
+    local bad = bad_call(keys, args, 'FCALL @FN@publish 0 <channel> <payload>')
+    if bad then return bad end
+    local channel, payload = args[1], args[2]
     if string.sub(channel, 1, 1) == '_' then
         return redis.error_reply('ERR channel names starting with _ are reserved')
     end
@@ -331,15 +338,9 @@ local function publish(keys, args)
 end
 
 local function history(keys, args)
-    if #keys ~= 0 or #args ~= 2 then
-        return redis.error_reply('ERR wrong number of arguments: ' ..
-            'FCALL_RO @FN@history 0 <channel> <since>')
-    end
+    local bad = bad_call(keys, args, 'FCALL_RO @FN@history 0 <channel> <since>')
+    if bad then return bad end
     local channel, since = args[1], args[2]
-    if not valid_channel(channel) then
-        return redis.error_reply('ERR invalid channel name: ' ..
-            'need 1..128 bytes of A-Z a-z 0-9 _ - . : @')
-    end
     if not string.find(since, '^%d+$') or #since > 19 then
         return redis.error_reply('ERR since must be a decimal id')
     end
