@@ -8,6 +8,8 @@
 # SETs (default: all but nchan):
 #   calibrate  the machine's floor: pushgate-bench --calibrate at 1k and 10k
 #   memory     (a) idle WebSocket connections: 1k, 10k, 19k; server RSS per connection
+#   light      10k conns x 2 msg/s: one frame queued per connection per message,
+#              the case to hold against the floor (calibrate) in CPU and p99
 #   broadcast  (b) 1k conns x 1000 msg/s, (c) 10k conns x 50 msg/s, raw PUBLISH
 #   users      (d) 10k users (one connection each), 1000 msg/s to random users
 #   sse        (e) (b) and (c) over Server-Sent Events
@@ -16,7 +18,7 @@
 #   api        (f') (b) and (c) on pushgate published with POST /api/publish: the
 #              same publish path as Nchan's, for the comparison
 #   smoke      1k WS conns, 100 msg/s for 5 s (the quick check)
-#   all        calibrate memory broadcast users sse api nchan
+#   all        calibrate memory light broadcast users sse api nchan
 #
 # options:
 #   -g PATH    the pushgate binary (default build/gateway/pushgate)
@@ -48,8 +50,8 @@ while getopts "g:b:o:d:kh" opt; do
 done
 shift $((OPTIND - 1))
 SETS=("$@")
-[ ${#SETS[@]} -eq 0 ] && SETS=(calibrate memory broadcast users sse)
-if [ "${SETS[0]}" = all ]; then SETS=(calibrate memory broadcast users sse api nchan); fi
+[ ${#SETS[@]} -eq 0 ] && SETS=(calibrate memory light broadcast users sse)
+if [ "${SETS[0]}" = all ]; then SETS=(calibrate memory light broadcast users sse api nchan); fi
 
 [ -n "$GW" ] || GW=$ROOT/build/gateway/pushgate
 if [ -z "$BENCH" ]; then
@@ -247,6 +249,10 @@ for set in "${SETS[@]}"; do
         for n in 1000 10000 19000; do
             gw_run "a-idle-ws-$n" --transport ws --path /ws -c "$n" --idle 5 --timeout 90
         done
+        ;;
+    light)
+        gw_run "light-ws-10k-2" --transport ws --path /ws -c 10000 \
+            --publish raw --rate 2 --duration "$DUR" --timeout "$T"
         ;;
     broadcast)
         gw_run "b-broadcast-ws-1k-1000" --transport ws --path /ws -c 1000 \

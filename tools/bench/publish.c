@@ -195,6 +195,9 @@ static int redis_send(publisher_t *p, uint64_t seq)
         r = redisAsyncCommand(p->ac, redis_reply_cb, p, "FCALL %s 0 %s %b", p->o->fnname, ch, p->buf, n);
     if (r != REDIS_OK)
         return -1;
+    /* write it now: t says when the command left, and hiredis would
+     * otherwise wait for the next loop iteration's EV_WRITE */
+    redisAsyncHandleWrite(p->ac);
     p->inflight++;
     return 0;
 }
@@ -383,18 +386,35 @@ static int parse_http_url(publisher_t *p, const char *url)
 
 /* ---- rate clock ---- */
 
+/* Message seq is due seq/rate seconds after t0. A tick that comes a little
+ * early (libevent measures timeouts from its cached loop time) still sends
+ * what is due within SLACK_NS, or two messages would share the next tick. */
+#define SLACK_NS 200000ull
+
+static uint64_t due_ns(const publisher_t *p, uint64_t seq)
+{
+    return (uint64_t)((double)seq * 1e9 / p->o->rate);
+}
+
+/* Arm the one-shot tick for the next message's due time; faster rates than
+ * one per 100 us send several per tick, still at their own due times. */
+static void arm_tick(publisher_t *p, uint64_t now)
+{
+    uint64_t next = p->t0 + due_ns(p, p->sent), wait = next > now ? next - now : 0;
+    if (wait < 100000)
+        wait = 100000;
+    struct timeval tv = {(time_t)(wait / 1000000000u), (suseconds_t)(wait % 1000000000u / 1000u)};
+    event_base_update_cache_time(p->base);
+    evtimer_add(p->tick, &tv);
+}
+
 static void pump(publisher_t *p)
 {
     const bench_opts_t *o = p->o;
     if (!p->started || p->stopped || p->failed)
         return;
-    uint64_t total = (uint64_t)o->messages, due = total;
-    if (o->rate > 0) {
-        due = (uint64_t)((double)(mono_ns() - p->t0) * 1e-9 * o->rate) + 1;
-        if (due > total)
-            due = total;
-    }
-    while (p->sent < due) {
+    uint64_t total = (uint64_t)o->messages, now = mono_ns();
+    while (p->sent < total && (o->rate <= 0 || p->t0 + due_ns(p, p->sent) <= now + SLACK_NS)) {
         uint64_t seq = p->sent;
         if (o->publish == PUB_RAW || o->publish == PUB_FCALL) {
             if (!p->ac || p->inflight >= (uint64_t)o->window || redis_send(p, seq) < 0)
@@ -411,8 +431,10 @@ static void pump(publisher_t *p)
         if (p->sent_cb)
             p->sent_cb(p->sent_arg, seq);
     }
-    if (p->sent >= total && p->tick)
-        evtimer_del(p->tick);
+    /* Paced: wake at the next due time. Unpaced, or held back by the
+     * window, replies and answers pump again. */
+    if (p->sent < total && o->rate > 0 && !evtimer_pending(p->tick, NULL))
+        arm_tick(p, mono_ns());
 }
 
 static void tick_cb(evutil_socket_t fd, short what, void *arg)
@@ -436,7 +458,7 @@ publisher_t *pub_new(const bench_opts_t *o, struct event_base *base,
     p->done_arg = arg;
     p->bufcap = (size_t)o->size + 1024;
     p->buf = malloc(p->bufcap);
-    p->tick = event_new(base, -1, EV_PERSIST, tick_cb, p);
+    p->tick = evtimer_new(base, tick_cb, p);
     if (!p->buf || !p->tick)
         goto err;
     if (o->publish == PUB_RAW || o->publish == PUB_FCALL) {
@@ -469,18 +491,10 @@ err:
 
 void pub_start(publisher_t *p, void (*sent_cb)(void *, uint64_t), void *arg)
 {
-    const bench_opts_t *o = p->o;
     p->sent_cb = sent_cb;
     p->sent_arg = arg;
     p->started = 1;
     p->t0 = mono_ns();
-    /* Tick at the message spacing, but not below 100 us: faster rates send
-     * several messages per tick, still spread evenly over the second. */
-    double us = o->rate > 0 ? 1e6 / o->rate : 1000;
-    if (us < 100)
-        us = 100;
-    struct timeval tv = {(time_t)(us / 1e6), (suseconds_t)((long)us % 1000000)};
-    evtimer_add(p->tick, &tv);
     pump(p);
     check_done(p);
 }
