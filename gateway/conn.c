@@ -167,6 +167,10 @@ int pg_conn_sse_begin(pg_conn_t *c)
      * lws_rx_flow_control(wsi, 0) against the hang-up spin described in
      * server.c: with rx flow off lws 4.1 stops WRITEABLE callbacks too.) */
     lws_http_headers_detach(wsi);
+    /* lws armed PENDING_TIMEOUT_HTTP_CONTENT (timeout_secs) when it handed us
+     * the request; a stream is meant to outlive it, or every SSE client is
+     * cut off after 10 s, busy or not */
+    lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
     pg_hangup_watch(c);
     return 0;
 }

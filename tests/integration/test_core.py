@@ -150,6 +150,30 @@ def test_sse_response_headers(gateway):
     run(scenario())
 
 
+def test_sse_stream_outlives_the_request_timeout(gateway, rds):
+    """lws gives every HTTP request a 10 s content timeout (the node's
+    timeout_secs); a stream must not inherit it. Streams used to end,
+    cleanly, 10 s after they opened, whatever they were carrying."""
+    async def scenario():
+        ws = await ws_connect(gateway)   # the control: WebSocket has no such limit
+        c = await sse_connect(gateway)
+        try:
+            opened = time.monotonic()
+            i = 0
+            while time.monotonic() - opened < 12.5:
+                i += 1
+                rds.publish("pushgate:broadcast", json.dumps({"data": {"i": i}}))
+                assert (await c.next_json())[1]["data"] == {"i": i}
+                assert (await ws.recv_json())["data"] == {"i": i}
+                await asyncio.sleep(0.5)   # the point of the test is time passing
+            assert i >= 20
+        finally:
+            await c.close()
+            await ws.close()
+
+    run(scenario())
+
+
 def test_payload_that_is_not_an_envelope_is_delivered_as_data(gateway, rds):
     async def scenario():
         c = await ws_connect(gateway)
