@@ -5,7 +5,14 @@
  * to each of the N sockets with write(2), then 8 frames per write(2). Sender
  * CPU comes from getrusage (and CLOCK_PROCESS_CPUTIME_ID), wall time from
  * CLOCK_MONOTONIC, and "all delivered" from the child's clock (the same
- * CLOCK_MONOTONIC) when it has read every byte of the round. */
+ * CLOCK_MONOTONIC) when it has read every byte of the round.
+ *
+ * Then the relay: the floor of user-targeted traffic, where each message
+ * arrives alone and goes to one connection. A feeder process writes a small
+ * message every 1/RELAY_RATE s over one loopback TCP connection (Redis's
+ * place); the sender, asleep in epoll_wait, wakes, reads it and writes one
+ * frame to one of the N connections. Its CPU per message is what one
+ * wake-up, one read and one write cost on this machine. */
 #include "bench.h"
 
 #include <arpa/inet.h>
@@ -209,6 +216,93 @@ static json_object *summarize(round_t *rs, int rounds, long n, int per_write)
     return o;
 }
 
+#define RELAY_RATE 1000
+#define RELAY_MSGS 2000
+#define RELAY_REC 64   /* bytes per fed message */
+
+/* The feeder: RELAY_MSGS records, each at its own due time, then EOF. */
+static void feeder(int fd, int cpu) __attribute__((noreturn));
+static void feeder(int fd, int cpu)
+{
+    pin(cpu);
+    char rec[RELAY_REC];
+    memset(rec, 'x', sizeof rec);
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    for (long i = 0; i < RELAY_MSGS; i++) {
+        t.tv_nsec += 1000000000L / RELAY_RATE;
+        if (t.tv_nsec >= 1000000000L) {
+            t.tv_nsec -= 1000000000L;
+            t.tv_sec++;
+        }
+        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &t, NULL) == EINTR)
+            ;
+        if (write_full(fd, rec, sizeof rec) < 0)
+            _exit(1);
+    }
+    _exit(0);
+}
+
+/* Relay until the feeder's EOF: wake, read, write one frame to connection
+ * i % n. Returns the messages relayed; *cpu_us and *wakes are filled. */
+static long relay(int *fds, long n, const char *frame, size_t flen, int cpu_feed,
+                  double *cpu_us, long *wakes)
+{
+    /* one loopback TCP connection, as Redis's would be */
+    int sp[2], one = 1, lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    socklen_t sl = sizeof sa;
+    sa.sin_addr.s_addr = htonl(0x7f000001);
+    sp[1] = socket(AF_INET, SOCK_STREAM, 0);
+    if (lfd < 0 || sp[1] < 0 || bind(lfd, (struct sockaddr *)&sa, sizeof sa) < 0 ||
+        listen(lfd, 1) < 0 || getsockname(lfd, (struct sockaddr *)&sa, &sl) < 0 ||
+        connect(sp[1], (struct sockaddr *)&sa, sizeof sa) < 0 ||
+        (sp[0] = accept(lfd, NULL, NULL)) < 0)
+        return -1;
+    close(lfd);
+    setsockopt(sp[1], IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        close(sp[0]);
+        feeder(sp[1], cpu_feed);
+    }
+    close(sp[1]);
+    int ep = epoll_create1(0);
+    struct epoll_event ev = {.events = EPOLLIN}, out[4];
+    ev.data.fd = sp[0];
+    epoll_ctl(ep, EPOLL_CTL_ADD, sp[0], &ev);
+    char buf[RELAY_REC * 64];
+    size_t have = 0;
+    long msgs = 0;
+    *wakes = 0;
+    uint64_t c0 = cpu_ns();
+    for (;;) {
+        int k = epoll_wait(ep, out, 4, -1);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0)
+            break;
+        (*wakes)++;
+        ssize_t r = read(sp[0], buf + have, sizeof buf - have);
+        if (r <= 0)
+            break;
+        have += (size_t)r;
+        for (; have >= RELAY_REC; have -= RELAY_REC) {
+            if (write(fds[msgs % n], frame, flen) != (ssize_t)flen)
+                goto out;
+            msgs++;
+        }
+    }
+out:
+    *cpu_us = (double)(cpu_ns() - c0) / 1e3;
+    close(ep);
+    close(sp[0]);
+    waitpid(pid, NULL, 0);
+    return msgs;
+}
+
 int calibrate_main(const bench_opts_t *o)
 {
     long n = o->connections;
@@ -307,6 +401,11 @@ int calibrate_main(const bench_opts_t *o)
         if (one_round(fds, n, batch, flen * BATCH, ctl, &sent_total, &batched[r]) < 0)
             goto fail;
     }
+    double relay_cpu = 0;
+    long relay_wakes = 0;
+    long relayed = relay(fds, n, frame, flen, o->cal_cpu_recv, &relay_cpu, &relay_wakes);
+    if (relayed < RELAY_MSGS)
+        goto fail;
     for (long i = 0; i < n; i++)
         close(fds[i]);
     close(ctl);
@@ -326,6 +425,12 @@ int calibrate_main(const bench_opts_t *o)
     json_object_object_add(j, "setup_s", jd(setup_s, 3));
     json_object_object_add(j, "single", summarize(single, rounds, n, 1));
     json_object_object_add(j, "batched8", summarize(batched, rounds, n, BATCH));
+    json_object *rj = json_object_new_object();
+    json_object_object_add(rj, "rate", json_object_new_int(RELAY_RATE));
+    json_object_object_add(rj, "messages", json_object_new_int64(relayed));
+    json_object_object_add(rj, "wakeups_per_msg", jd((double)relay_wakes / (double)relayed, 3));
+    json_object_object_add(rj, "cpu_us_per_msg", jd(relay_cpu / (double)relayed, 3));
+    json_object_object_add(j, "relay", rj);
     printf("%s\n", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN));
     json_object_put(j);
     free(single);
