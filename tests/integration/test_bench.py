@@ -1,0 +1,491 @@
+"""pushgate-bench (tools/bench) against a real redis-server and real pushgate
+nodes: what a user of the bench reads in its one JSON line on stdout, its
+progress lines on stderr and its exit code.
+
+The bench is $PUSHGATE_BENCH_BIN (ctest sets it) or build/tools/bench/
+pushgate-bench; when neither exists every test here fails, naming the path.
+Runs are small (a few hundred connections, a second or two of publishing)
+and each is bounded by the bench's own --timeout; no test asserts a
+performance number, only counts, orderings and signs.
+
+Where the bench's word alone would prove little, the test looks on its own:
+the gateway's /metrics delivery counter, a redis-py subscriber on the
+channels the bench publishes to (message spacing, which user got what).
+
+Two bench bugs are known and marked xfail at the very end of the tests that
+meet them, after every other assertion has passed: a clean run with
+--procs > 1 often reports dup_check:false (xfail_dup_check_race), and a
+run that lost its node exits 0 with ok:false. When either is fixed the
+test simply passes."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+import pgtest
+from pgtest import API_KEY, REPO, metric_value, wait_until
+
+SECRET = "bench-secret"
+
+
+def bench_bin():
+    """Path of pushgate-bench; fails the calling test when it is missing."""
+    env = os.environ.get("PUSHGATE_BENCH_BIN")
+    path = env or str(REPO / "build" / "tools" / "bench" / "pushgate-bench")
+    if not os.access(path, os.X_OK):
+        how = ("$PUSHGATE_BENCH_BIN" if env else
+               "the default path (set PUSHGATE_BENCH_BIN, or build with "
+               "-DPG_BUILD_BENCH=ON)")
+        pytest.fail(f"pushgate-bench not found or not executable at {path} "
+                    f"({how})", pytrace=False)
+    return path
+
+
+class BenchResult:
+    def __init__(self, rc, stdout, stderr, elapsed):
+        self.rc = rc
+        self.stdout = stdout
+        self.stderr = stderr
+        self.elapsed = elapsed
+        lines = stdout.splitlines()
+        assert len(lines) == 1, (f"expected one JSON line on stdout, got "
+                                 f"{len(lines)} (exit {rc}):\n{stdout}\n"
+                                 f"stderr:\n{stderr[-3000:]}")
+        self.report = json.loads(lines[0])
+
+    def __repr__(self):
+        return f"<bench exit {self.rc} in {self.elapsed:.2f}s: {self.stdout.strip()}>"
+
+
+class Bench:
+    """One pushgate-bench process. stderr (its progress lines) goes to a log
+    file that conftest attaches to a failing test's report."""
+
+    def __init__(self, tmpdir, args, n, port=None):
+        self.args = [str(a) for a in args]
+        self.logfile = tmpdir / f"bench{n}.stderr"
+        self.port = port
+        self.proc = None
+        self.t0 = None
+
+    def start(self):
+        binary = bench_bin()
+        with open(self.logfile, "wb") as err:
+            self.proc = subprocess.Popen([binary] + self.args,
+                                         stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.PIPE, stderr=err)
+        self.t0 = time.monotonic()
+        return self
+
+    def stderr(self):
+        return pgtest.tail(self.logfile, 100000)
+
+    def finish(self, timeout):
+        """Wait for the exit (timeout: seconds, past the bench's own
+        --timeout); returns a BenchResult."""
+        try:
+            out, _ = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"pushgate-bench still running after {timeout}s "
+                                 f"(its --timeout should have ended it):\n"
+                                 f"{self.stderr()[-3000:]}")
+        return BenchResult(self.proc.returncode, out.decode(), self.stderr(),
+                           time.monotonic() - self.t0)
+
+    def kill(self):
+        """Stop by PID; its workers exit on their own when the coordinator's
+        socketpair closes."""
+        if self.proc is not None and self.proc.poll() is None:
+            pgtest.stop_process(self.proc, signal.SIGKILL, timeout=10)
+
+
+@pytest.fixture
+def bench(tmp_path):
+    """bench(args, port=None) -> a started Bench; bench.run(args) runs one to
+    completion. Every bench still running at teardown is killed by PID."""
+    runs = []
+
+    def start(args, port=None):
+        b = Bench(tmp_path, args, len(runs) + 1, port)
+        runs.append(b)
+        pgtest.ACTIVE.append(b)
+        return b.start()
+
+    def run(args, timeout=None, port=None):
+        """Run to completion; the Python-side deadline is the bench's
+        --timeout plus its collect phase (10 s) and some slack."""
+        args = [str(a) for a in args]
+        t = float(args[args.index("--timeout") + 1]) if "--timeout" in args else 60
+        return start(args, port).finish(timeout or t + 20)
+
+    start.run = run
+    try:
+        yield start
+    finally:
+        for b in runs:
+            b.kill()
+            if b in pgtest.ACTIVE:
+                pgtest.ACTIVE.remove(b)
+
+
+def gw_args(gw, transport="ws"):
+    """--url and --redis-url for a node (its Redis is the test's)."""
+    url = gw.ws_url() if transport == "ws" else gw.url("http", "/sse")
+    return ["--url", url, "--redis-url", gw.redis.url]
+
+
+def subscribed(rds, channels=(), patterns=()):
+    """A redis-py PubSub whose every (P)SUBSCRIBE Redis has confirmed."""
+    ps = rds.pubsub()
+    if patterns:
+        ps.psubscribe(*patterns)
+    if channels:
+        ps.subscribe(*channels)
+    want, got = len(channels) + len(patterns), []
+
+    def confirmed():
+        m = ps.get_message(timeout=0.2)
+        if m and m["type"] in ("subscribe", "psubscribe"):
+            got.append(m)
+        return len(got) == want
+    wait_until(confirmed, 5, msg="Redis to confirm the subscriptions")
+    return ps
+
+
+def xfail_dup_check_race(res):
+    """Call last. A known bench bug: with --procs > 1 the report often says
+    dup_check:false although every worker kept its bitmaps and answered.
+    A worker sends its result then exits; when the coordinator reads that
+    EOF before the last worker's result, worker_gone() marks it dead, and
+    report() turns dup_check off for any dead worker (main.c)."""
+    d = res.report["deliveries"]
+    if d["dup_check"] is not True:
+        pytest.xfail("pushgate-bench bug: dup_check:false on a clean "
+                     "multi-process run (a worker's EOF after its result "
+                     "marks it dead)")
+
+
+def check_latency(r):
+    """Latency histogram: one sample per delivery, quantiles in order."""
+    lat = r["latency_ms"]
+    assert lat["count"] == r["deliveries"]["received"], lat
+    assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= \
+        lat["p999"] <= lat["max"], lat
+    assert lat["min"] <= lat["mean"] <= lat["max"], lat
+
+
+def check_clean_run(res, connections, messages, procs=1):
+    """Everything a user reads from a run in which nothing went wrong:
+    exit 0, ok, every connection up, every message delivered once to each.
+    With procs > 1, dup_check is left to xfail_dup_check_race()."""
+    r = res.report
+    assert res.rc == 0, res
+    assert r["tool"] == "pushgate-bench" and r["mode"] == "run", r
+    assert r["ok"] is True and r["timed_out"] is False, r
+    c = r["connect"]
+    assert (c["attempted"], c["connected"], c["failed"]) == \
+        (connections, connections, 0), c
+    assert c["disconnects"] == 0 and c["server_closes"] == 0, c
+    assert c["handshake_ms"]["count"] == connections, c
+    p = r["publish"]
+    assert (p["sent"], p["answered"], p["errors"]) == (messages, messages, 0), p
+    d = r["deliveries"]
+    assert d["lost"] == 0 and d["loss_pct"] == 0, d
+    assert d["duplicates"] == 0, d
+    if procs == 1:
+        assert d["dup_check"] is True, d
+    assert d["received"] == d["expected"], d
+    assert d["unparsed"] == 0 and d["stale"] == 0, d
+    check_latency(r)
+
+
+# --------------------------------------------------------------------------
+# 1. WebSocket broadcast through Redis PUBLISH
+
+
+def test_ws_broadcast_raw_publish(gateway_factory, bench):
+    gw = gateway_factory(["--api-key", API_KEY])
+    n, msgs = 300, 20
+    res = bench.run(gw_args(gw) + [
+        "-c", n, "--procs", 2, "--sources", 2, "--publish", "raw",
+        "--rate", 20, "--duration", 1, "--server-pid", gw.pid, "--timeout", 30],
+        port=gw.port)
+    check_clean_run(res, n, msgs, procs=2)
+    r = res.report
+    prm = r["params"]
+    assert (prm["transport"], prm["connections"], prm["procs"], prm["sources"],
+            prm["publish"], prm["messages"], prm["channel"]) == \
+        ("ws", n, 2, 2, "raw", msgs, "broadcast"), prm
+    d = r["deliveries"]
+    assert d["expected"] == d["received"] == n * msgs, d
+    assert d["out_of_order"] == 0 and d["frames"] == d["received"], d
+    assert d["sse_ids"] == 0, d
+    # The gateway's own count of frames handed to WebSocket sockets agrees.
+    assert metric_value(gw.metrics(), "pushgate_deliveries_total",
+                        {"transport": "ws"}) == n * msgs
+
+    s = r["server"]
+    assert s["pids"] == [gw.pid], s
+    assert s["rss_kb_before"] > 0 and s["rss_kb_connected"] > 0, s
+    assert s["rss_kb_per_conn"] > 0, s
+    # schedstat is exact; cpu_s comes from 10 ms clock ticks and a light
+    # one-second run may honestly round to 0 (seen: 0.010), so only >= 0.
+    assert s["sched_cpu_s"] > 0 and s["sched_cpu_us_per_delivery"] > 0, s
+    assert s["cpu_window_s"] > 0 and s["sched_wait_s"] >= 0, s
+    assert s["cpu_s"] >= 0 and s["cpu_us_per_delivery"] >= 0, s
+    assert s["cpu_us_per_message"] >= 0 and s["cpu_pct"] >= 0, s
+    xfail_dup_check_race(res)
+
+
+# --------------------------------------------------------------------------
+# 2. SSE, published with FCALL and with POST /api/publish
+
+
+@pytest.mark.parametrize("mode", ["fcall", "api"])
+def test_sse_broadcast(gateway_factory, bench, mode):
+    gw = gateway_factory(["--api-key", API_KEY])
+    n, msgs = 100, 20
+    extra = ["--api-key", API_KEY] if mode == "api" else []
+    res = bench.run(gw_args(gw, "sse") + extra + [
+        "-c", n, "--publish", mode, "--rate", 20, "--duration", 1,
+        "--server-pid", gw.pid, "--timeout", 30], port=gw.port)
+    check_clean_run(res, n, msgs)
+    r = res.report
+    assert r["params"]["transport"] == "sse" and r["params"]["publish"] == mode
+    d = r["deliveries"]
+    assert d["expected"] == d["received"] == n * msgs, d
+    # Both paths store the message and give it an id: one id: line each.
+    assert d["sse_ids"] == d["received"], d
+    if mode == "fcall":
+        assert d["out_of_order"] == 0, d
+    # (api: 8 keep-alive publishers race, out_of_order is expected there)
+    m = gw.metrics()
+    assert metric_value(m, "pushgate_deliveries_total", {"transport": "sse"}) == n * msgs
+    api_200 = metric_value(m, "pushgate_publish_requests_total", {"code": "200"}) or 0
+    assert api_200 == (msgs if mode == "api" else 0), m
+    assert r["server"]["rss_kb_per_conn"] > 0, r["server"]
+
+
+# --------------------------------------------------------------------------
+# 3. User-targeted delivery
+
+
+def test_user_random_each_message_to_one_user(gateway_factory, bench, rds):
+    gw = gateway_factory(["--jwt-secret", SECRET])  # no anonymous: tokens must work
+    n, users, msgs = 200, 50, 40
+    per_user = n // users
+
+    # Independently: which user channel each message was published on.
+    ps = subscribed(rds, patterns=["pushgate:user:*"], channels=["pushgate:broadcast"])
+    seen = []
+
+    res = bench.run(gw_args(gw) + [
+        "-c", n, "--procs", 2, "--users", users, "--jwt-secret", SECRET,
+        "--channel", "user-random", "--publish", "fcall", "--rate", 40,
+        "--duration", 1, "--timeout", 30], port=gw.port)
+
+    def drain():
+        while True:
+            m = ps.get_message(timeout=0.1)
+            if m is None:
+                return len(seen) >= msgs
+            if m["type"] in ("message", "pmessage"):
+                seq = re.search(r'"seq":(\d+)', m["data"])
+                if seq:
+                    seen.append((m["channel"], int(seq.group(1))))
+    wait_until(drain, 10, msg=f"{msgs} messages seen on the user channels")
+    ps.close()
+
+    check_clean_run(res, n, msgs, procs=2)
+    r = res.report
+    assert r["params"]["users"] == users and r["params"]["auth"] == "jwt-hs256", r
+    assert sorted(s for _, s in seen) == list(range(msgs)), seen
+    chans = [c for c, _ in seen]
+    assert all(re.fullmatch(r"pushgate:user:u(\d+)", c) and
+               int(c.rsplit("u", 1)[1]) < users for c in chans), chans
+    assert len(set(chans)) > 1, chans  # a random user per message
+    d = r["deliveries"]
+    # Each message reaches exactly the connections of its one user: an
+    # over-delivery would show as received > expected (ok does not check it).
+    assert d["expected"] == d["received"] == msgs * per_user, d
+    assert d["out_of_order"] == 0, d
+    xfail_dup_check_race(res)
+
+
+# --------------------------------------------------------------------------
+# 4. Pacing: messages leave evenly spaced
+
+
+def test_rate_spaces_messages_evenly(gateway_factory, bench, rds):
+    """--rate 5: one message every 200 ms, seen by a Redis subscriber.
+    Until 9313fbf the tick could fire a hair before the due time and the
+    messages left in pairs (0 ms, 400 ms gaps). That showed only when the
+    coordinator did work between libevent's cached loop time and the rate
+    clock's start, e.g. sampling --server-pid: without it the old code
+    spaced evenly here, with it every run showed pairs. Hence --server-pid."""
+    gw = gateway_factory(["--api-key", API_KEY])
+    rate, msgs, n = 5, 10, 20
+    ps = subscribed(rds, channels=["pushgate:broadcast"])
+    arrivals = []
+    stop = threading.Event()
+
+    def listen():
+        while not stop.is_set():
+            m = ps.get_message(timeout=0.05)
+            if m and m["type"] == "message":
+                t = time.monotonic()
+                seq = re.search(r'"seq":(\d+)', m["data"])
+                arrivals.append((t, int(seq.group(1)) if seq else None))
+
+    th = threading.Thread(target=listen, daemon=True)
+    th.start()
+    try:
+        res = bench.run(gw_args(gw) + [
+            "-c", n, "--publish", "raw", "--rate", rate, "--duration", 2,
+            "--server-pid", gw.pid, "--timeout", 30], port=gw.port)
+        wait_until(lambda: len(arrivals) >= msgs, 5, msg=f"{msgs} messages")
+        time.sleep(0.3)  # anything extra would arrive now, not later
+    finally:
+        stop.set()
+        th.join(5)
+        ps.close()
+
+    check_clean_run(res, n, msgs)
+    assert [s for _, s in arrivals] == list(range(msgs)), arrivals
+    period = 1.0 / rate
+    gaps = [round((b - a) * 1000, 1) for (a, _), (b, _) in zip(arrivals, arrivals[1:])]
+    bad = [g for g in gaps if not 0.5 * period * 1000 <= g <= 1.5 * period * 1000]
+    assert not bad, f"gaps (ms) outside 100..300: {gaps}"
+    assert res.report["publish"]["per_s"] == pytest.approx(rate, rel=0.1), res.report["publish"]
+
+
+# --------------------------------------------------------------------------
+# 5. A node dying mid-run is reported
+
+
+def test_node_killed_mid_run_is_reported(gateway_factory, bench):
+    gw = gateway_factory(["--api-key", API_KEY])
+    n, msgs = 100, 60
+    b = bench(gw_args(gw) + [
+        "-c", n, "--publish", "raw", "--rate", 20, "--duration", 3,
+        "--drain", 1, "--server-pid", gw.pid, "--timeout", 30], port=gw.port)
+
+    def conns():
+        return metric_value(gw.metrics(), "pushgate_connections", {"transport": "ws"})
+    wait_until(lambda: conns() == n, 15, msg=f"{n} bench connections on the node")
+    # Kill once deliveries are flowing: the progress line (once a second)
+    # shows received > 0 in the publish phase.
+    wait_until(lambda: re.search(r"publish\s*\] open \d+, .*received [1-9]", b.stderr()),
+               15, msg="a progress line with deliveries")
+    os.kill(gw.pid, signal.SIGKILL)
+    gw.proc.wait(timeout=10)
+    res = b.finish(timeout=45)
+    r = res.report
+
+    assert res.rc not in (2, 3), res  # neither bad usage nor a timeout
+    assert r["ok"] is False and r["timed_out"] is False, r
+    c = r["connect"]
+    assert c["connected"] == n and c["failed"] == 0, c
+    # kill -9 sends no close frame: every connection just drops
+    assert c["disconnects"] == n and c["server_closes"] == 0, c
+    p = r["publish"]
+    assert (p["sent"], p["errors"]) == (msgs, 0), p  # Redis stayed up
+    d = r["deliveries"]
+    assert d["expected"] == n * msgs, d
+    assert 0 < d["received"] < d["expected"], d
+    assert d["lost"] == d["expected"] - d["received"] and d["loss_pct"] > 0, d
+    assert d["duplicates"] == 0 and d["dup_check"] is True, d
+    check_latency(r)
+    assert re.search(r"\] open 0, ", res.stderr), res.stderr  # progress shows it
+    if res.rc == 0:
+        # main.c returns 3 (timed out), 4 (no publisher) or 0: a run that
+        # lost every connection and 'ok':false still exits 0.
+        pytest.xfail("pushgate-bench exits 0 on a failed run (ok:false, "
+                     f"{d['lost']} lost, {c['disconnects']} disconnects); only "
+                     "the JSON tells")
+
+
+# --------------------------------------------------------------------------
+# 6. --timeout bounds a run
+
+
+def test_timeout_bounds_the_run(gateway_factory, bench):
+    gw = gateway_factory(["--api-key", API_KEY])
+    n = 50
+    res = bench.run(gw_args(gw) + ["-c", n, "--publish", "raw", "--duration", 30,
+                                   "--timeout", 3], port=gw.port)
+    r = res.report
+    assert res.rc == 3, res
+    assert r["timed_out"] is True and r["ok"] is False, r
+    assert 3 <= r["seconds"] < 8 and res.elapsed < 10, (r["seconds"], res.elapsed)
+    assert r["params"]["messages"] == 3000 and r["params"]["timeout"] == 3, r["params"]
+    assert r["connect"]["connected"] == n, r["connect"]
+    p = r["publish"]
+    assert 0 < p["sent"] < 3000 and p["errors"] == 0, p
+    d = r["deliveries"]
+    # expected covers what was sent, not the 3000 planned
+    assert d["expected"] == n * p["sent"], d
+    assert 0 < d["received"] <= d["expected"] and d["duplicates"] == 0, d
+    assert "timeout (3 s) in phase publish" in res.stderr, res.stderr
+
+
+# --------------------------------------------------------------------------
+# 7. --calibrate: the machine's floor, no server
+
+
+def test_calibrate(bench):
+    res = bench.run(["--calibrate", "--connections", 200], timeout=60)
+    r = res.report
+    assert res.rc == 0, res
+    assert r["tool"] == "pushgate-bench" and r["mode"] == "calibrate", r
+    assert r["connections"] == 200, r
+    for name, fpw in (("single", 1), ("batched8", 8)):
+        x = r[name]
+        assert x["frames_per_write"] == fpw, x
+        assert x["cpu_us_per_send"] > 0 and x["cpu_us_per_msg"] > 0, x
+        assert x["cpu_us_per_msg"] * fpw == pytest.approx(x["cpu_us_per_send"], abs=0.01), x
+        assert x["wall_us_per_send"] > 0 and x["sends_per_s"] > 0, x
+        assert x["cpu_us_per_send_min"] <= x["cpu_us_per_send"] <= x["cpu_us_per_send_max"], x
+
+
+# --------------------------------------------------------------------------
+# 8. Bad usage
+
+
+# Every case also points the bench at port 1 with a short --timeout, so a
+# case that parsed by mistake ends quickly and touches nothing.
+@pytest.mark.parametrize("args,message", [
+    (["--no-such-option"], "unrecognized option '--no-such-option'"),
+    (["--url"], "option '--url' requires an argument"),
+    (["--publish", "raw"], "--publish raw needs --messages or --duration"),
+    (["--publish", "carrier-pigeon"], "bad --publish carrier-pigeon"),
+    (["--channel", "user-random"], "--channel user-random needs --users"),
+    (["--users", "5", "--channel", "user-random"],
+     "a user channel needs --jwt-secret or --user-tokens"),
+    (["-c", "many"], "bad value for --connections: many"),
+    (["stray"], "unexpected argument stray"),
+], ids=["unknown-option", "missing-value", "publish-without-count",
+        "bad-publish-mode", "user-random-without-users",
+        "user-channel-without-tokens", "bad-number", "stray-argument"])
+def test_bad_usage_exits_2(args, message):
+    cmd = [bench_bin(), "--port", "1", "--timeout", "2"] + args
+    p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True,
+                       text=True, timeout=15)
+    assert p.returncode == 2, p
+    assert message in p.stderr, p.stderr
+    assert p.stdout == "", p.stdout  # no report, nothing to mistake for one
+
+
+def test_help_exits_0():
+    p = subprocess.run([bench_bin(), "--help"], stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=15)
+    assert p.returncode == 0, p
+    assert p.stdout.startswith("usage: pushgate-bench"), p.stdout
+    assert "--calibrate" in p.stdout and p.stderr == "", p
