@@ -197,11 +197,6 @@ static int ws_close(pg_conn_t *c, uint16_t code, const char *reason)
     return -1;
 }
 
-/* Write what is queued, coalesced: each message's WS view is a complete
- * pre-built frame (pg_msg.h) and its SSE view is plain text, so frames are
- * concatenated (up to COALESCE_MAX) and written raw in one lws_write: one
- * syscall for a burst instead of one per message. Returns -1 on a write
- * error, else 0; messages past COALESCE_MAX stay queued. */
 /* Write len bytes at buf. A plain socket gets one send(2), the common case
  * (lws_write would cost the same send plus, outside WRITEABLE, a poll(2) in
  * lws_send_pipe_choked to re-arm its back-to-back write check). Only a short
@@ -237,6 +232,11 @@ static int out_write(pg_conn_t *c, unsigned char *buf, size_t len)
     return rc;
 }
 
+/* Write what is queued, coalesced: each message's WS view is a complete
+ * pre-built frame (pg_msg.h) and its SSE view is plain text, so frames are
+ * concatenated (up to COALESCE_MAX) and written raw with one out_write: one
+ * syscall for a burst instead of one per message. Returns -1 on a write
+ * error, else 0; messages past COALESCE_MAX stay queued. */
 static int write_queue(pg_conn_t *c)
 {
     /* one thread writes, one write at a time: a static scratch is safe */
