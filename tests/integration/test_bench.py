@@ -12,11 +12,10 @@ Where the bench's word alone would prove little, the test looks on its own:
 the gateway's /metrics delivery counter, a redis-py subscriber on the
 channels the bench publishes to (message spacing, which user got what).
 
-Two bench bugs are known and marked xfail at the very end of the tests that
-meet them, after every other assertion has passed: a clean run with
---procs > 1 often reports dup_check:false (xfail_dup_check_race), and a
-run that lost its node exits 0 with ok:false. When either is fixed the
-test simply passes."""
+Two bench bugs these tests found are fixed and stay asserted: a clean run
+with --procs > 1 used to report dup_check:false (a worker's EOF right after
+its result marked it dead), and a run that lost its node exited 0 with
+ok:false (it now exits 1)."""
 
 import json
 import os
@@ -159,19 +158,6 @@ def subscribed(rds, channels=(), patterns=()):
     return ps
 
 
-def xfail_dup_check_race(res):
-    """Call last. A known bench bug: with --procs > 1 the report often says
-    dup_check:false although every worker kept its bitmaps and answered.
-    A worker sends its result then exits; when the coordinator reads that
-    EOF before the last worker's result, worker_gone() marks it dead, and
-    report() turns dup_check off for any dead worker (main.c)."""
-    d = res.report["deliveries"]
-    if d["dup_check"] is not True:
-        pytest.xfail("pushgate-bench bug: dup_check:false on a clean "
-                     "multi-process run (a worker's EOF after its result "
-                     "marks it dead)")
-
-
 def check_latency(r):
     """Latency histogram: one sample per delivery, quantiles in order."""
     lat = r["latency_ms"]
@@ -181,10 +167,10 @@ def check_latency(r):
     assert lat["min"] <= lat["mean"] <= lat["max"], lat
 
 
-def check_clean_run(res, connections, messages, procs=1):
+def check_clean_run(res, connections, messages):
     """Everything a user reads from a run in which nothing went wrong:
     exit 0, ok, every connection up, every message delivered once to each.
-    With procs > 1, dup_check is left to xfail_dup_check_race()."""
+"""
     r = res.report
     assert res.rc == 0, res
     assert r["tool"] == "pushgate-bench" and r["mode"] == "run", r
@@ -198,9 +184,7 @@ def check_clean_run(res, connections, messages, procs=1):
     assert (p["sent"], p["answered"], p["errors"]) == (messages, messages, 0), p
     d = r["deliveries"]
     assert d["lost"] == 0 and d["loss_pct"] == 0, d
-    assert d["duplicates"] == 0, d
-    if procs == 1:
-        assert d["dup_check"] is True, d
+    assert d["duplicates"] == 0 and d["dup_check"] is True, d
     assert d["received"] == d["expected"], d
     assert d["unparsed"] == 0 and d["stale"] == 0, d
     check_latency(r)
@@ -217,7 +201,7 @@ def test_ws_broadcast_raw_publish(gateway_factory, bench):
         "-c", n, "--procs", 2, "--sources", 2, "--publish", "raw",
         "--rate", 20, "--duration", 1, "--server-pid", gw.pid, "--timeout", 30],
         port=gw.port)
-    check_clean_run(res, n, msgs, procs=2)
+    check_clean_run(res, n, msgs)
     r = res.report
     prm = r["params"]
     assert (prm["transport"], prm["connections"], prm["procs"], prm["sources"],
@@ -241,7 +225,7 @@ def test_ws_broadcast_raw_publish(gateway_factory, bench):
     assert s["cpu_window_s"] > 0 and s["sched_wait_s"] >= 0, s
     assert s["cpu_s"] >= 0 and s["cpu_us_per_delivery"] >= 0, s
     assert s["cpu_us_per_message"] >= 0 and s["cpu_pct"] >= 0, s
-    xfail_dup_check_race(res)
+    assert res.report["deliveries"]["dup_check"] is True, res.report["deliveries"]
 
 
 # --------------------------------------------------------------------------
@@ -303,7 +287,7 @@ def test_user_random_each_message_to_one_user(gateway_factory, bench, rds):
     wait_until(drain, 10, msg=f"{msgs} messages seen on the user channels")
     ps.close()
 
-    check_clean_run(res, n, msgs, procs=2)
+    check_clean_run(res, n, msgs)
     r = res.report
     assert r["params"]["users"] == users and r["params"]["auth"] == "jwt-hs256", r
     assert sorted(s for _, s in seen) == list(range(msgs)), seen
@@ -313,10 +297,10 @@ def test_user_random_each_message_to_one_user(gateway_factory, bench, rds):
     assert len(set(chans)) > 1, chans  # a random user per message
     d = r["deliveries"]
     # Each message reaches exactly the connections of its one user: an
-    # over-delivery would show as received > expected (ok does not check it).
+    # over-delivery would show as received > expected (which ok also refuses).
     assert d["expected"] == d["received"] == msgs * per_user, d
     assert d["out_of_order"] == 0, d
-    xfail_dup_check_race(res)
+    assert res.report["deliveries"]["dup_check"] is True, res.report["deliveries"]
 
 
 # --------------------------------------------------------------------------
@@ -389,7 +373,6 @@ def test_node_killed_mid_run_is_reported(gateway_factory, bench):
     res = b.finish(timeout=45)
     r = res.report
 
-    assert res.rc not in (2, 3), res  # neither bad usage nor a timeout
     assert r["ok"] is False and r["timed_out"] is False, r
     c = r["connect"]
     assert c["connected"] == n and c["failed"] == 0, c
@@ -404,12 +387,7 @@ def test_node_killed_mid_run_is_reported(gateway_factory, bench):
     assert d["duplicates"] == 0 and d["dup_check"] is True, d
     check_latency(r)
     assert re.search(r"\] open 0, ", res.stderr), res.stderr  # progress shows it
-    if res.rc == 0:
-        # main.c returns 3 (timed out), 4 (no publisher) or 0: a run that
-        # lost every connection and 'ok':false still exits 0.
-        pytest.xfail("pushgate-bench exits 0 on a failed run (ok:false, "
-                     f"{d['lost']} lost, {c['disconnects']} disconnects); only "
-                     "the JSON tells")
+    assert res.rc == 1, res  # finished, not ok
 
 
 # --------------------------------------------------------------------------

@@ -38,7 +38,9 @@ typedef struct wslot {
     struct evbuffer *in;
     msg_progress_t prog;
     uint8_t *okmap;
-    int connected_done, result_done, dead;
+    int connected_done, result_done;
+    int dead;                   /* its socket closed: send nothing more */
+    int died;                   /* ... before its result came: the totals miss it */
     worker_result_t res;
 } wslot_t;
 
@@ -131,6 +133,8 @@ static void usage(FILE *f)
 "  --cal-cpus S,R          pin sender and receiver (and the relay's feeder) to these CPUs\n"
 "\n"
 "Output: one JSON line on stdout with the parameters and every number.\n"
+"Exit: 0 ok, 1 the run finished but is not ok (loss, duplicates, failed connections,\n"
+"publish errors), 2 bad usage, 3 timed out, 4 the publisher could not be set up.\n"
 "Latency is CLOCK_MONOTONIC at publish (carried in the payload as data.t) to the\n"
 "read that brought the delivery in; deliveries must carry data.seq and data.t.\n");
 }
@@ -565,7 +569,10 @@ static void worker_gone(coord_t *c, wslot_t *w)
             all_connected(c);
     }
     if (!w->result_done) {
+        /* a worker exits right after sending its result: only an end
+         * before that is a death */
         w->result_done = 1;
+        w->died = 1;
         say(c->o, "worker %d (pid %d) died", (int)(w - c->w), (int)w->pid);
         if (++c->n_results == c->nw)
             event_base_loopbreak(c->base);
@@ -693,7 +700,8 @@ static json_object *hist_json(const hist_t *h, double div, int prec)
     return o;
 }
 
-static void report(coord_t *c)
+/* Prints the JSON line; returns whether the run was ok. */
+static int report(coord_t *c)
 {
     const bench_opts_t *o = c->o;
     worker_result_t *t = calloc(1, sizeof *t);
@@ -702,7 +710,7 @@ static void report(coord_t *c)
     hist_init(&t->hs);
     for (int i = 0; i < c->nw; i++) {
         const worker_result_t *r = &c->w[i].res;
-        if (!c->w[i].result_done || c->w[i].dead) {
+        if (!c->w[i].result_done || c->w[i].died) {
             dup_check = 0;
             if (!c->w[i].result_done || !r->attempted)
                 continue;
@@ -873,13 +881,15 @@ static void report(coord_t *c)
     json_object_object_add(j, "bench", x);
     json_object_object_add(j, "seconds", jd(secs(mono_ns() - c->t_start), 3));
     json_object_object_add(j, "timed_out", json_object_new_boolean(c->timed_out));
-    json_object_object_add(j, "ok", json_object_new_boolean(
-        !c->timed_out && t->failed == 0 && lost == 0 && t->dups == 0 && errors == 0 &&
-        sent == (uint64_t)o->messages));
+    /* more deliveries than expected is as wrong as fewer */
+    int ok = !c->timed_out && t->failed == 0 && lost == 0 && t->deliveries <= t->expected &&
+             t->dups == 0 && errors == 0 && sent == (uint64_t)o->messages;
+    json_object_object_add(j, "ok", json_object_new_boolean(ok));
     printf("%s\n", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN));
     fflush(stdout);
     json_object_put(j);
     free(t);
+    return ok;
 }
 
 static int run(bench_opts_t *o)
@@ -948,7 +958,7 @@ static int run(bench_opts_t *o)
     c->phase = PH_CONNECT;
     event_base_dispatch(c->base);
 
-    report(c);
+    int ok = report(c);
     for (int i = 0; i < c->nw; i++) {
         int status;
         if (waitpid(c->w[i].pid, &status, WNOHANG) == 0) {
@@ -957,7 +967,7 @@ static int run(bench_opts_t *o)
         }
     }
     pub_free(c->pub);
-    return c->timed_out ? 3 : c->pub_failed ? 4 : 0;
+    return c->timed_out ? 3 : c->pub_failed ? 4 : ok ? 0 : 1;
 }
 
 int main(int argc, char **argv)
