@@ -13,8 +13,9 @@
 #   broadcast  (b) 1k conns x 1000 msg/s, (c) 10k conns x 50 msg/s, raw PUBLISH
 #   users      (d) 10k users (one connection each), 1000 msg/s to random users
 #   sse        (e) (b) and (c) over Server-Sent Events
-#   nchan      (f) (b) and (c) over WS and SSE on nginx + Nchan (Redis mode),
-#              published with HTTP POST (Debian: apt-get install libnginx-mod-nchan)
+#   nchan      (f) the same on nginx + Nchan (Redis mode): idle memory, light,
+#              users (a channel per user), (b) and (c) over WS and SSE, published
+#              with HTTP POST (Debian: apt-get install libnginx-mod-nchan)
 #   api        (f') (b) and (c) on pushgate published with POST /api/publish: the
 #              same publish path as Nchan's, for the comparison
 #   smoke      1k WS conns, 100 msg/s for 5 s (the quick check)
@@ -164,7 +165,7 @@ daemon off;
 master_process on;
 pid $TMP/nginx/nginx.pid;
 error_log $TMP/nginx/error.log warn;
-events { worker_connections 19800; multi_accept on; }
+events { worker_connections 40000; multi_accept on; }   # Nchan uses more than one per WebSocket subscriber
 http {
   access_log off;
   client_body_temp_path $TMP/nginx/body;
@@ -224,13 +225,15 @@ gw_run() { # label, bench args (a fresh gateway around it)
     stop_gateway
 }
 
-nchan_run() { # label, transport, bench args
-    local label=$1 tr=$2 ch
+nchan_run() { # label, transport, bench args (--users: one channel per user)
+    local label=$1 tr=$2 ch pub=(--publish nchan-http)
     shift 2
     ch=b$RANDOM$RANDOM
+    case " $* " in *" --users "*) ch="$ch-{user}" ;; esac
+    case " $* " in *" --idle "*) pub=() ;; esac
     start_nchan || return 0
     run_bench "$label" --transport "$tr" --host 127.0.0.1 --port "$NX_PORT" --path "/sub/$ch" \
-        --server-pid "$NX_WORKER" --publish nchan-http \
+        --server-pid "$NX_WORKER" "${pub[@]}" \
         --publish-url "http://127.0.0.1:$NX_PORT/pub?id=$ch" "$@"
     stop_nchan
 }
@@ -283,6 +286,12 @@ for set in "${SETS[@]}"; do
             --publish api --rate 50 --duration "$DUR" --timeout "$T"
         ;;
     nchan)
+        for n in 1000 10000 19000; do
+            nchan_run "f-nchan-idle-ws-$n" ws -c "$n" --idle 5 --timeout 90
+        done
+        nchan_run "f-nchan-light-ws-10k-2" ws -c 10000 --rate 2 --duration "$DUR" --timeout "$T"
+        nchan_run "f-nchan-users-ws-10k-1000" ws -c 10000 --users 10000 --channel user-random \
+            --rate 1000 --duration "$DUR" --timeout "$T"
         nchan_run "f-nchan-ws-1k-1000" ws -c 1000 --rate 1000 --duration "$DUR" --timeout "$T"
         nchan_run "f-nchan-ws-10k-50" ws -c 10000 --rate 50 --duration "$DUR" --timeout "$T"
         nchan_run "f-nchan-sse-1k-1000" sse -c 1000 --rate 1000 --duration "$DUR" --timeout "$T"

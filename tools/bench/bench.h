@@ -130,6 +130,9 @@ uint64_t    mix64(uint64_t x);
 /* The user index of message seq for TGT_USER_RANDOM: a pure function of (seed,
  * seq) so every process knows the target without being told. */
 long        target_user(const bench_opts_t *o, uint64_t seq);
+/* tmpl with every "{user}" replaced by u<user>, into out; -1 if it does not fit.
+ * How users are told apart where the URL is the identity (Nchan channels). */
+int         subst_user(const char *tmpl, long user, char *out, size_t outlen);
 size_t      b64_encode(const unsigned char *in, size_t n, char *out, int url);
 /* Sec-WebSocket-Accept for key into out[29]. */
 void        ws_accept_for(const char *key, char out[32]);

@@ -78,7 +78,8 @@ static void usage(FILE *f)
 "  --transport ws|sse      default ws\n"
 "  --host IPV4             default 127.0.0.1\n"
 "  --port N                default 8080\n"
-"  --path P                default /ws (ws) or /sse (sse); may carry ?channels=...\n"
+"  --path P                default /ws (ws) or /sse (sse); may carry ?channels=...;\n"
+"                          {user} becomes the connection's u<g %% U> (Nchan: a channel per user)\n"
 "  -c, --connections N     default 100\n"
 "  --procs P               worker processes, default ceil(N/15000); each holds N/P\n"
 "  --sources K             source addresses 127.0.0.2..(1+K), connection g uses\n"
@@ -108,7 +109,8 @@ static void usage(FILE *f)
 "                          non-alphanumerics as _ then 'publish')\n"
 "  --api-key K             Bearer key for --publish api\n"
 "  --publish-url URL       http://IPV4:PORT/PATH for api (default the gateway's\n"
-"                          /api/publish) or nchan-http (required)\n"
+"                          /api/publish) or nchan-http (required; {user} becomes the\n"
+"                          message's target user with --channel user-random)\n"
 "  --publish-conns N       HTTP keep-alive connections, default 8\n"
 "  --window N              Redis replies outstanding at most, default 1000\n"
 "  --size B                pad the Redis payload {\"data\":{...}} to B bytes\n"
@@ -386,8 +388,9 @@ static void parse_opts(bench_opts_t *o, int argc, char **argv)
     } else {
         o->target = TGT_ALL;
     }
-    if ((o->target != TGT_ALL) && !o->token && !o->jwt_secret && !o->user_tokens_file)
-        die("a user channel needs --jwt-secret or --user-tokens");
+    if ((o->target != TGT_ALL) && !o->token && !o->jwt_secret && !o->user_tokens_file &&
+        !strstr(o->path, "{user}"))
+        die("a user channel needs --jwt-secret, --user-tokens or {user} in the path");
     if ((o->jwt_secret || o->user_tokens_file) && o->users <= 0)
         die("--jwt-secret / --user-tokens need --users");
 }

@@ -349,11 +349,19 @@ static int http_send(publisher_t *p, hconn_t *h, uint64_t seq)
         n = 8 + build_data(p, seq, t, p->buf + 8, p->bufcap - 16);
     }
     p->buf[n++] = '}';
+    const char *path = p->http_path;
+    char upath[sizeof p->http_path + 32];
+    if (o->publish == PUB_NCHAN && strstr(path, "{user}")) {
+        /* Nchan has no users: each is its own channel, named in the URL */
+        if (subst_user(path, target_user(o, seq), upath, sizeof upath) < 0)
+            return -1;
+        path = upath;
+    }
     struct evbuffer *out = bufferevent_get_output(h->bev);
     evbuffer_add_printf(out,
                         "POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
                         "Content-Length: %zu\r\n%s\r\n",
-                        p->http_path, p->http_host, p->http_port, n, auth);
+                        path, p->http_host, p->http_port, n, auth);
     evbuffer_add(out, p->buf, n);
     h->busy = 1;
     h->head_done = 0;

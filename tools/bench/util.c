@@ -33,6 +33,26 @@ uint64_t rng_next(uint64_t *s)
     return mix64(*s);
 }
 
+int subst_user(const char *tmpl, long user, char *out, size_t outlen)
+{
+    size_t n = 0;
+    while (*tmpl) {
+        if (strncmp(tmpl, "{user}", 6) == 0) {
+            int k = snprintf(out + n, outlen - n, "u%ld", user);
+            if (k < 0 || (size_t)k >= outlen - n)
+                return -1;
+            n += (size_t)k;
+            tmpl += 6;
+            continue;
+        }
+        if (n + 1 >= outlen)
+            return -1;
+        out[n++] = *tmpl++;
+    }
+    out[n] = '\0';
+    return 0;
+}
+
 long target_user(const bench_opts_t *o, uint64_t seq)
 {
     if (o->target == TGT_USER_FIXED)

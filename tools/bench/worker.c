@@ -481,6 +481,8 @@ static void request(worker_t *w, conn_t *c)
     }
     if (t && o->token_in_query)
         snprintf(path, sizeof path, "%s%ctoken=%s", o->path, strchr(o->path, '?') ? '&' : '?', t);
+    else if (o->users > 0 && strstr(o->path, "{user}"))
+        subst_user(o->path, g % o->users, path, sizeof path);
     else
         snprintf(path, sizeof path, "%s", o->path);
     if (t && !o->token_in_query)
