@@ -446,7 +446,7 @@ def test_calibrate(bench):
     (["--publish", "carrier-pigeon"], "bad --publish carrier-pigeon"),
     (["--channel", "user-random"], "--channel user-random needs --users"),
     (["--users", "5", "--channel", "user-random"],
-     "a user channel needs --jwt-secret or --user-tokens"),
+     "a user channel needs --jwt-secret, --user-tokens or {user} in the path"),
     (["-c", "many"], "bad value for --connections: many"),
     (["stray"], "unexpected argument stray"),
 ], ids=["unknown-option", "missing-value", "publish-without-count",
