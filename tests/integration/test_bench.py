@@ -169,8 +169,7 @@ def check_latency(r):
 
 def check_clean_run(res, connections, messages):
     """Everything a user reads from a run in which nothing went wrong:
-    exit 0, ok, every connection up, every message delivered once to each.
-"""
+    exit 0, ok, every connection up, every message delivered once to each."""
     r = res.report
     assert res.rc == 0, res
     assert r["tool"] == "pushgate-bench" and r["mode"] == "run", r
@@ -467,3 +466,95 @@ def test_help_exits_0():
     assert p.returncode == 0, p
     assert p.stdout.startswith("usage: pushgate-bench"), p.stdout
     assert "--calibrate" in p.stdout and p.stderr == "", p
+
+
+# --------------------------------------------------------------------------
+# 9. Nchan, the comparison bench.sh runs: nginx + libnginx-mod-nchan in Redis
+#    mode, published by HTTP POST; users are channels named by {user}.
+
+NCHAN_MODULE = "/usr/lib/nginx/modules/ngx_nchan_module.so"
+
+
+@pytest.fixture
+def nchan(redis_server, tmp_path):
+    """nginx with Nchan on a free port against the test's Redis, the
+    locations bench.sh uses; stopped by PID at teardown."""
+    assert os.path.exists(NCHAN_MODULE), \
+        f"{NCHAN_MODULE} missing (scripts/deps.sh installs libnginx-mod-nchan)"
+    d = tmp_path / "nginx"
+    d.mkdir()
+    port = pgtest.free_port()
+    (d / "nginx.conf").write_text(f"""
+load_module {NCHAN_MODULE};
+worker_processes 1;
+daemon off;
+master_process on;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/body;
+  proxy_temp_path {d}/proxy;
+  fastcgi_temp_path {d}/fcgi;
+  uwsgi_temp_path {d}/uwsgi;
+  scgi_temp_path {d}/scgi;
+  nchan_redis_url {redis_server.url};
+  server {{
+    listen 127.0.0.1:{port};
+    location ~ ^/sub/([A-Za-z0-9_.:-]+)$ {{
+      nchan_subscriber; nchan_channel_id $1; nchan_use_redis on;
+      nchan_subscriber_first_message newest;
+    }}
+    location = /pub {{
+      nchan_publisher; nchan_channel_id $arg_id; nchan_use_redis on;
+    }}
+  }}
+}}
+""")
+    proc = subprocess.Popen(["nginx", "-p", f"{d}/", "-c", str(d / "nginx.conf")],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=open(d / "stderr.log", "wb"))
+    try:
+        pgtest.wait_until(lambda: proc.poll() is not None or pgtest.port_listening(port),
+                          10, msg="nginx listening")
+        assert proc.poll() is None, pgtest.tail(d / "stderr.log")
+        workers = []
+        pgtest.wait_until(lambda: workers.extend(
+            int(p) for p in open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split())
+            or workers, 10, msg="an nginx worker")
+        yield port, workers[0]
+    finally:
+        pgtest.stop_process(proc, signal.SIGTERM, timeout=10)
+
+
+@pytest.mark.parametrize("transport", ["ws", "sse"])
+def test_nchan_broadcast(nchan, bench, transport):
+    port, worker = nchan
+    n, msgs = 100, 20
+    res = bench.run([
+        "--transport", transport, "--host", "127.0.0.1", "--port", port,
+        "--path", "/sub/b1", "--publish", "nchan-http",
+        "--publish-url", f"http://127.0.0.1:{port}/pub?id=b1",
+        "-c", n, "--rate", 20, "--duration", 1, "--server-pid", worker,
+        "--timeout", 30])
+    check_clean_run(res, n, msgs)
+
+
+def test_nchan_users_are_channels_named_by_user(nchan, bench, redis_server):
+    """{user} in --path and --publish-url: connection g subscribes to its
+    user's channel, each message is POSTed to its target user's channel,
+    and only that user's connections get it."""
+    port, worker = nchan
+    n, users, msgs = 100, 10, 30
+    res = bench.run([
+        "--host", "127.0.0.1", "--port", port, "--path", "/sub/u-{user}",
+        "--publish", "nchan-http", "--publish-url", f"http://127.0.0.1:{port}/pub?id=u-{{user}}",
+        "--users", users, "--channel", "user-random",
+        "-c", n, "--rate", 30, "--duration", 1, "--server-pid", worker, "--timeout", 30])
+    check_clean_run(res, n, msgs)
+    # each message reaches the n / users connections of its one user
+    assert res.report["deliveries"]["expected"] == msgs * (n // users), res.report
+    # and Nchan really made a channel per user (its Redis keys name them)
+    keys = redis_server.client().keys("*u-u*")
+    assert len(keys) > 1, keys
