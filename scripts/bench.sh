@@ -64,6 +64,14 @@ fi
 [ -x "$BENCH" ] || { echo "bench.sh: pushgate-bench not found (build it or pass -b)" >&2; exit 2; }
 need_gw() { [ -x "$GW" ] || { echo "bench.sh: gateway $GW not found (pass -g)" >&2; exit 2; }; }
 
+# Each connection is a descriptor in the server and in the bench: take the
+# hard limit (the memory set opens 19k; the server's --max-connections
+# defaults to the limit less 64).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 20000 ]; then
+    echo "bench.sh: open-file limit $(ulimit -n): runs above ~$(($(ulimit -n) - 100)) connections will fail" >&2
+fi
+
 TMP=$(mktemp -d /tmp/pushgate-bench.XXXXXX)
 PIDS=()
 cleanup() {
