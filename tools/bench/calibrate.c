@@ -249,7 +249,7 @@ static long relay(int *fds, long n, const char *frame, size_t flen, int cpu_feed
                   double *cpu_us, long *wakes)
 {
     /* one loopback TCP connection, as Redis's would be */
-    int sp[2], one = 1, lfd = socket(AF_INET, SOCK_STREAM, 0);
+    int sp[2] = {-1, -1}, one = 1, lfd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in sa = {.sin_family = AF_INET};
     socklen_t sl = sizeof sa;
     sa.sin_addr.s_addr = htonl(0x7f000001);
@@ -257,13 +257,21 @@ static long relay(int *fds, long n, const char *frame, size_t flen, int cpu_feed
     if (lfd < 0 || sp[1] < 0 || bind(lfd, (struct sockaddr *)&sa, sizeof sa) < 0 ||
         listen(lfd, 1) < 0 || getsockname(lfd, (struct sockaddr *)&sa, &sl) < 0 ||
         connect(sp[1], (struct sockaddr *)&sa, sizeof sa) < 0 ||
-        (sp[0] = accept(lfd, NULL, NULL)) < 0)
+        (sp[0] = accept(lfd, NULL, NULL)) < 0) {
+        if (lfd >= 0)
+            close(lfd);
+        if (sp[1] >= 0)
+            close(sp[1]);
         return -1;
+    }
     close(lfd);
     setsockopt(sp[1], IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     pid_t pid = fork();
-    if (pid < 0)
+    if (pid < 0) {
+        close(sp[0]);
+        close(sp[1]);
         return -1;
+    }
     if (pid == 0) {
         close(sp[0]);
         feeder(sp[1], cpu_feed);
