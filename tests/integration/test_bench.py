@@ -435,6 +435,13 @@ def test_calibrate(bench):
         assert x["cpu_us_per_msg"] * fpw == pytest.approx(x["cpu_us_per_send"], abs=0.01), x
         assert x["wall_us_per_send"] > 0 and x["sends_per_s"] > 0, x
         assert x["cpu_us_per_send_min"] <= x["cpu_us_per_send"] <= x["cpu_us_per_send_max"], x
+        assert x["wall_ms_delivered_all"] > 0, x
+    # the relay: every fed message relayed, about one wake-up each (a few
+    # may arrive together when the relay is late), a cost per message
+    rl = r["relay"]
+    assert rl["rate"] == 1000 and rl["messages"] == 2000, rl
+    assert 0.5 <= rl["wakeups_per_msg"] <= 1.01, rl   # + the wake-up for EOF
+    assert rl["cpu_us_per_msg"] > 0, rl
 
 
 # --------------------------------------------------------------------------
