@@ -89,6 +89,34 @@ static void copy_sse_event(char *dst, const char *ev, size_t n)
     }
 }
 
+/* The SSE text of one delivery: [id: N\n][event: E\n]data: JSON\n\n.
+ * idlen 0 means no id line, event NULL no event line. */
+static size_t sse_size(size_t idlen, const char *event, size_t elen, size_t json_len)
+{
+    return (idlen ? 4 + idlen + 1 : 0) + (event ? 7 + elen + 1 : 0) + 6 + json_len + 2;
+}
+
+static char *sse_write(char *s, const char *id, size_t idlen, const char *event, size_t elen,
+                       const char *json, size_t json_len)
+{
+    if (idlen) {
+        memcpy(s, "id: ", 4);
+        memcpy(s + 4, id, idlen);
+        s[4 + idlen] = '\n';
+        s += 4 + idlen + 1;
+    }
+    if (event) {
+        memcpy(s, "event: ", 7);
+        copy_sse_event(s + 7, event, elen);
+        s[7 + elen] = '\n';
+        s += 7 + elen + 1;
+    }
+    memcpy(s, "data: ", 6);
+    memcpy(s + 6, json, json_len);
+    memcpy(s + 6 + json_len, "\n\n", 2);
+    return s + 6 + json_len + 2;
+}
+
 pg_msg_t *pg_msg_from_payload(const char *channel, const char *payload, size_t len,
                               size_t max_bytes, int *err)
 {
@@ -163,8 +191,7 @@ pg_msg_t *pg_msg_from_payload(const char *channel, const char *payload, size_t l
         goto nomem;
 
     size_t json_len = head.len + data_len + 1;
-    size_t sse_len = (id ? 4 + idlen + 1 : 0) + (event ? 7 + event_len + 1 : 0)
-                     + 6 + json_len + 2;
+    size_t sse_len = sse_size(idlen, event, event_len, json_len);
     m = msg_alloc(channel, json_len, sse_len);
     if (!m)
         goto nomem;
@@ -173,23 +200,8 @@ pg_msg_t *pg_msg_from_payload(const char *channel, const char *payload, size_t l
     memcpy(m->json + head.len, data_txt, data_len);
     m->json[json_len - 1] = '}';
 
-    char *s = m->sse;
-    if (id) {
-        memcpy(s, "id: ", 4);
-        memcpy(s + 4, idbuf, idlen);
-        s[4 + idlen] = '\n';
-        s += 4 + idlen + 1;
-    }
-    if (event) {
-        memcpy(s, "event: ", 7);
-        copy_sse_event(s + 7, event, event_len);
-        s[7 + event_len] = '\n';
-        s += 7 + event_len + 1;
-    }
-    memcpy(s, "data: ", 6);
-    memcpy(s + 6, m->json, json_len);
-    memcpy(s + 6 + json_len, "\n\n", 2);
-    pg_assert(s + 6 + json_len + 2 == m->sse + m->sse_len);
+    char *end = sse_write(m->sse, idbuf, idlen, event, event_len, m->json, json_len);
+    pg_assert(end == m->sse + m->sse_len);
     goto out;
 
 nomem:
@@ -204,21 +216,12 @@ out:
 pg_msg_t *pg_msg_control(const char *json, size_t len, const char *sse_event)
 {
     size_t elen = sse_event ? strlen(sse_event) : 0;
-    size_t sse_len = (sse_event ? 7 + elen + 1 : 0) + 6 + len + 2;
+    size_t sse_len = sse_size(0, sse_event, elen, len);
     pg_msg_t *m = msg_alloc(NULL, len, sse_len);
     if (!m)
         return NULL;
     memcpy(m->json, json, len);
-    char *s = m->sse;
-    if (sse_event) {
-        memcpy(s, "event: ", 7);
-        copy_sse_event(s + 7, sse_event, elen);
-        s[7 + elen] = '\n';
-        s += 7 + elen + 1;
-    }
-    memcpy(s, "data: ", 6);
-    memcpy(s + 6, json, len);
-    memcpy(s + 6 + len, "\n\n", 2);
+    sse_write(m->sse, NULL, 0, sse_event, elen, json, len);
     return m;
 }
 
