@@ -133,6 +133,8 @@ long        target_user(const bench_opts_t *o, uint64_t seq);
 /* tmpl with every "{user}" replaced by u<user>, into out; -1 if it does not fit.
  * How users are told apart where the URL is the identity (Nchan channels). */
 int         subst_user(const char *tmpl, long user, char *out, size_t outlen);
+/* A JSON number printed with prec decimals (json-c would print 17 digits). */
+struct json_object *json_fixed(double v, int prec);
 size_t      b64_encode(const unsigned char *in, size_t n, char *out, int url);
 /* Sec-WebSocket-Accept for key into out[29]. */
 void        ws_accept_for(const char *key, char out[32]);

@@ -179,13 +179,6 @@ static double median(double *v, int n)
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-static json_object *jd(double v, int prec)
-{
-    char b[64];
-    snprintf(b, sizeof b, "%.*f", prec, v);
-    return json_object_new_double_s(v, b);
-}
-
 /* Per-variant summary: medians over the rounds, divided per send and per message. */
 static json_object *summarize(round_t *rs, int rounds, long n, int per_write)
 {
@@ -201,18 +194,18 @@ static json_object *summarize(round_t *rs, int rounds, long n, int per_write)
     double mw = median(wall, rounds), md = median(del, rounds);
     json_object *o = json_object_new_object();
     json_object_object_add(o, "frames_per_write", json_object_new_int(per_write));
-    json_object_object_add(o, "cpu_us_per_send", jd(mc / (double)n, 3));
-    json_object_object_add(o, "cpu_us_per_msg", jd(mc / (double)n / per_write, 3));
-    json_object_object_add(o, "rusage_user_us_per_send", jd(mu / (double)n, 3));
-    json_object_object_add(o, "rusage_sys_us_per_send", jd(ms / (double)n, 3));
-    json_object_object_add(o, "wall_us_per_send", jd(mw / (double)n, 3));
-    json_object_object_add(o, "wall_ms_send_all", jd(mw / 1e3, 3));
-    json_object_object_add(o, "wall_ms_delivered_all", jd(md / 1e3, 3));
-    json_object_object_add(o, "sends_per_s", jd(mw > 0 ? (double)n / (mw / 1e6) : 0, 0));
-    json_object_object_add(o, "msgs_per_s", jd(mw > 0 ? (double)n * per_write / (mw / 1e6) : 0, 0));
+    json_object_object_add(o, "cpu_us_per_send", json_fixed(mc / (double)n, 3));
+    json_object_object_add(o, "cpu_us_per_msg", json_fixed(mc / (double)n / per_write, 3));
+    json_object_object_add(o, "rusage_user_us_per_send", json_fixed(mu / (double)n, 3));
+    json_object_object_add(o, "rusage_sys_us_per_send", json_fixed(ms / (double)n, 3));
+    json_object_object_add(o, "wall_us_per_send", json_fixed(mw / (double)n, 3));
+    json_object_object_add(o, "wall_ms_send_all", json_fixed(mw / 1e3, 3));
+    json_object_object_add(o, "wall_ms_delivered_all", json_fixed(md / 1e3, 3));
+    json_object_object_add(o, "sends_per_s", json_fixed(mw > 0 ? (double)n / (mw / 1e6) : 0, 0));
+    json_object_object_add(o, "msgs_per_s", json_fixed(mw > 0 ? (double)n * per_write / (mw / 1e6) : 0, 0));
     qsort(cpu, (size_t)rounds, sizeof *cpu, cmp_d);
-    json_object_object_add(o, "cpu_us_per_send_min", jd(cpu[0] / (double)n, 3));
-    json_object_object_add(o, "cpu_us_per_send_max", jd(cpu[rounds - 1] / (double)n, 3));
+    json_object_object_add(o, "cpu_us_per_send_min", json_fixed(cpu[0] / (double)n, 3));
+    json_object_object_add(o, "cpu_us_per_send_max", json_fixed(cpu[rounds - 1] / (double)n, 3));
     return o;
 }
 
@@ -430,14 +423,14 @@ int calibrate_main(const bench_opts_t *o)
     json_object_object_add(j, "rounds", json_object_new_int(rounds));
     json_object_object_add(j, "cpu_send", json_object_new_int(o->cal_cpu_send));
     json_object_object_add(j, "cpu_recv", json_object_new_int(o->cal_cpu_recv));
-    json_object_object_add(j, "setup_s", jd(setup_s, 3));
+    json_object_object_add(j, "setup_s", json_fixed(setup_s, 3));
     json_object_object_add(j, "single", summarize(single, rounds, n, 1));
     json_object_object_add(j, "batched8", summarize(batched, rounds, n, BATCH));
     json_object *rj = json_object_new_object();
     json_object_object_add(rj, "rate", json_object_new_int(RELAY_RATE));
     json_object_object_add(rj, "messages", json_object_new_int64(relayed));
-    json_object_object_add(rj, "wakeups_per_msg", jd((double)relay_wakes / (double)relayed, 3));
-    json_object_object_add(rj, "cpu_us_per_msg", jd(relay_cpu / (double)relayed, 3));
+    json_object_object_add(rj, "wakeups_per_msg", json_fixed((double)relay_wakes / (double)relayed, 3));
+    json_object_object_add(rj, "cpu_us_per_msg", json_fixed(relay_cpu / (double)relayed, 3));
     json_object_object_add(j, "relay", rj);
     printf("%s\n", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN));
     json_object_put(j);

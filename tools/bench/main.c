@@ -678,13 +678,6 @@ static void prog_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---------------- report ---------------- */
 
-static json_object *jd(double v, int prec)
-{
-    char b[64];
-    snprintf(b, sizeof b, "%.*f", prec, v);
-    return json_object_new_double_s(v, b);
-}
-
 static json_object *ju(uint64_t v) { return json_object_new_int64((int64_t)v); }
 
 static json_object *hist_json(const hist_t *h, double div, int prec)
@@ -693,13 +686,13 @@ static json_object *hist_json(const hist_t *h, double div, int prec)
     json_object_object_add(o, "count", ju(h->count));
     if (!h->count)
         return o;
-    json_object_object_add(o, "min", jd((double)h->min / div, prec));
-    json_object_object_add(o, "p50", jd((double)hist_quantile(h, 0.50) / div, prec));
-    json_object_object_add(o, "p90", jd((double)hist_quantile(h, 0.90) / div, prec));
-    json_object_object_add(o, "p99", jd((double)hist_quantile(h, 0.99) / div, prec));
-    json_object_object_add(o, "p999", jd((double)hist_quantile(h, 0.999) / div, prec));
-    json_object_object_add(o, "max", jd((double)h->max / div, prec));
-    json_object_object_add(o, "mean", jd((double)h->sum / (double)h->count / div, prec));
+    json_object_object_add(o, "min", json_fixed((double)h->min / div, prec));
+    json_object_object_add(o, "p50", json_fixed((double)hist_quantile(h, 0.50) / div, prec));
+    json_object_object_add(o, "p90", json_fixed((double)hist_quantile(h, 0.90) / div, prec));
+    json_object_object_add(o, "p99", json_fixed((double)hist_quantile(h, 0.99) / div, prec));
+    json_object_object_add(o, "p999", json_fixed((double)hist_quantile(h, 0.999) / div, prec));
+    json_object_object_add(o, "max", json_fixed((double)h->max / div, prec));
+    json_object_object_add(o, "mean", json_fixed((double)h->sum / (double)h->count / div, prec));
     return o;
 }
 
@@ -755,13 +748,13 @@ static int report(coord_t *c)
     json_object_object_add(x, "connections", ju((uint64_t)o->connections));
     json_object_object_add(x, "procs", json_object_new_int(o->procs));
     json_object_object_add(x, "sources", json_object_new_int(o->sources));
-    json_object_object_add(x, "ramp", jd(o->ramp, 1));
+    json_object_object_add(x, "ramp", json_fixed(o->ramp, 1));
     json_object_object_add(x, "users", ju((uint64_t)o->users));
     json_object_object_add(x, "auth", json_object_new_string(
         o->token ? "token" : o->user_tokens_file ? "user-tokens" : o->jwt_secret ? "jwt-hs256" : "none"));
     json_object_object_add(x, "publish", json_object_new_string(publish_name(o->publish)));
     json_object_object_add(x, "messages", ju((uint64_t)o->messages));
-    json_object_object_add(x, "rate", jd(o->rate, 1));
+    json_object_object_add(x, "rate", json_fixed(o->rate, 1));
     json_object_object_add(x, "channel", json_object_new_string(o->channel));
     json_object_object_add(x, "size", json_object_new_int(o->size));
     if (o->publish == PUB_RAW || o->publish == PUB_FCALL) {
@@ -771,8 +764,8 @@ static int report(coord_t *c)
     }
     if (o->publish_url)
         json_object_object_add(x, "publish_url", json_object_new_string(o->publish_url));
-    json_object_object_add(x, "idle", jd(o->idle, 1));
-    json_object_object_add(x, "timeout", jd(o->timeout, 1));
+    json_object_object_add(x, "idle", json_fixed(o->idle, 1));
+    json_object_object_add(x, "timeout", json_fixed(o->timeout, 1));
     json_object_object_add(j, "params", x);
 
     x = json_object_new_object();
@@ -791,8 +784,8 @@ static int report(coord_t *c)
         json_object_object_add(x, "last_http_status", ju(st));
     json_object_object_add(x, "disconnects", ju(t->disconnects));
     json_object_object_add(x, "server_closes", ju(t->server_closes));
-    json_object_object_add(x, "seconds", jd(secs(t->connect_ns), 3));
-    json_object_object_add(x, "per_s", jd(t->connect_ns ? (double)t->connected / secs(t->connect_ns) : 0, 1));
+    json_object_object_add(x, "seconds", json_fixed(secs(t->connect_ns), 3));
+    json_object_object_add(x, "per_s", json_fixed(t->connect_ns ? (double)t->connected / secs(t->connect_ns) : 0, 1));
     json_object_object_add(x, "handshake_ms", hist_json(&t->hs, 1e6, 3));
     json_object_object_add(j, "connect", x);
 
@@ -803,8 +796,8 @@ static int report(coord_t *c)
     if (lasterr[0])
         json_object_object_add(x, "last_error", json_object_new_string(lasterr));
     double pubs = tl > tf ? secs(tl - tf) : 0;
-    json_object_object_add(x, "seconds", jd(pubs, 3));
-    json_object_object_add(x, "per_s", jd(pubs > 0 ? (double)(sent - 1) / pubs : 0, 1));
+    json_object_object_add(x, "seconds", json_fixed(pubs, 3));
+    json_object_object_add(x, "per_s", json_fixed(pubs > 0 ? (double)(sent - 1) / pubs : 0, 1));
     json_object_object_add(j, "publish", x);
 
     x = json_object_new_object();
@@ -812,7 +805,7 @@ static int report(coord_t *c)
     json_object_object_add(x, "expected", ju(t->expected));
     json_object_object_add(x, "received", ju(t->deliveries));
     json_object_object_add(x, "lost", ju(lost));
-    json_object_object_add(x, "loss_pct", jd(t->expected ? 100.0 * (double)lost / (double)t->expected : 0, 4));
+    json_object_object_add(x, "loss_pct", json_fixed(t->expected ? 100.0 * (double)lost / (double)t->expected : 0, 4));
     json_object_object_add(x, "duplicates", ju(t->dups));
     json_object_object_add(x, "dup_check", json_object_new_boolean(dup_check && o->messages > 0));
     json_object_object_add(x, "out_of_order", ju(t->out_of_order));
@@ -824,8 +817,8 @@ static int report(coord_t *c)
     json_object_object_add(x, "sse_ids", ju(t->sse_ids));
     json_object_object_add(x, "bytes_in", ju(t->bytes_in));
     double rxs = last > first && first != UINT64_MAX ? secs(last - first) : 0;
-    json_object_object_add(x, "seconds", jd(rxs, 3));
-    json_object_object_add(x, "per_s", jd(rxs > 0 ? (double)t->deliveries / rxs : 0, 1));
+    json_object_object_add(x, "seconds", json_fixed(rxs, 3));
+    json_object_object_add(x, "per_s", json_fixed(rxs > 0 ? (double)t->deliveries / rxs : 0, 1));
     json_object_object_add(j, "deliveries", x);
 
     json_object_object_add(j, "latency_ms", hist_json(&t->lat, 1e6, 3));
@@ -852,22 +845,22 @@ static int report(coord_t *c)
             json_object_object_add(x, "rss_kb_before", json_object_new_int64(rb));
             json_object_object_add(x, "rss_kb_connected", json_object_new_int64(ra));
             json_object_object_add(x, "rss_kb_per_conn",
-                                   jd(t->connected ? (double)(ra - rb) / (double)t->connected : 0, 3));
+                                   json_fixed(t->connected ? (double)(ra - rb) / (double)t->connected : 0, 3));
         }
         if (cpu_ok && c->t_pub_start) {
             double wall = secs(c->t_drain_end - c->t_pub_start);
-            json_object_object_add(x, "cpu_s", jd((double)cpu / 1e6, 3));
-            json_object_object_add(x, "cpu_window_s", jd(wall, 3));
-            json_object_object_add(x, "cpu_pct", jd(wall > 0 ? 100.0 * (double)cpu / 1e6 / wall : 0, 1));
+            json_object_object_add(x, "cpu_s", json_fixed((double)cpu / 1e6, 3));
+            json_object_object_add(x, "cpu_window_s", json_fixed(wall, 3));
+            json_object_object_add(x, "cpu_pct", json_fixed(wall > 0 ? 100.0 * (double)cpu / 1e6 / wall : 0, 1));
             json_object_object_add(x, "cpu_us_per_delivery",
-                                   jd(t->deliveries ? (double)cpu / (double)t->deliveries : 0, 3));
-            json_object_object_add(x, "sched_cpu_s", jd((double)sch / 1e9, 4));
+                                   json_fixed(t->deliveries ? (double)cpu / (double)t->deliveries : 0, 3));
+            json_object_object_add(x, "sched_cpu_s", json_fixed((double)sch / 1e9, 4));
             /* runnable but not running: another process had the server's CPU */
-            json_object_object_add(x, "sched_wait_s", jd((double)wt / 1e9, 4));
+            json_object_object_add(x, "sched_wait_s", json_fixed((double)wt / 1e9, 4));
             json_object_object_add(x, "sched_cpu_us_per_delivery",
-                                   jd(t->deliveries ? (double)sch / 1e3 / (double)t->deliveries : 0, 3));
+                                   json_fixed(t->deliveries ? (double)sch / 1e3 / (double)t->deliveries : 0, 3));
             json_object_object_add(x, "cpu_us_per_message",
-                                   jd(sent ? (double)cpu / (double)sent : 0, 3));
+                                   json_fixed(sent ? (double)cpu / (double)sent : 0, 3));
         }
         json_object_object_add(j, "server", x);
     }
@@ -875,14 +868,14 @@ static int report(coord_t *c)
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     x = json_object_new_object();
-    json_object_object_add(x, "workers_cpu_user_s", jd((double)t->cpu_user_us / 1e6, 3));
-    json_object_object_add(x, "workers_cpu_sys_s", jd((double)t->cpu_sys_us / 1e6, 3));
+    json_object_object_add(x, "workers_cpu_user_s", json_fixed((double)t->cpu_user_us / 1e6, 3));
+    json_object_object_add(x, "workers_cpu_sys_s", json_fixed((double)t->cpu_sys_us / 1e6, 3));
     json_object_object_add(x, "coordinator_cpu_s",
-                           jd((double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+                           json_fixed((double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
                                   (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6, 3));
     json_object_object_add(x, "workers_maxrss_kb_sum", ju(t->maxrss_kb));
     json_object_object_add(j, "bench", x);
-    json_object_object_add(j, "seconds", jd(secs(mono_ns() - c->t_start), 3));
+    json_object_object_add(j, "seconds", json_fixed(secs(mono_ns() - c->t_start), 3));
     json_object_object_add(j, "timed_out", json_object_new_boolean(c->timed_out));
     /* more deliveries than expected is as wrong as fewer */
     int ok = !c->timed_out && t->failed == 0 && lost == 0 && t->deliveries <= t->expected &&

@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <json-c/json.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
@@ -51,6 +52,13 @@ int subst_user(const char *tmpl, long user, char *out, size_t outlen)
     }
     out[n] = '\0';
     return 0;
+}
+
+struct json_object *json_fixed(double v, int prec)
+{
+    char b[64];
+    snprintf(b, sizeof b, "%.*f", prec, v);
+    return json_object_new_double_s(v, b);
 }
 
 long target_user(const bench_opts_t *o, uint64_t seq)
