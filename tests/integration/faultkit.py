@@ -22,13 +22,13 @@ import re
 import signal
 import socket
 import struct
-import subprocess
 import threading
 import time
 
 import pytest
 import redis as redis_py
 
+import hostilekit
 import pgtest
 from pgtest import wait_until
 
@@ -44,14 +44,7 @@ class FixedPortGateway(pgtest.Gateway):
     def start(self):
         if self.port is None:
             return super().start()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PUSHGATE_")}
-        env.update(self.extra_env)
-        with open(self.logfile, "ab") as log:
-            log.write(f"### restart {' '.join(self.command())}\n".encode())
-            log.flush()
-            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=subprocess.STDOUT,
-                                         env=env, cwd=str(self.dir))
+        self.spawn("restart")
         try:
             wait_until(lambda: self.proc.poll() is not None or
                        (self.readyz() == 200 if self.wait_ready
@@ -142,20 +135,8 @@ def sse_request_bytes(port, query="", last_event_id=None):
 
 
 def ws_frame(opcode, payload=b"", fin=True):
-    """A masked client frame."""
-    if isinstance(payload, str):
-        payload = payload.encode()
-    b0 = (0x80 if fin else 0) | opcode
-    n = len(payload)
-    if n < 126:
-        head = struct.pack("!BB", b0, 0x80 | n)
-    elif n < 65536:
-        head = struct.pack("!BBH", b0, 0x80 | 126, n)
-    else:
-        head = struct.pack("!BBQ", b0, 0x80 | 127, n)
-    mask = os.urandom(4)
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    return head + mask + masked
+    """A masked client frame (hostilekit's builder, without RSV bits)."""
+    return hostilekit.client_frame(opcode, payload, fin)
 
 
 def parse_frames(buf):

@@ -332,6 +332,20 @@ class Gateway:
     def ws_url(self, query=""):
         return self.url("ws", "/ws" + (f"?{query}" if query else ""))
 
+    def spawn(self, what):
+        """Run command() on self.port, output appended to the log after a
+        '### <what>' line; the environment has no PUSHGATE_* of the test
+        run's own, only extra_env."""
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("PUSHGATE_")}
+        env.update(self.extra_env)
+        with open(self.logfile, "ab") as log:
+            log.write(f"### {what} {' '.join(self.command())}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
+                                         stdout=log, stderr=subprocess.STDOUT,
+                                         env=env, cwd=str(self.dir))
+
     def command(self):
         url = self.redis_url or (self.redis.url if self.redis else
                                  "redis://127.0.0.1:1/0")
@@ -343,17 +357,9 @@ class Gateway:
         if not os.access(binary, os.X_OK):
             raise GatewayStartError(f"pushgate binary not found at {binary} "
                                     "(set PUSHGATE_BIN)")
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("PUSHGATE_")}
-        env.update(self.extra_env)
         for attempt in range(3):
             self.port = free_port()
-            with open(self.logfile, "ab") as log:
-                log.write(f"### start {' '.join(self.command())}\n".encode())
-                log.flush()
-                self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
-                                             stdout=log, stderr=subprocess.STDOUT,
-                                             env=env, cwd=str(self.dir))
+            self.spawn("start")
             if not self.wait_ready:
                 wait_until(lambda: self.proc.poll() is not None or
                            port_listening(self.port), timeout=10,
