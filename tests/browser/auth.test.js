@@ -10,7 +10,7 @@ const path = require('node:path');
 const h = require('./harness');
 
 const SECRET = 'browser-test-secret';
-const log = (name) => path.join(h.OUT, `${name}.log`);
+const log = h.logPath;
 let redis;
 let gw;
 let gwPort;
@@ -36,10 +36,7 @@ test.before(async () => {
 });
 
 test.after(async () => {
-  if (browser) await browser.close().catch(() => {});
-  if (gw) await gw.stop();
-  if (redis) await redis.stop();
-  for (const c of [...h.children]) await c.stop();
+  await h.stopAll({ browser, gw, redis });
 });
 
 async function openPage(t) {

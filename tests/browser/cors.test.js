@@ -7,10 +7,9 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const http = require('node:http');
-const path = require('node:path');
 const h = require('./harness');
 
-const log = (name) => path.join(h.OUT, `${name}.log`);
+const log = h.logPath;
 let redis;
 let gw;
 let gwPort;
@@ -45,10 +44,7 @@ test.before(async () => {
 });
 
 test.after(async () => {
-  if (browser) await browser.close().catch(() => {});
-  if (gw) await gw.stop();
-  if (redis) await redis.stop();
-  for (const c of [...h.children]) await c.stop();
+  await h.stopAll({ browser, gw, redis });
   for (const s of [app, other]) if (s) await new Promise((r) => s.close(r));
 });
 

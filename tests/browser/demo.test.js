@@ -10,7 +10,7 @@ const path = require('node:path');
 const h = require('./harness');
 
 const RUN = `${Date.now()}`;
-const log = (name) => path.join(h.OUT, `${name}.log`);
+const log = h.logPath;
 
 let bin;
 let redis;
@@ -29,10 +29,7 @@ test.before(async () => {
 
 test.after(async () => {
   for (const p of pages) await p.close().catch(() => {});
-  if (browser) await browser.close().catch(() => {});
-  if (gw) await gw.stop();
-  if (redis) await redis.stop();
-  for (const c of [...h.children]) await c.stop(); // anything left behind
+  await h.stopAll({ browser, gw, redis });
 });
 
 const base = () => `http://127.0.0.1:${gwPort}`;

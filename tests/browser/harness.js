@@ -224,7 +224,19 @@ async function launchBrowser() {
   };
 }
 
+// A process's log file under OUT, by name.
+const logPath = (name) => path.join(OUT, `${name}.log`);
+
+// A test file's teardown: the browser, then its gateway and Redis (each may
+// be unset if test.before failed part way), then any child still running.
+async function stopAll({ browser, gw, redis }) {
+  if (browser) await browser.close().catch(() => {});
+  if (gw) await gw.stop();
+  if (redis) await redis.stop();
+  for (const c of [...children]) await c.stop();
+}
+
 module.exports = {
   OUT, preflight, freePort, until, Proc, redisCli, startRedis, startGateway,
-  httpGet, fcallPublish, launchBrowser, children,
+  httpGet, fcallPublish, launchBrowser, children, logPath, stopAll,
 };

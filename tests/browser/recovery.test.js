@@ -12,7 +12,7 @@ const path = require('node:path');
 const h = require('./harness');
 
 const RUN = `${Date.now()}`;
-const log = (name) => path.join(h.OUT, `${name}.log`);
+const log = h.logPath;
 let bin;
 let redis;
 let gw;
@@ -28,10 +28,7 @@ test.before(async () => {
 });
 
 test.after(async () => {
-  if (browser) await browser.close().catch(() => {});
-  if (gw) await gw.stop();
-  if (redis) await redis.stop();
-  for (const c of [...h.children]) await c.stop();
+  await h.stopAll({ browser, gw, redis });
 });
 
 function startGw() {
