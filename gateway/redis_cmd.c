@@ -140,6 +140,15 @@ typedef struct pub_req {
     void         *arg;
 } pub_req_t;
 
+/* Both function calls have one shape: VERB fn 0 channel arg. */
+static int fcall(const char *verb, const char *fn, const char *channel,
+                 const char *arg, size_t arglen, redisCallbackFn *cb, void *priv)
+{
+    const char *argv[5] = { verb, fn, "0", channel, arg };
+    size_t argvlen[5] = { strlen(verb), strlen(fn), 1, strlen(channel), arglen };
+    return redisAsyncCommandArgv(cmd.ac, cb, priv, 5, argv, argvlen) == REDIS_OK ? 0 : -1;
+}
+
 static void publish_cb(redisAsyncContext *ac, void *r, void *priv)
 {
     redisReply *reply = r;
@@ -169,9 +178,7 @@ int pg_rcmd_publish(const char *channel, const char *payload, size_t len,
         return -1;
     p->cb = cb;
     p->arg = arg;
-    const char *argv[5] = { "FCALL", pg_node.fn_publish, "0", channel, payload };
-    size_t argvlen[5] = { 5, strlen(pg_node.fn_publish), 1, strlen(channel), len };
-    if (redisAsyncCommandArgv(cmd.ac, publish_cb, p, 5, argv, argvlen) != REDIS_OK) {
+    if (fcall("FCALL", pg_node.fn_publish, channel, payload, len, publish_cb, p) < 0) {
         free(p);
         return -1;
     }
@@ -241,9 +248,7 @@ int pg_rcmd_history(const char *channel, uint64_t since, pg_history_cb cb, void 
     h->arg = arg;
     char sbuf[24];
     size_t slen = pg_u64toa(since, sbuf);
-    const char *argv[5] = { "FCALL_RO", pg_node.fn_history, "0", channel, sbuf };
-    size_t argvlen[5] = { 8, strlen(pg_node.fn_history), 1, strlen(channel), slen };
-    if (redisAsyncCommandArgv(cmd.ac, history_cb, h, 5, argv, argvlen) != REDIS_OK) {
+    if (fcall("FCALL_RO", pg_node.fn_history, channel, sbuf, slen, history_cb, h) < 0) {
         free(h->channel);
         free(h);
         return -1;
