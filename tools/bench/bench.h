@@ -116,6 +116,10 @@ enum { MSG_PROGRESS = 1, MSG_CONNECTED, MSG_RESULT, MSG_STOP };
 typedef struct msg_hdr {
     uint32_t type, len;
 } msg_hdr_t;
+struct evbuffer;
+/* When a whole message is buffered in in: its header into *h, drained (the
+ * body of h->len bytes is next) and 1; else 0 and nothing taken. */
+int ipc_take(struct evbuffer *in, msg_hdr_t *h);
 typedef struct msg_progress {
     uint64_t connected, failed, inflight, deliveries, open;
 } msg_progress_t;

@@ -597,12 +597,8 @@ static void ipc_cb(evutil_socket_t fd, short what, void *arg)
     }
     for (;;) {
         msg_hdr_t h;
-        if (evbuffer_get_length(w->in) < sizeof h)
+        if (!ipc_take(w->in, &h))
             return;
-        evbuffer_copyout(w->in, &h, sizeof h);
-        if (evbuffer_get_length(w->in) < sizeof h + h.len)
-            return;
-        evbuffer_drain(w->in, sizeof h);
         switch (h.type) {
         case MSG_PROGRESS:
             if (h.len == sizeof w->prog) {

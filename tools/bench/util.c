@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
 #include <json-c/json.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -59,6 +60,17 @@ struct json_object *json_fixed(double v, int prec)
     char b[64];
     snprintf(b, sizeof b, "%.*f", prec, v);
     return json_object_new_double_s(v, b);
+}
+
+int ipc_take(struct evbuffer *in, msg_hdr_t *h)
+{
+    if (evbuffer_get_length(in) < sizeof *h)
+        return 0;
+    evbuffer_copyout(in, h, sizeof *h);
+    if (evbuffer_get_length(in) < sizeof *h + h->len)
+        return 0;
+    evbuffer_drain(in, sizeof *h);
+    return 1;
 }
 
 long target_user(const bench_opts_t *o, uint64_t seq)

@@ -663,12 +663,8 @@ static void ipc_cb(evutil_socket_t fd, short what, void *arg)
         _exit(4); /* the coordinator is gone */
     for (;;) {
         msg_hdr_t h;
-        if (evbuffer_get_length(w->ipc_in) < sizeof h)
+        if (!ipc_take(w->ipc_in, &h))
             return;
-        evbuffer_copyout(w->ipc_in, &h, sizeof h);
-        if (evbuffer_get_length(w->ipc_in) < sizeof h + h.len)
-            return;
-        evbuffer_drain(w->ipc_in, sizeof h);
         if (h.type == MSG_STOP && h.len == sizeof(msg_stop_t)) {
             msg_stop_t s;
             evbuffer_remove(w->ipc_in, &s, sizeof s);
