@@ -38,6 +38,10 @@ typedef struct pg_config {
     char        *tls_cert;            /* path; both or neither */
     char        *tls_key;
     int          reuse_port;
+    unsigned     revoke_ttl;          /* seconds a revocation lasts (SPEC §7) */
+    unsigned     token_refresh_window; /* seconds before exp: "expiring" */
+    unsigned     max_conns_per_user;  /* 0 = no limit */
+    unsigned     recovery_timeout;    /* seconds a recovery may wait for Redis */
 } pg_config_t;
 
 enum { PG_OPT_RUN = 0, PG_OPT_HELP = 1, PG_OPT_VERSION = 2, PG_OPT_FAIL = -1 };

@@ -17,15 +17,18 @@ static pg_link_t cmd;
  * [A-Za-z0-9_.:-] by the option table, so it is safe inside a Lua string. */
 char *pg_rcmd_render_library(size_t *len)
 {
-    char num[3][24];
-    const char *keys[] = { "@PREFIX@", "@FN@", "@HISTORY_SIZE@", "@HISTORY_TTL@", "@MAX_BYTES@" };
-    const char *vals[5];
+    char num[4][24];
+    const char *keys[] = { "@PREFIX@", "@FN@", "@HISTORY_SIZE@", "@HISTORY_TTL@", "@MAX_BYTES@",
+                           "@REVOKE_TTL@" };
+    enum { NKEYS = sizeof(keys) / sizeof(keys[0]) };
+    const char *vals[NKEYS];
 
     snprintf(num[0], sizeof(num[0]), "%u", pg_node.cfg.history_size);
     snprintf(num[1], sizeof(num[1]), "%u", pg_node.cfg.history_ttl);
     snprintf(num[2], sizeof(num[2]), "%zu", pg_node.cfg.max_message_bytes);
+    snprintf(num[3], sizeof(num[3]), "%u", pg_node.cfg.revoke_ttl);
     vals[0] = pg_node.cfg.prefix; vals[1] = pg_node.fn_prefix;
-    vals[2] = num[0]; vals[3] = num[1]; vals[4] = num[2];
+    vals[2] = num[0]; vals[3] = num[1]; vals[4] = num[2]; vals[5] = num[3];
 
     pg_buf_t b = PG_BUF_INIT;
     const char *s = pg_embed_functions_lua, *end = s + pg_embed_functions_lua_len;
@@ -39,7 +42,7 @@ char *pg_rcmd_render_library(size_t *len)
         if (pg_buf_append(&b, s, (size_t)(at - s)) < 0)
             goto oom;
         size_t k;
-        for (k = 0; k < 5; k++) {
+        for (k = 0; k < NKEYS; k++) {
             size_t kl = strlen(keys[k]);
             if ((size_t)(end - at) >= kl && memcmp(at, keys[k], kl) == 0) {
                 if (pg_buf_puts(&b, vals[k]) < 0)
@@ -48,7 +51,7 @@ char *pg_rcmd_render_library(size_t *len)
                 break;
             }
         }
-        if (k == 5) {
+        if (k == NKEYS) {
             if (pg_buf_append(&b, "@", 1) < 0)
                 goto oom;
             s = at + 1;

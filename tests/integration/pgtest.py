@@ -101,14 +101,15 @@ def fn_name(prefix):
 
 
 def render_functions(prefix=DEFAULT_PREFIX, history_size=100, history_ttl=300,
-                     max_bytes=65536):
-    """gateway/functions.lua with its 5 placeholders replaced as plain text,
+                     max_bytes=65536, revoke_ttl=86400):
+    """gateway/functions.lua with its placeholders replaced as plain text,
     exactly as the gateway does before FUNCTION LOAD REPLACE."""
     text = FUNCTIONS_LUA.read_text()
     for k, v in (("@PREFIX@", prefix), ("@FN@", fn_name(prefix)),
                  ("@HISTORY_SIZE@", str(history_size)),
                  ("@HISTORY_TTL@", str(history_ttl)),
-                 ("@MAX_BYTES@", str(max_bytes))):
+                 ("@MAX_BYTES@", str(max_bytes)),
+                 ("@REVOKE_TTL@", str(revoke_ttl))):
         text = text.replace(k, v)
     return text
 
