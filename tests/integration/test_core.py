@@ -561,17 +561,39 @@ def test_health_ready_metrics_and_demo_page(gateway):
     assert b"<html" in page.body.lower() or b"<!doctype html" in page.body.lower()
 
 
-def test_sigterm_exits_zero(gateway_factory):
+def test_sigterm_closes_ws_1001_ends_sse_after_retry_and_exits_zero(gateway_factory):
+    """What a connected user sees on SIGTERM (SPEC §6): WebSocket close 1001,
+    SSE a `retry:` hint then the end of the stream; the node exits 0."""
     gw = gateway_factory(BASE_ARGS + ["--drain-timeout", "2"])
 
     async def scenario():
         ws = await ws_connect(gw)
         sse = await open_client("sse", gw)
-        t0 = time.monotonic()
-        code = gw.stop(signal.SIGTERM, timeout=10)
-        assert code == 0
-        assert time.monotonic() - t0 < 8
-        await close_all(ws, sse)
+        try:
+            # both adopted by the node (WS answers a ping; SSE is counted)
+            await ws.send_json({"type": "ping"})
+            assert await ws.recv_json() == {"type": "pong"}
+            await async_wait_until(
+                lambda: metric_value(gw.metrics(), "pushgate_connections",
+                                     {"transport": "sse"}) == 1,
+                msg="SSE connection counted")
+            t0 = time.monotonic()
+            gw.proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(ws.ws.wait_closed(), 8)
+            assert ws.close_code == 1001, (ws.close_code, ws.close_reason)
+            events = []
+            while True:
+                ev = await sse.next_event(8)
+                if ev is None:
+                    break
+                events.append(ev)
+            assert any("retry" in ev for ev in events), f"no retry: hint before the end: {events}"
+            await async_wait_until(lambda: gw.proc.poll() is not None, 8,
+                                   msg="node exit after SIGTERM")
+            assert gw.proc.returncode == 0
+            assert time.monotonic() - t0 < 8
+        finally:
+            await close_all(ws, sse)
 
     run(scenario())
 
