@@ -20,7 +20,8 @@ typedef enum {
     O_ORIGINS,   /* comma list -> origins */
     O_TOPICS,    /* comma list of names/globs -> public_globs */
     O_SECRET,    /* non-empty; never echoed */
-    O_KEYFILE,   /* PEM path; contents -> jwt_public_pem */
+    O_KEYFILES,  /* comma list of readable paths -> jwt_public_keys; the first one's
+                    contents -> jwt_public_pem */
     O_FILE,      /* readable path */
     O_BOOL,      /* int 0/1 */
     O_LONG,      /* long, bounded */
@@ -57,16 +58,20 @@ static const opt_t opts[] = {
       "name of this node in logs, metrics and presence" },
     { "allowed-origins",  O_ORIGINS, "",                         0, 0,            NULL,          F(allowed_origins),     F(origins),             "LIST",
       "comma list of exact origins or https://*.example.com; * allows any; empty: same host only" },
-    { "jwt-secret",       O_SECRET,  NULL,                       0, 0,            NULL,          F(jwt_secret),          NONE,                   "SECRET",
-      "HS256 key for client tokens" },
-    { "jwt-public-key",   O_KEYFILE, NULL,                       0, 0,            NULL,          F(jwt_public_key),      NONE,                   "FILE",
-      "PEM file: RS256 (RSA) or ES256 (EC P-256) key for client tokens" },
+    { "jwt-secret",       O_SECRET,  NULL,                       0, 0,            NULL,          F(jwt_secret),          NONE,                   "LIST",
+      "comma list of HS256 keys for client tokens (a token may match any of them)" },
+    { "jwt-secret-file",  O_FILE,    NULL,                       0, 0,            NULL,          F(jwt_secret_file),     NONE,                   "FILE",
+      "HS256 keys for client tokens, one a line (blank and # lines skipped); re-read on SIGHUP" },
+    { "jwt-public-key",   O_KEYFILES, NULL,                      0, 0,            NULL,          F(jwt_public_key),      F(jwt_public_keys),     "FILES",
+      "comma list of files, each a PEM public key (RS256: RSA, ES256: EC P-256) or a JWKS; re-read on SIGHUP" },
     { "allow-anonymous",  O_BOOL,    "false",                    0, 0,            NULL,          NONE,                   F(allow_anonymous),     NULL,
       "with a JWT key set, also accept connections without a token" },
     { "public-topics",    O_TOPICS,  "",                         0, 0,            NULL,          F(public_topics),       F(public_globs),        "LIST",
       "comma list of topic names or globs anyone may subscribe to" },
-    { "api-key",          O_SECRET,  NULL,                       0, 0,            NULL,          F(api_key),             NONE,                   "SECRET",
-      "secret for /api/*; when unset, /api/* answers 403" },
+    { "api-key",          O_SECRET,  NULL,                       0, 0,            NULL,          F(api_key),             NONE,                   "LIST",
+      "comma list of secrets for /api/*; with none (nor --api-key-file), /api/* answers 403" },
+    { "api-key-file",     O_FILE,    NULL,                       0, 0,            NULL,          F(api_key_file),        NONE,                   "FILE",
+      "secrets for /api/*, one a line (blank and # lines skipped); re-read on SIGHUP" },
     { "max-connections",  O_LONG,    NULL,                       1, 10000000,     "connections", NONE,                   F(max_connections),     "N",
       "beyond it, new connections get 503" },
     { "max-message-bytes", O_SIZE,   "65536",                    16, 67108864,    "bytes",       NONE,                   F(max_message_bytes),   "BYTES",
@@ -102,7 +107,8 @@ static const opt_t opts[] = {
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 
-/* Largest --jwt-public-key file we read: a PEM public key is a few KB. */
+/* Largest --jwt-public-key file we read: a PEM public key is a few KB, a
+ * JWKS tens of KB (pg_keys.c reads with the same bound). */
 #define PEM_MAX (1u << 20)
 
 enum { SRC_DEFAULT, SRC_ENV, SRC_ARGV };
@@ -203,6 +209,23 @@ static int parse_listen(pg_config_t *cfg, const char *v, char *e, size_t el, con
     cfg->listen_host[hlen] = '\0';
     cfg->listen_port = (int)port;
     return 0;
+}
+
+/* 0 when path opens and reads (an empty file does), else -1 with *eno:
+ * fopen() alone would accept a directory. */
+static int readable(const char *path, int *eno)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        *eno = errno;
+        return -1;
+    }
+    errno = 0;
+    (void)fgetc(f);
+    int bad = ferror(f);
+    *eno = bad ? (errno ? errno : EIO) : 0;
+    fclose(f);
+    return bad ? -1 : 0;
 }
 
 static int read_file(const char *path, char **out, size_t *outlen, int *eno)
@@ -320,25 +343,40 @@ static int apply(pg_config_t *cfg, const opt_t *o, const char *v, const char *na
             return -1;
         }
         return 0;
-    case O_KEYFILE: {
-        int eno;
-        if (read_file(v, &cfg->jwt_public_pem, &cfg->jwt_public_pem_len, &eno) < 0) {
-            if (eno == ENOMEM)
-                seterr(e, el, "%s: out of memory", name);
-            else
-                seterr(e, el, "%s: cannot read \"%s\": %s", name, shown(v, sb),
-                       eno == EFBIG ? "larger than 1 MiB" : strerror(eno));
+    case O_KEYFILES: {
+        pg_strlist_t *l = (pg_strlist_t *)(base + o->val);
+        pg_strlist_free(l);
+        if (pg_strlist_split(v, l) < 0) {
+            seterr(e, el, "%s: out of memory", name);
             return -1;
+        }
+        if (l->n == 0) {
+            seterr(e, el, "%s: names no file", name);
+            return -1;
+        }
+        for (size_t i = 0; i < l->n; i++) {
+            int eno;
+            /* The first file's text stays in cfg for callers that take one
+             * PEM; every file is read again, and parsed, by pg_keys_load. */
+            int rc = i == 0 ? read_file(l->v[i], &cfg->jwt_public_pem, &cfg->jwt_public_pem_len, &eno)
+                            : readable(l->v[i], &eno);
+            if (rc < 0) {
+                if (eno == ENOMEM)
+                    seterr(e, el, "%s: out of memory", name);
+                else
+                    seterr(e, el, "%s: cannot read \"%s\": %s", name, shown(l->v[i], sb),
+                           eno == EFBIG ? "larger than 1 MiB" : strerror(eno));
+                return -1;
+            }
         }
         return 0;
     }
     case O_FILE: {
-        FILE *f = fopen(v, "rb");
-        if (!f) {
-            seterr(e, el, "%s: cannot read \"%s\": %s", name, shown(v, sb), strerror(errno));
+        int eno;
+        if (readable(v, &eno) < 0) {
+            seterr(e, el, "%s: cannot read \"%s\": %s", name, shown(v, sb), strerror(eno));
             return -1;
         }
-        fclose(f);
         return 0;
     }
     case O_BOOL: {
@@ -544,6 +582,7 @@ void pg_config_free(pg_config_t *cfg)
     }
     pg_strlist_free(&cfg->origins);
     pg_strlist_free(&cfg->public_globs);
+    pg_strlist_free(&cfg->jwt_public_keys);
     free(cfg->jwt_public_pem);
     /* The redis password and the secrets lived here too: wipe, not just zero
      * the pointers, so a later core dump shows less. */

@@ -18,14 +18,18 @@ typedef struct pg_config {
     char        *node_id;             /* default <hostname>-<pid> */
     char        *allowed_origins;
     pg_strlist_t origins;             /* split allowed_origins */
-    char        *jwt_secret;
-    char        *jwt_public_key;      /* path */
-    char        *jwt_public_pem;      /* file contents, read by pg_opt_parse */
+    char        *jwt_secret;          /* comma list of HS256 secrets (pg_keys_load splits it) */
+    char        *jwt_secret_file;     /* path: one secret a line; checked readable */
+    char        *jwt_public_key;      /* comma list of paths, each PEM or JWKS */
+    pg_strlist_t jwt_public_keys;     /* split jwt_public_key; every file checked readable */
+    char        *jwt_public_pem;      /* the FIRST file's contents, read by pg_opt_parse
+                                         (pg_keys_load reads every file itself) */
     size_t       jwt_public_pem_len;
     int          allow_anonymous;
     char        *public_topics;
     pg_strlist_t public_globs;        /* split public_topics */
-    char        *api_key;
+    char        *api_key;             /* comma list of API keys (pg_keys_load splits it) */
+    char        *api_key_file;        /* path: one API key a line; checked readable */
     long         max_connections;     /* 0 = derive from RLIMIT_NOFILE */
     size_t       max_message_bytes;
     size_t       queue_limit_bytes;
@@ -49,8 +53,9 @@ enum { PG_OPT_RUN = 0, PG_OPT_HELP = 1, PG_OPT_VERSION = 2, PG_OPT_FAIL = -1 };
 /* Fill cfg (zeroed by the caller) from defaults, then envp (PUSHGATE_*), then
  * argv (argv[0] is skipped; "--name value" and "--name=value"; boolean
  * options may stand alone or take true/false/1/0/yes/no/on/off). A flag beats
- * the environment. Reads the --jwt-public-key file and checks the TLS files
- * are readable. Returns PG_OPT_RUN, PG_OPT_HELP, PG_OPT_VERSION, or
+ * the environment. Reads the first --jwt-public-key file and checks every
+ * other key file and the TLS files are readable (the keys themselves are
+ * parsed by pg_keys_load). Returns PG_OPT_RUN, PG_OPT_HELP, PG_OPT_VERSION, or
  * PG_OPT_FAIL with one line in err naming the option and the problem (never
  * echoing a secret's value). Pure apart from reading those files and
  * gethostname()/getpid() for the default node id. */

@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include <jwt.h>
+#include <openssl/core_names.h>
 #include <openssl/ec.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -542,6 +543,331 @@ static void channels_claim(void **state)
     pg_jwt_keys_free(k);
 }
 
+/* ---- key sets: several keys, JWKS, kid ---- */
+
+/* A token from libjwt with a kid header (NULL = none). */
+static char *mint_kid(jwt_alg_t alg, const char *key, size_t keylen, const char *kid, const char *claims)
+{
+    jwt_t *j = NULL;
+    assert_int_equal(jwt_new(&j), 0);
+    assert_int_equal(jwt_add_grants_json(j, claims), 0);
+    if (kid)
+        assert_int_equal(jwt_add_header(j, "kid", kid), 0);
+    assert_int_equal(jwt_set_alg(j, alg, (const unsigned char *)key, (int)keylen), 0);
+    char *t = jwt_encode_str(j);
+    assert_non_null(t);
+    jwt_free(j);
+    return t;
+}
+
+static char *b64bn(EVP_PKEY *pk, const char *param, int pad)
+{
+    BIGNUM *bn = NULL;
+    assert_int_equal(EVP_PKEY_get_bn_param(pk, param, &bn), 1);
+    unsigned char buf[1024];
+    int n = pad ? BN_bn2binpad(bn, buf, pad) : BN_bn2bin(bn, buf);
+    assert_true(n > 0);
+    BN_free(bn);
+    return b64url(buf, (size_t)n);
+}
+
+/* One JWK for pk, with extra members (e.g. "\"kid\":\"a\",") put first. */
+static char *jwk_of(EVP_PKEY *pk, const char *extra)
+{
+    char *o = malloc(4096);
+    if (EVP_PKEY_base_id(pk) == EVP_PKEY_RSA) {
+        char *n = b64bn(pk, OSSL_PKEY_PARAM_RSA_N, 0), *e = b64bn(pk, OSSL_PKEY_PARAM_RSA_E, 0);
+        snprintf(o, 4096, "{%s\"kty\":\"RSA\",\"n\":\"%s\",\"e\":\"%s\"}", extra, n, e);
+        free(n);
+        free(e);
+    } else {
+        char *x = b64bn(pk, OSSL_PKEY_PARAM_EC_PUB_X, 32), *y = b64bn(pk, OSSL_PKEY_PARAM_EC_PUB_Y, 32);
+        snprintf(o, 4096, "{%s\"kty\":\"EC\",\"crv\":\"P-256\",\"x\":\"%s\",\"y\":\"%s\"}", extra, x, y);
+        free(x);
+        free(y);
+    }
+    return o;
+}
+
+static void add_jwks_ok(pg_jwt_keys_t *k, const char *doc)
+{
+    if (pg_jwt_keys_add_jwks(k, doc, strlen(doc), err, sizeof err) != 0)
+        fail_msg("jwks refused: %s", err);
+}
+
+static void several_secrets(void **state)
+{
+    (void)state;
+    pg_jwt_keys_t *k = pg_jwt_keys_create();
+    assert_non_null(k);
+    assert_int_equal(pg_jwt_keys_count(k), 0);
+    /* An empty set verifies nothing. */
+    char *t = mint(JWT_ALG_HS256, "old", "{\"sub\":\"1\"}");
+    refused(k, t, "no JWT key");
+    assert_int_equal(pg_jwt_keys_add_hs256(k, "old", 3, NULL, err, sizeof err), 0);
+    assert_int_equal(pg_jwt_keys_add_hs256(k, "new", 3, NULL, err, sizeof err), 0);
+    assert_int_equal(pg_jwt_keys_add_hs256(k, "", 0, NULL, err, sizeof err), -1);
+    assert_non_null(strstr(err, "empty"));
+    assert_int_equal(pg_jwt_keys_count(k), 2);
+    accepted(k, t, "1");
+    free(t);
+    t = mint(JWT_ALG_HS256, "new", "{\"sub\":\"2\"}");
+    accepted(k, t, "2");
+    free(t);
+    t = mint(JWT_ALG_HS256, "gone", "{\"sub\":\"3\"}");
+    refused(k, t, "signature");
+    free(t);
+    /* Still no RSA key: an RS256 token is refused for its alg. */
+    t = mint(JWT_ALG_RS256, rsa1.priv, "{\"sub\":\"4\"}");
+    refused(k, t, "does not match");
+    free(t);
+    /* Binary secrets (from a JWK "k") work too. */
+    const char bin[] = { 's', 0, 'x', (char)0xff };
+    assert_int_equal(pg_jwt_keys_add_hs256(k, bin, sizeof bin, NULL, err, sizeof err), 0);
+    t = mint_kid(JWT_ALG_HS256, bin, sizeof bin, NULL, "{\"sub\":\"5\"}");
+    accepted(k, t, "5");
+    free(t);
+    pg_jwt_keys_free(k);
+    pg_jwt_keys_free(NULL);
+    assert_int_equal(pg_jwt_keys_count(NULL), 0);
+}
+
+static void rs_and_es_together(void **state)
+{
+    (void)state;
+    pg_jwt_keys_t *k = pg_jwt_keys_create();
+    const keypair_t *pairs[] = { &rsa1, &rsa2, &ec1, &ec2 };
+    for (size_t i = 0; i < 4; i++)
+        assert_int_equal(pg_jwt_keys_add_pem(k, pairs[i]->pub, strlen(pairs[i]->pub), NULL, err, sizeof err), 0);
+    assert_int_equal(pg_jwt_keys_add_pem(k, ec384.pub, strlen(ec384.pub), NULL, err, sizeof err), -1);
+    assert_non_null(strstr(err, "neither RSA nor EC P-256"));
+    assert_int_equal(pg_jwt_keys_add_pem(k, "junk", 4, NULL, err, sizeof err), -1);
+    assert_non_null(strstr(err, "not a PEM public key"));
+    assert_int_equal(pg_jwt_keys_count(k), 4);
+    for (size_t i = 0; i < 4; i++) {
+        jwt_alg_t alg = i < 2 ? JWT_ALG_RS256 : JWT_ALG_ES256;
+        char *t = mint(alg, pairs[i]->priv, "{\"sub\":\"k\"}");
+        accepted(k, t, "k");
+        free(t);
+    }
+    /* Text around the PEM (a comment, a second key) does not matter. */
+    char pem[4096];
+    snprintf(pem, sizeof pem, "my key:\n%s%s", ec1.pub, rsa1.pub);
+    pg_jwt_keys_t *k2 = pg_jwt_keys_create();
+    assert_int_equal(pg_jwt_keys_add_pem(k2, pem, strlen(pem), "e", err, sizeof err), 0);
+    char *t = es_token_openssl(ec1.pkey, "{\"sub\":\"ossl\"}");
+    accepted(k2, t, "ossl");
+    free(t);
+    /* An HS256 token whose HMAC key is one of the PEMs: still refused. */
+    t = hs_token("{\"alg\":\"HS256\"}", "{\"sub\":\"42\"}", rsa1.pub);
+    refused(k, t, "does not match");
+    free(t);
+    pg_jwt_keys_free(k);
+    pg_jwt_keys_free(k2);
+}
+
+static void jwks_and_kid(void **state)
+{
+    (void)state;
+    char *r1 = jwk_of(rsa1.pkey, "\"kid\":\"r1\",\"use\":\"sig\",\"alg\":\"RS256\",");
+    char *r2 = jwk_of(rsa2.pkey, "\"kid\":\"r2\",");
+    char *e1 = jwk_of(ec1.pkey, "\"kid\":\"e1\",\"alg\":\"ES256\",");
+    char *e2 = jwk_of(ec2.pkey, "");   /* no kid */
+    char *enc = jwk_of(rsa2.pkey, "\"kid\":\"enc\",\"use\":\"enc\",\"alg\":\"RSA-OAEP\",");
+    char doc[16384];
+    /* "c2VjcmV0LW9jdA" is "secret-oct". */
+    snprintf(doc, sizeof doc,
+             " \n{\"keys\":[%s,%s,%s,%s,%s,{\"kty\":\"oct\",\"kid\":\"h1\",\"k\":\"c2VjcmV0LW9jdA\",\"alg\":\"HS256\"}]}",
+             r1, r2, e1, e2, enc);
+    pg_jwt_keys_t *k = pg_jwt_keys_create();
+    add_jwks_ok(k, doc);
+    assert_int_equal(pg_jwt_keys_count(k), 5);   /* the "enc" key is skipped */
+
+    /* The right kid verifies. */
+    char *t = mint_kid(JWT_ALG_RS256, rsa1.priv, strlen(rsa1.priv), "r1", "{\"sub\":\"a\"}");
+    accepted(k, t, "a");
+    free(t);
+    t = mint_kid(JWT_ALG_RS256, rsa2.priv, strlen(rsa2.priv), "r2", "{\"sub\":\"b\"}");
+    accepted(k, t, "b");
+    free(t);
+    t = mint_kid(JWT_ALG_ES256, ec1.priv, strlen(ec1.priv), "e1", "{\"sub\":\"c\"}");
+    accepted(k, t, "c");
+    free(t);
+    t = mint_kid(JWT_ALG_HS256, "secret-oct", 10, "h1", "{\"sub\":\"d\"}");
+    accepted(k, t, "d");
+    free(t);
+    /* A wrong kid is refused although another key (r1's) would verify. */
+    t = mint_kid(JWT_ALG_RS256, rsa1.priv, strlen(rsa1.priv), "r2", "{\"sub\":\"a\"}");
+    refused(k, t, "signature");
+    free(t);
+    /* The skipped encryption key's kid is unknown. */
+    t = mint_kid(JWT_ALG_RS256, rsa2.priv, strlen(rsa2.priv), "enc", "{\"sub\":\"a\"}");
+    refused(k, t, "unknown key id");
+    free(t);
+    t = mint_kid(JWT_ALG_RS256, rsa1.priv, strlen(rsa1.priv), "nope", "{\"sub\":\"a\"}");
+    refused(k, t, "unknown key id");
+    free(t);
+    /* A kid of a key of another alg. */
+    t = mint_kid(JWT_ALG_HS256, "secret-oct", 10, "r1", "{\"sub\":\"a\"}");
+    refused(k, t, "does not match");
+    free(t);
+    /* e2 has no kid: a token naming any kid never reaches it. */
+    t = mint_kid(JWT_ALG_ES256, ec2.priv, strlen(ec2.priv), "e1", "{\"sub\":\"a\"}");
+    refused(k, t, "signature");
+    free(t);
+    /* Without kid every key of the alg is tried, with or without a kid. */
+    const keypair_t *pairs[] = { &rsa1, &rsa2, &ec1, &ec2 };
+    for (size_t i = 0; i < 4; i++) {
+        t = mint(i < 2 ? JWT_ALG_RS256 : JWT_ALG_ES256, pairs[i]->priv, "{\"sub\":\"nokid\"}");
+        accepted(k, t, "nokid");
+        free(t);
+    }
+    t = mint(JWT_ALG_HS256, "secret-oct", "{\"sub\":\"nokid\"}");
+    accepted(k, t, "nokid");
+    free(t);
+    t = mint(JWT_ALG_HS256, "other", "{\"sub\":\"nokid\"}");
+    refused(k, t, "signature");
+    free(t);
+    /* A kid that is not a string. */
+    t = hs_token("{\"alg\":\"HS256\",\"kid\":7}", "{\"sub\":\"a\"}", "secret-oct");
+    refused(k, t, "kid is not a string");
+    free(t);
+    pg_jwt_keys_free(k);
+
+    /* Keys without any kid (plain --jwt-secret): a token with a kid names no
+     * key of ours. */
+    k = keys("s", NULL);
+    t = mint_kid(JWT_ALG_HS256, "s", 1, "k1", "{\"sub\":\"a\"}");
+    refused(k, t, "unknown key id");
+    free(t);
+    pg_jwt_keys_free(k);
+
+    /* One bare JWK is a set of one. */
+    k = pg_jwt_keys_create();
+    add_jwks_ok(k, r1);
+    assert_int_equal(pg_jwt_keys_count(k), 1);
+    t = mint(JWT_ALG_RS256, rsa1.priv, "{\"sub\":\"a\"}");
+    accepted(k, t, "a");
+    free(t);
+    pg_jwt_keys_free(k);
+    free(r1);
+    free(r2);
+    free(e1);
+    free(e2);
+    free(enc);
+}
+
+static void jwks_refused(void **state)
+{
+    (void)state;
+    char *r1 = jwk_of(rsa1.pkey, "\"kid\":\"r1\",");
+    char *e384 = malloc(4096);
+    {   /* A P-384 key written as if it were P-256: wrong coordinate size. */
+        char *x = b64bn(ec384.pkey, OSSL_PKEY_PARAM_EC_PUB_X, 48), *y = b64bn(ec384.pkey, OSSL_PKEY_PARAM_EC_PUB_Y, 48);
+        snprintf(e384, 4096, "{\"kty\":\"EC\",\"crv\":\"P-256\",\"x\":\"%s\",\"y\":\"%s\"}", x, y);
+        free(x);
+        free(y);
+    }
+    char *e1 = jwk_of(ec1.pkey, "");
+    /* Off the curve: y of ec1 with its last byte changed. */
+    char *bad_pt = strdup(e1);
+    char *yq = strstr(bad_pt, "\"y\":\"") + 5;
+    yq[40] = yq[40] == 'A' ? 'B' : 'A';
+    char mixed[8192], sig_after_bad[8192];
+    snprintf(mixed, sizeof mixed, "{\"keys\":[%s,{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"x\":\"AAAA\"}]}", r1);
+    snprintf(sig_after_bad, sizeof sig_after_bad, "{\"keys\":[%s,%s]}", r1, bad_pt);
+    struct { const char *doc; const char *want; } cases[] = {
+        { "", "not a JSON object" },
+        { "[]", "not a JSON object" },
+        { "{\"keys\":[", "not a JSON object" },
+        { "{\"nokeys\":[]}", "no \"keys\" array" },
+        { "{\"keys\":{}}", "\"keys\" is not an array" },
+        { "{\"keys\":[]}", "holds no signing key" },
+        { "{\"keys\":[{\"kty\":\"RSA\",\"use\":\"enc\",\"n\":\"AQAB\",\"e\":\"AQAB\"}]}", "holds no signing key" },
+        { "{\"keys\":[1]}", "key 1 is not a JSON object" },
+        { "{\"keys\":[{\"n\":\"AQAB\"}]}", "key 1: no kty" },
+        { "{\"keys\":[{\"kty\":5}]}", "must be strings" },
+        { "{\"keys\":[{\"kty\":\"RSA\",\"kid\":5}]}", "key 1: kid is not a string" },
+        { mixed, "key 2: kty \"OKP\" is not supported" },
+        { "{\"keys\":[{\"kty\":\"RSA\",\"kid\":\"a\",\"e\":\"AQAB\"}]}", "key 1 (kid \"a\"): RSA key needs n and e" },
+        { "{\"keys\":[{\"kty\":\"RSA\",\"n\":\"!!\",\"e\":\"AQAB\"}]}", "needs n and e" },
+        { "{\"keys\":[{\"kty\":\"RSA\",\"n\":\"AQAB\",\"e\":\"AQAB\"}]}", "no usable RSA key" },
+        { "{\"keys\":[{\"kty\":\"RSA\",\"alg\":\"RS384\",\"n\":\"AQAB\",\"e\":\"AQAB\"}]}", "alg \"RS384\" is not supported" },
+        { "{\"keys\":[{\"kty\":\"RSA\",\"alg\":\"ES256\",\"n\":\"AQAB\",\"e\":\"AQAB\"}]}", "alg \"ES256\"" },
+        { "{\"keys\":[{\"kty\":\"EC\",\"x\":\"AA\",\"y\":\"AA\"}]}", "needs crv" },
+        { "{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-384\",\"x\":\"AA\",\"y\":\"AA\"}]}", "crv \"P-384\" is not supported" },
+        { e384, "x and y (base64url, 32 bytes each)" },
+        { sig_after_bad, "key 2: x and y are not a point on P-256" },
+        { "{\"keys\":[{\"kty\":\"oct\"}]}", "oct key needs k" },
+        { "{\"keys\":[{\"kty\":\"oct\",\"k\":\"\"}]}", "k is empty" },
+        { "{\"keys\":[{\"kty\":\"oct\",\"alg\":\"HS512\",\"k\":\"c2VjcmV0LW9jdA\"}]}", "alg \"HS512\"" },
+        { "{\"keys\":[{\"kty\":\"oct\",\"kid\":\"a\\nb\",\"alg\":\"x\",\"k\":\"c2VjcmV0LW9jdA\"}]}", "(kid \"a?b\")" },
+    };
+    pg_jwt_keys_t *k = keys("s", NULL);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        err[0] = '\0';
+        if (pg_jwt_keys_add_jwks(k, cases[i].doc, strlen(cases[i].doc), err, sizeof err) != -1)
+            fail_msg("case %zu accepted", i);
+        if (!strstr(err, cases[i].want))
+            fail_msg("case %zu: \"%s\" lacks \"%s\"", i, err, cases[i].want);
+        assert_null(strchr(err, '\n'));
+        assert_null(strstr(err, "c2VjcmV0LW9jdA"));   /* never a key's value */
+        /* Nothing of a refused document stays in the set. */
+        assert_int_equal(pg_jwt_keys_count(k), 1);
+    }
+    /* The good first key of a refused document does not verify. */
+    char *t = mint(JWT_ALG_RS256, rsa1.priv, "{\"sub\":\"a\"}");
+    refused(k, t, "does not match");
+    free(t);
+    pg_jwt_keys_free(k);
+    free(r1);
+    free(e384);
+    free(e1);
+    free(bad_pt);
+}
+
+static void iat_and_info(void **state)
+{
+    (void)state;
+    pg_jwt_keys_t *k = keys("s", NULL);
+    struct { const char *claims; int64_t iat; const char *info; } cases[] = {
+        { "{\"sub\":\"1\"}", 0, NULL },
+        { "{\"sub\":\"1\",\"iat\":1799999000}", 1799999000, NULL },
+        { "{\"sub\":\"1\",\"iat\":1799999000.9}", 1799999000, NULL },
+        { "{\"sub\":\"1\",\"iat\":\"1799999000\"}", 0, NULL },
+        { "{\"sub\":\"1\",\"iat\":-5}", 0, NULL },
+        { "{\"sub\":\"1\",\"iat\":0}", 0, NULL },
+        { "{\"sub\":\"1\",\"iat\":1900000000}", 1900000000, NULL },   /* the issuer's clock is its own */
+        { "{\"sub\":\"1\",\"info\":null}", 0, NULL },
+        { "{\"sub\":\"1\",\"info\":{\"name\":\"Ann\",\"tags\":[1,2.5,true],\"url\":\"a/b\"}}", 0,
+          "{\"name\":\"Ann\",\"tags\":[1,2.5,true],\"url\":\"a/b\"}" },
+        { "{\"sub\":\"1\",\"info\":\"just text \\u00e9\"}", 0, "\"just text \xc3\xa9\"" },
+        { "{\"sub\":\"1\",\"info\":42}", 0, "42" },
+        { "{\"sub\":\"1\",\"info\":[]}", 0, "[]" },
+        { "{\"sub\":\"1\",\"iat\":1700000000,\"info\":{}}", 1700000000, "{}" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *t = hs_token("{\"alg\":\"HS256\"}", cases[i].claims, "s");
+        pg_identity_t id;
+        if (verify(k, t, &id) != 0)
+            fail_msg("case %zu refused: %s", i, err);
+        assert_int_equal(id.iat, cases[i].iat);
+        if (cases[i].info)
+            assert_string_equal(id.info, cases[i].info);
+        else
+            assert_null(id.info);
+        pg_identity_free(&id);
+        assert_null(id.info);
+        assert_int_equal(id.iat, 0);
+        free(t);
+    }
+    /* A refused token leaves no info behind. */
+    char *t = hs_token("{\"alg\":\"HS256\"}", "{\"sub\":\"1\",\"iat\":5,\"info\":{\"a\":1},\"channels\":5}", "s");
+    refused(k, t, "channels");
+    free(t);
+    pg_jwt_keys_free(k);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -556,6 +882,11 @@ int main(void)
         cmocka_unit_test(garbage),
         cmocka_unit_test(sub_claim),
         cmocka_unit_test(channels_claim),
+        cmocka_unit_test(several_secrets),
+        cmocka_unit_test(rs_and_es_together),
+        cmocka_unit_test(jwks_and_kid),
+        cmocka_unit_test(jwks_refused),
+        cmocka_unit_test(iat_and_info),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

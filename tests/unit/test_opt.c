@@ -70,12 +70,15 @@ static void defaults(void **state)
     assert_string_equal(cfg.allowed_origins, "");
     assert_int_equal(cfg.origins.n, 0);
     assert_null(cfg.jwt_secret);
+    assert_null(cfg.jwt_secret_file);
     assert_null(cfg.jwt_public_key);
+    assert_int_equal(cfg.jwt_public_keys.n, 0);
     assert_null(cfg.jwt_public_pem);
     assert_int_equal(cfg.allow_anonymous, 0);
     assert_string_equal(cfg.public_topics, "");
     assert_int_equal(cfg.public_globs.n, 0);
     assert_null(cfg.api_key);
+    assert_null(cfg.api_key_file);
     assert_int_equal(cfg.max_connections, 0);
     assert_int_equal(cfg.max_message_bytes, 65536);
     assert_int_equal(cfg.queue_limit_bytes, 1048576);
@@ -272,6 +275,11 @@ static void secrets_never_echoed(void **state)
     fails(ARGV("--api-kee", "hunter2"), NULL, "--api-kee: unknown option", "hunter2");
     /* A secret set and a later error elsewhere: still not in the line. */
     fails(ARGV("--jwt-secret", "hunter2", "--ping-interval", "x"), NULL, "--ping-interval", "hunter2");
+    /* Lists stay raw strings here: pg_keys_load splits them. */
+    assert_int_equal(run(ARGV("--jwt-secret", "old, new", "--api-key", "k1,k2"), NULL), PG_OPT_RUN);
+    assert_string_equal(cfg.jwt_secret, "old, new");
+    assert_string_equal(cfg.api_key, "k1,k2");
+    pg_config_free(&cfg);
 }
 
 static void argv_shape(void **state)
@@ -310,6 +318,8 @@ static void help_and_version(void **state)
         "--listen", "PUSHGATE_LISTEN", "0.0.0.0:8080", "--redis-url", "PUSHGATE_REDIS_URL",
         "redis://127.0.0.1:6379/0", "--prefix", "pushgate:", "--node-id", "<hostname>-<pid>",
         "--allowed-origins", "--jwt-secret", "PUSHGATE_JWT_SECRET", "--jwt-public-key",
+        "--jwt-secret-file", "PUSHGATE_JWT_SECRET_FILE", "--api-key-file", "PUSHGATE_API_KEY_FILE",
+        "comma list of files", "JWKS",
         "--allow-anonymous", "PUSHGATE_ALLOW_ANONYMOUS", "--public-topics", "--api-key",
         "--max-connections", "derived from the fd limit", "--max-message-bytes", "65536",
         "--queue-limit-bytes", "1048576", "--ping-interval", "PUSHGATE_PING_INTERVAL",
@@ -325,7 +335,7 @@ static void help_and_version(void **state)
 }
 
 static char dir[64];
-static char pem_path[128], cert_path[128], key_path[128];
+static char pem_path[128], pem2_path[128], cert_path[128], key_path[128];
 
 static int files_setup(void **state)
 {
@@ -334,10 +344,11 @@ static int files_setup(void **state)
     if (!mkdtemp(dir))
         return -1;
     snprintf(pem_path, sizeof pem_path, "%s/pub.pem", dir);
+    snprintf(pem2_path, sizeof pem2_path, "%s/keys.json", dir);
     snprintf(cert_path, sizeof cert_path, "%s/cert.pem", dir);
     snprintf(key_path, sizeof key_path, "%s/key.pem", dir);
-    const char *paths[] = { pem_path, cert_path, key_path };
-    for (int i = 0; i < 3; i++) {
+    const char *paths[] = { pem_path, cert_path, key_path, pem2_path };
+    for (int i = 0; i < 4; i++) {
         FILE *f = fopen(paths[i], "w");
         if (!f)
             return -1;
@@ -351,6 +362,7 @@ static int files_teardown(void **state)
 {
     (void)state;
     unlink(pem_path);
+    unlink(pem2_path);
     unlink(cert_path);
     unlink(key_path);
     rmdir(dir);
@@ -374,6 +386,46 @@ static void key_files(void **state)
     fails(ARGV("--jwt-public-key", dir), NULL, "--jwt-public-key: cannot read", NULL);
     fails(NOARGS, ENV("PUSHGATE_JWT_PUBLIC_KEY=/nonexistent/k.pem"), "PUSHGATE_JWT_PUBLIC_KEY", NULL);
 
+    /* A comma list: every file must be readable; the first one's text is
+     * kept for callers that take one PEM. */
+    char list[400];
+    snprintf(list, sizeof list, " %s , %s,", pem2_path, pem_path);
+    assert_int_equal(run(ARGV("--jwt-public-key", list), NULL), PG_OPT_RUN);
+    assert_string_equal(cfg.jwt_public_key, list);
+    assert_int_equal(cfg.jwt_public_keys.n, 2);
+    assert_string_equal(cfg.jwt_public_keys.v[0], pem2_path);
+    assert_string_equal(cfg.jwt_public_keys.v[1], pem_path);
+    assert_int_equal(cfg.jwt_public_pem_len, 57);
+    pg_config_free(&cfg);
+    assert_int_equal(cfg.jwt_public_keys.n, 0);
+    snprintf(list, sizeof list, "%s,%s", pem_path, missing);
+    fails(ARGV("--jwt-public-key", list), NULL, "--jwt-public-key: cannot read \"", NULL);
+    assert_non_null(strstr(err, "nope.pem\": No such file"));
+    snprintf(list, sizeof list, "%s,%s", pem_path, dir);
+    fails(ARGV("--jwt-public-key", list), NULL, "--jwt-public-key: cannot read", NULL);
+    assert_non_null(strstr(err, "Is a directory"));
+    fails(ARGV("--jwt-public-key", " , "), NULL, "--jwt-public-key: names no file", NULL);
+
+    /* Secret files: readable at start (pg_keys_load reads them, then and
+     * on SIGHUP). */
+    assert_int_equal(run(ARGV("--jwt-secret-file", cert_path, "--api-key-file", key_path), NULL), PG_OPT_RUN);
+    assert_string_equal(cfg.jwt_secret_file, cert_path);
+    assert_string_equal(cfg.api_key_file, key_path);
+    pg_config_free(&cfg);
+    char envs[2][200];
+    snprintf(envs[0], sizeof envs[0], "PUSHGATE_JWT_SECRET_FILE=%s", key_path);
+    snprintf(envs[1], sizeof envs[1], "PUSHGATE_API_KEY_FILE=%s", cert_path);
+    assert_int_equal(run(NOARGS, ENV(envs[0], envs[1])), PG_OPT_RUN);
+    assert_string_equal(cfg.jwt_secret_file, key_path);
+    assert_string_equal(cfg.api_key_file, cert_path);
+    pg_config_free(&cfg);
+    fails(ARGV("--jwt-secret-file", missing), NULL, "--jwt-secret-file: cannot read", NULL);
+    fails(ARGV("--api-key-file", missing), NULL, "--api-key-file: cannot read", NULL);
+    fails(ARGV("--api-key-file", dir), NULL, "--api-key-file: cannot read", NULL);
+    assert_non_null(strstr(err, "Is a directory"));
+    fails(ARGV("--jwt-secret-file="), NULL, "--jwt-secret-file: cannot read", NULL);
+    fails(NOARGS, ENV("PUSHGATE_API_KEY_FILE=/nonexistent/k"), "PUSHGATE_API_KEY_FILE (--api-key-file)", NULL);
+
     assert_int_equal(run(ARGV("--tls-cert", cert_path, "--tls-key", key_path), NULL), PG_OPT_RUN);
     assert_string_equal(cfg.tls_cert, cert_path);
     assert_string_equal(cfg.tls_key, key_path);
@@ -387,10 +439,13 @@ static void key_files(void **state)
 static void out_of_memory(void **state)
 {
     (void)state;
+    char list[300];
+    snprintf(list, sizeof list, "%s,%s", pem_path, pem2_path);
     char **argv = ARGV("--allowed-origins", "https://a.com,https://b.com", "--public-topics", "a,b,c",
-                       "--jwt-secret", "s", "--jwt-public-key", pem_path, "--api-key", "k");
+                       "--jwt-secret", "s", "--jwt-public-key", list, "--api-key", "k",
+                       "--jwt-secret-file", cert_path, "--api-key-file", key_path);
     int ran = 0;
-    for (long k = 0; k < 60; k++) {
+    for (long k = 0; k < 80; k++) {
         pg_test_fail_after = k;
         int rc = run(argv, NULL);
         pg_test_fail_after = -1;
