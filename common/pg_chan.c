@@ -133,3 +133,18 @@ fail:
     pg_strlist_free(out);
     return -1;
 }
+
+int pg_chan_user(const char *user, char out[PG_CHAN_MAX + 1])
+{
+    size_t n = user != NULL ? strlen(user) : 0;
+    if (n == 0 || n > PG_CHAN_MAX - 5)
+        return -1;
+    memcpy(out, "user:", 5);
+    memcpy(out + 5, user, n + 1);
+    return pg_chan_valid(out, n + 5) ? 0 : -1;
+}
+
+int pg_chan_is_user(const char *channel, const char *user)
+{
+    return user != NULL && strncmp(channel, "user:", 5) == 0 && strcmp(channel + 5, user) == 0;
+}

@@ -21,6 +21,12 @@ int pg_chan_valid(const char *name, size_t len);
 /* Classify a NUL-terminated name; PG_CHAN_INVALID when not valid ("user:" alone
  * is invalid). */
 pg_chan_kind_t pg_chan_kind(const char *name);
+/* The user channel of user id `user` written into out: "user:<user>".
+ * Returns 0, or -1 when that is no valid user channel (empty id, bad
+ * characters, over 128 bytes in all). The one place that builds it. */
+int pg_chan_user(const char *user, char out[PG_CHAN_MAX + 1]);
+/* 1 if channel is exactly "user:<user>" (user NULL: never). */
+int pg_chan_is_user(const char *channel, const char *user);
 /* Glob match: '*' matches any run of characters (also empty, also across '.'
  * and ':'), '?' exactly one, everything else itself. No backtracking blow-up:
  * linear in practice (the classic two-pointer algorithm). 1 = match. */

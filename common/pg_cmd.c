@@ -36,6 +36,20 @@ int pg_cmd_parse(const char *buf, size_t len, pg_cmd_t *out, const char **code,
         rc = 0;
         goto out;
     }
+    if (strcmp(type, "refresh") == 0) {
+        json_object *tok;
+        size_t tlen;
+        if (!json_object_object_get_ex(o, "token", &tok) ||
+            !json_object_is_type(tok, json_type_string) ||
+            (tlen = (size_t)json_object_get_string_len(tok)) == 0 || tlen > PG_CMD_TOKEN_MAX) {
+            bad(code, "bad_token", err, errlen, "refresh needs a string \"token\"");
+            goto out;
+        }
+        memcpy(out->token, json_object_get_string(tok), tlen + 1);
+        out->type = PG_CMD_REFRESH;
+        rc = 0;
+        goto out;
+    }
     if (strcmp(type, "subscribe") == 0) {
         out->type = PG_CMD_SUBSCRIBE;
     } else if (strcmp(type, "unsubscribe") == 0) {
@@ -43,7 +57,7 @@ int pg_cmd_parse(const char *buf, size_t len, pg_cmd_t *out, const char **code,
     } else {
         /* The client's type is not echoed: this text goes back into a JSON
          * frame, and a fixed message needs no escaping. */
-        bad(code, "unknown_type", err, errlen, "type must be subscribe, unsubscribe or ping");
+        bad(code, "unknown_type", err, errlen, "type must be subscribe, unsubscribe, ping or refresh");
         goto out;
     }
     if (!json_object_object_get_ex(o, "channel", &ch) || !json_object_is_type(ch, json_type_string)) {
@@ -81,6 +95,7 @@ out:
     if (rc < 0) {
         out->type = 0;
         out->channel[0] = '\0';
+        out->token[0] = '\0';
     }
     return rc;
 }

@@ -86,6 +86,22 @@ int pg_metrics_render(const pg_metrics_t *m, pg_buf_t *o)
                  "Reconnections of the Redis links.", m->redis_reconnects_total);
     rc |= head(o, "pushgate_subscribed_channels", "gauge", "Redis channels this node is subscribed to.");
     rc |= pg_buf_printf(o, "pushgate_subscribed_channels %lld\n", (long long)m->subscribed_channels);
+    rc |= head(o, "pushgate_control_orders_total", "counter",
+               "Backend orders received on the control channel (SPEC 7).");
+    rc |= pg_buf_printf(o, "pushgate_control_orders_total{result=\"applied\"} %llu\n"
+                        "pushgate_control_orders_total{result=\"invalid\"} %llu\n",
+                        (unsigned long long)m->control_orders_total,
+                        (unsigned long long)m->control_orders_invalid_total);
+    static const int close_codes[PG_CLOSE_COUNT] = { 4000, 4001, 4003, 4029 };
+    rc |= head(o, "pushgate_session_closes_total", "counter",
+               "Connections closed by the session with its own codes: 4000/4003 backend, 4001 expired, 4029 per-user limit.");
+    for (int i = 0; i < PG_CLOSE_COUNT; i++)
+        rc |= pg_buf_printf(o, "pushgate_session_closes_total{code=\"%d\"} %llu\n", close_codes[i],
+                            (unsigned long long)m->session_closes[i]);
+    rc |= head(o, "pushgate_key_reloads_total", "counter", "Key reloads on SIGHUP by result.");
+    rc |= pg_buf_printf(o, "pushgate_key_reloads_total{result=\"ok\"} %llu\n"
+                        "pushgate_key_reloads_total{result=\"failed\"} %llu\n",
+                        (unsigned long long)m->key_reloads_ok, (unsigned long long)m->key_reloads_failed);
 
     const char *h = "pushgate_delivery_latency_seconds";
     rc |= head(o, h, "histogram", "Time from arrival from Redis to the socket write.");

@@ -12,6 +12,9 @@ enum { PG_TR_WS = 0, PG_TR_SSE = 1, PG_TR_COUNT = 2 };
 enum { PG_PUB_200, PG_PUB_400, PG_PUB_401, PG_PUB_403, PG_PUB_405, PG_PUB_413,
        PG_PUB_503, PG_PUB_OTHER, PG_PUB_COUNT };
 
+/* the session's own close codes (SPEC §7), counted */
+enum { PG_CLOSE_4000, PG_CLOSE_4001, PG_CLOSE_4003, PG_CLOSE_4029, PG_CLOSE_COUNT };
+
 #define PG_LAT_NBUCKETS 14  /* bounds in pg_metrics.c: 100us .. 2.5s */
 
 typedef struct pg_metrics {
@@ -25,6 +28,10 @@ typedef struct pg_metrics {
     int      redis_connected;                   /* gauge 0/1 */
     uint64_t redis_reconnects_total;
     int64_t  subscribed_channels;               /* gauge */
+    uint64_t control_orders_total;              /* orders applied (SPEC §7) */
+    uint64_t control_orders_invalid_total;      /* orders that did not parse */
+    uint64_t session_closes[PG_CLOSE_COUNT];    /* by PG_CLOSE_* */
+    uint64_t key_reloads_ok, key_reloads_failed;
     uint64_t lat_buckets[PG_LAT_NBUCKETS + 1];  /* last = +Inf; non-cumulative */
     uint64_t lat_count;
     uint64_t lat_sum_ns;
@@ -40,6 +47,9 @@ void pg_metrics_latency(pg_metrics_t *m, uint64_t ns);
  * pushgate_slow_consumer_disconnects_total, pushgate_publish_requests_total{code},
  * pushgate_connections_rejected_total, pushgate_redis_connected,
  * pushgate_redis_reconnects_total, pushgate_subscribed_channels,
+ * pushgate_control_orders_total{result="applied|invalid"},
+ * pushgate_session_closes_total{code="4000|4001|4003|4029"},
+ * pushgate_key_reloads_total{result="ok|failed"},
  * pushgate_delivery_latency_seconds (histogram). node labels nothing: the
  * scraper adds instance. Returns 0 or -1 on out-of-memory. */
 int pg_metrics_render(const pg_metrics_t *m, pg_buf_t *out);

@@ -1,13 +1,12 @@
-/* api.c - POST /api/publish. See api.h. */
+/* api.c - POST /api/publish and the control endpoints. See api.h. */
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <json-c/json.h>
 
 #include "api.h"
-#include "auth.h"
+#include "commands.h"
 #include "node.h"
-#include "redis_cmd.h"
 #include "pg_buf.h"
 #include "pg_chan.h"
 #include "pg_json.h"
@@ -16,15 +15,17 @@
 
 #define MAX_CHANNELS_PER_PUBLISH 100
 
-/* One publish in flight. The HTTP side and the Redis replies both point at
- * it; whichever lets go last frees it (wsi == NULL: the client left). */
+/* One request's Redis work in flight. The HTTP side and the Redis replies
+ * both point at it; whichever lets go last frees it (wsi == NULL: the
+ * client left). */
 typedef struct pg_api_req {
     struct lws *wsi;
     pg_http_t  *h;
     unsigned    pending;        /* FCALLs not answered yet */
     size_t      n;
     uint64_t   *ids;            /* one per channel, in request order */
-    int         failed;
+    int         failed;         /* 0, or the HTTP status to answer */
+    long long   nodes;          /* control: the function's answer */
     int         is_list;        /* "channels" form: answer with "ids" too */
     char        err[PG_ERRLEN];
 } pg_api_req_t;
@@ -34,15 +35,22 @@ typedef struct api_slot {
     size_t        idx;
 } api_slot_t;
 
+static int is_publish(const pg_http_t *h)
+{
+    return strcmp(h->path, "/api/publish") == 0;
+}
+
 static void answer(struct lws *wsi, pg_http_t *h, int status, const char *body, size_t len)
 {
-    pg_metrics_publish(&pg_node.metrics, status);
+    if (is_publish(h))
+        pg_metrics_publish(&pg_node.metrics, status);
     pg_http_answer(wsi, h, status, "application/json", body, len);
 }
 
 static void answer_error(struct lws *wsi, pg_http_t *h, int status, const char *msg)
 {
-    pg_metrics_publish(&pg_node.metrics, status);
+    if (is_publish(h))
+        pg_metrics_publish(&pg_node.metrics, status);
     pg_http_error(wsi, h, status, msg);
 }
 
@@ -54,24 +62,36 @@ static void refuse_early(struct lws *wsi, pg_http_t *h, int status, const char *
     h->close_after = 1;
 }
 
-int pg_api_begin(struct lws *wsi, pg_http_t *h)
+static const char *const routes[] = {
+    "/api/publish", "/api/disconnect", "/api/subscribe", "/api/unsubscribe"
+};
+
+const char *pg_api_route(const char *path)
+{
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
+        if (strcmp(path, routes[i]) == 0)
+            return routes[i];
+    return NULL;
+}
+
+int pg_api_begin(struct lws *wsi, pg_http_t *h, const char *route)
 {
     char auth[1024];
-    const char *key = pg_node.cfg.api_key;
 
-    if (key == NULL || !*key) {
+    h->path = route;
+    if (!pg_keys_has_api(pg_node.keys)) {
         refuse_early(wsi, h, 403, "the API is disabled: no --api-key configured");
         return 1;
     }
-    int n = pg_auth_header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, auth, sizeof(auth));
+    int n = pg_http_header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, auth, sizeof(auth));
     const char *given = NULL;
     if (n > 7 && strncasecmp(auth, "Bearer ", 7) == 0)
         given = auth + 7;
-    if (given == NULL || !pg_secure_equal(given, strlen(given), key, strlen(key))) {
+    if (given == NULL || !pg_keys_api_ok(pg_node.keys, given, strlen(given))) {
         refuse_early(wsi, h, 401, "missing or wrong API key");
         return 1;
     }
-    if (!pg_auth_origin_ok(wsi)) {
+    if (!pg_http_origin_ok(wsi)) {
         refuse_early(wsi, h, 403, "origin not allowed");
         return 1;
     }
@@ -83,7 +103,7 @@ int pg_api_begin(struct lws *wsi, pg_http_t *h)
         refuse_early(wsi, h, 411, "a Content-Length is required (chunked bodies are not accepted)");
         return 1;
     }
-    if (pg_auth_header(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, cl, sizeof(cl)) < 0 ||
+    if (pg_http_header(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, cl, sizeof(cl)) < 0 ||
         pg_atou64(cl, (size_t)-1, &v) != 0) {
         refuse_early(wsi, h, 400, "Content-Length is not a number of bytes");
         return 1;
@@ -133,7 +153,7 @@ static void finish(pg_api_req_t *r)
     }
     h->api = NULL;
     if (r->failed) {
-        answer_error(wsi, h, 503, r->err);
+        answer_error(wsi, h, r->failed, r->err);
         req_free(r);
         return;
     }
@@ -164,7 +184,7 @@ static void published(void *arg, int ok, uint64_t id, const char *err)
     if (ok) {
         r->ids[slot->idx] = id;
     } else if (!r->failed) {
-        r->failed = 1;
+        r->failed = 503;
         snprintf(r->err, sizeof(r->err), "publish failed: %s", err);
     }
     free(slot);
@@ -187,7 +207,7 @@ static int channel_ok(const char *name, char *err, size_t errlen)
     return 1;
 }
 
-void pg_api_complete(struct lws *wsi, pg_http_t *h)
+static void publish(struct lws *wsi, pg_http_t *h)
 {
     char err[PG_ERRLEN];
     json_object *root = NULL;
@@ -196,10 +216,6 @@ void pg_api_complete(struct lws *wsi, pg_http_t *h)
     const char **names = single;
     size_t n = 0;
 
-    if (h->too_big) {
-        answer_error(wsi, h, 413, "body over --max-message-bytes");
-        return;
-    }
     /* 63: the envelope built from it must stay within the 64 levels the
      * delivery path parses (pg_msg.c, functions.lua MAX_DEPTH) */
     int too_deep = 0;
@@ -275,7 +291,7 @@ void pg_api_complete(struct lws *wsi, pg_http_t *h)
         answer_error(wsi, h, 413, "message over --max-message-bytes");
         goto out;
     }
-    if (!pg_rcmd_ready()) {
+    if (!pg_commands_ready()) {
         json_object_put(env);
         answer_error(wsi, h, 503, "redis unavailable");
         goto out;
@@ -296,17 +312,17 @@ void pg_api_complete(struct lws *wsi, pg_http_t *h)
     for (size_t i = 0; i < n; i++) {
         api_slot_t *slot = malloc(sizeof(*slot));
         if (slot == NULL) {
-            r->failed = 1;
+            r->failed = 500;
             snprintf(r->err, sizeof(r->err), "out of memory");
             break;
         }
         slot->req = r;
         slot->idx = i;
         r->pending++;
-        if (pg_rcmd_publish(names[i], payload, plen, published, slot) != 0) {
+        if (pg_commands_publish(names[i], payload, plen, published, slot) != 0) {
             r->pending--;
             free(slot);
-            r->failed = 1;
+            r->failed = 503;
             snprintf(r->err, sizeof(r->err), "redis unavailable");
             break;
         }
@@ -318,6 +334,158 @@ out:
     if (names != single)
         free(names);
     json_object_put(root);
+}
+
+/* --- control endpoints (SPEC §7) ----------------------------------------
+ * Each calls the Redis function of the same name, which validates every
+ * argument, records a revocation and publishes the order in one step: the
+ * endpoint and the function cannot disagree, and the answer's "nodes" is
+ * the function's count of nodes that got the order. */
+
+static void controlled(void *arg, int ok, long long value, const char *err)
+{
+    pg_api_req_t *r = arg;
+    if (ok) {
+        r->nodes = value;
+    } else {
+        /* Redis's error text for bad arguments ("ERR ..."), or a lost link */
+        int lost = strcmp(err, "redis connection lost") == 0;
+        r->failed = lost ? 503 : 400;
+        if (strncmp(err, "ERR ", 4) == 0)
+            err += 4;
+        snprintf(r->err, sizeof(r->err), "%s", err);
+    }
+    struct lws *wsi = r->wsi;
+    pg_http_t *h = r->h;
+    if (wsi == NULL) {
+        req_free(r);
+        return;
+    }
+    h->api = NULL;
+    if (r->failed) {
+        answer_error(wsi, h, r->failed, r->err);
+    } else {
+        char body[48];
+        int len = snprintf(body, sizeof(body), "{\"nodes\":%lld}", r->nodes);
+        answer(wsi, h, 200, body, (size_t)len);
+    }
+    req_free(r);
+}
+
+/* The string member name of o, or NULL when absent; *bad when present but
+ * not a string. */
+static const char *member_str(json_object *o, const char *name, int *bad)
+{
+    json_object *v;
+    if (!json_object_object_get_ex(o, name, &v))
+        return NULL;
+    if (!json_object_is_type(v, json_type_string)) {
+        *bad = 1;
+        return NULL;
+    }
+    return json_object_get_string(v);
+}
+
+static void control(struct lws *wsi, pg_http_t *h)
+{
+    json_object *root = NULL, *opts = NULL;
+    const char *argv[4];
+    size_t lens[4];
+    int argc = 0, bad = 0;
+    const char *fn;
+    char since_buf[24];
+
+    root = pg_json_parse_object(h->req ? h->req : "", h->req_len, 8, NULL);
+    if (root == NULL) {
+        answer_error(wsi, h, 400, "body must be a JSON object");
+        return;
+    }
+    const char *user = member_str(root, "user", &bad);
+    if (user == NULL) {
+        answer_error(wsi, h, 400, "missing \"user\" (a string)");
+        goto out;
+    }
+    argv[argc++] = user;
+    if (strcmp(h->path, "/api/disconnect") == 0) {
+        fn = pg_node.fn_disconnect;
+        /* every other member is an option; the function refuses unknown
+         * ones and wrong types, so the rules live in one place */
+        if ((opts = json_object_new_object()) == NULL) {
+            answer_error(wsi, h, 500, "out of memory");
+            goto out;
+        }
+        json_object_object_foreach(root, k, v) {
+            if (strcmp(k, "user") != 0)
+                json_object_object_add(opts, k, json_object_get(v));
+        }
+        if (json_object_object_length(opts) > 0)
+            argv[argc++] = json_object_to_json_string_ext(opts, JSON_C_TO_STRING_PLAIN |
+                                                          JSON_C_TO_STRING_NOSLASHESCAPE);
+    } else {
+        int sub = strcmp(h->path, "/api/subscribe") == 0;
+        fn = sub ? pg_node.fn_subscribe : pg_node.fn_unsubscribe;
+        const char *channel = member_str(root, "channel", &bad);
+        if (channel == NULL) {
+            answer_error(wsi, h, 400, "missing \"channel\" (a string)");
+            goto out;
+        }
+        argv[argc++] = channel;
+        json_object *since;
+        if (sub && json_object_object_get_ex(root, "since", &since)) {
+            if (json_object_is_type(since, json_type_string)) {
+                argv[argc++] = json_object_get_string(since);
+            } else if (json_object_is_type(since, json_type_int) &&
+                       json_object_get_int64(since) >= 0) {
+                pg_u64toa(json_object_get_uint64(since), since_buf);
+                argv[argc++] = since_buf;
+            } else {
+                answer_error(wsi, h, 400, "\"since\" is a message id (a string of digits)");
+                goto out;
+            }
+        }
+        json_object_object_foreach(root, k, v) {
+            (void)v;
+            if (strcmp(k, "user") != 0 && strcmp(k, "channel") != 0 &&
+                !(sub && strcmp(k, "since") == 0)) {
+                answer_error(wsi, h, 400, "unknown member in the body");
+                goto out;
+            }
+        }
+    }
+    if (bad) {
+        answer_error(wsi, h, 400, "\"user\" and \"channel\" must be strings");
+        goto out;
+    }
+    for (int i = 0; i < argc; i++)
+        lens[i] = strlen(argv[i]);
+    pg_api_req_t *r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        answer_error(wsi, h, 500, "out of memory");
+        goto out;
+    }
+    r->wsi = wsi;
+    r->h = h;
+    if (pg_commands_fcall_int(fn, argc, argv, lens, controlled, r) != 0) {
+        free(r);
+        answer_error(wsi, h, 503, "redis unavailable");
+        goto out;
+    }
+    h->api = r;
+out:
+    json_object_put(opts);
+    json_object_put(root);
+}
+
+void pg_api_complete(struct lws *wsi, pg_http_t *h)
+{
+    if (h->too_big) {
+        answer_error(wsi, h, 413, "body over --max-message-bytes");
+        return;
+    }
+    if (is_publish(h))
+        publish(wsi, h);
+    else
+        control(wsi, h);
 }
 
 void pg_api_abandon(pg_http_t *h)

@@ -1,20 +1,24 @@
-/* api.h - POST /api/publish (SPEC §3): API key, body checks, FCALL per
- * channel, one answer when every id is back. */
+/* api.h - the HTTP API (SPEC §3, §7): POST /api/publish, /api/disconnect,
+ * /api/subscribe and /api/unsubscribe. API key, body checks, the Redis
+ * function calls, one answer when Redis has replied. */
 #ifndef PG_API_H
 #define PG_API_H
 
 #include <libwebsockets.h>
-#include "server.h"
+#include "http.h"
 
-/* The request line and headers are in: check method-independent things
- * (key, Content-Length). Returns 0 to read the body, or 1 when an answer was
- * already queued in h. */
-int pg_api_begin(struct lws *wsi, pg_http_t *h);
+/* The route's static name when path is an API endpoint, else NULL. */
+const char *pg_api_route(const char *path);
+/* The request line and headers of a POST to route are in: check the key,
+ * Origin and Content-Length. Returns 0 to read the body, or 1 when an
+ * answer was already queued in h. */
+int pg_api_begin(struct lws *wsi, pg_http_t *h, const char *route);
 /* A piece of the body. */
 void pg_api_body(pg_http_t *h, const void *in, size_t len);
-/* The whole body is in: parse, publish, answer (now or when Redis replies). */
+/* The whole body is in: parse, call Redis, answer (now or when it replies). */
 void pg_api_complete(struct lws *wsi, pg_http_t *h);
-/* The HTTP connection closed: forget wsi; replies still in flight are dropped. */
+/* The HTTP connection closed: forget wsi; replies still in flight are
+ * dropped. Registered with pg_http_set_abandon. */
 void pg_api_abandon(pg_http_t *h);
 
 #endif

@@ -4,6 +4,7 @@
 #include <time.h>
 
 #include "auth.h"
+#include "http.h"
 #include "node.h"
 #include "pg_chan.h"
 #include "pg_origin.h"
@@ -12,51 +13,13 @@
 #define MAX_CHANNELS_PER_REQUEST 64
 #define ARG_MAX 8192   /* a token or a channel list in the query string */
 
-int pg_auth_header(struct lws *wsi, enum lws_token_indexes tok, char *buf, size_t len)
-{
-    int n = lws_hdr_total_length(wsi, tok);
-    if (n <= 0 || (size_t)n >= len)
-        return -1;
-    if (lws_hdr_copy(wsi, buf, (int)len, tok) < 0)
-        return -1;
-    return n;
-}
-
-int pg_auth_origin_ok(struct lws *wsi)
-{
-    char origin[512], host[512];
-    int no = pg_auth_header(wsi, WSI_TOKEN_ORIGIN, origin, sizeof(origin));
-    if (no < 0) {
-        /* absent is fine (not a browser); present but oversized is not */
-        return lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN) <= 0;
-    }
-    int nh = pg_auth_header(wsi, WSI_TOKEN_HOST, host, sizeof(host));
-    return pg_origin_allowed(&pg_node.cfg.origins, origin, nh < 0 ? NULL : host);
-}
-
-int pg_auth_cors_headers(struct lws *wsi, unsigned char **p, unsigned char *end)
-{
-    char origin[512];
-    int n = pg_auth_header(wsi, WSI_TOKEN_ORIGIN, origin, sizeof(origin));
-    if (n <= 0 || !pg_auth_origin_ok(wsi))
-        return 0;
-    if (lws_add_http_header_by_name(wsi, (const unsigned char *)"access-control-allow-origin:",
-                                    (const unsigned char *)origin, n, p, end) ||
-        lws_add_http_header_by_name(wsi, (const unsigned char *)"access-control-allow-credentials:",
-                                    (const unsigned char *)"true", 4, p, end) ||
-        lws_add_http_header_by_name(wsi, (const unsigned char *)"vary:",
-                                    (const unsigned char *)"Origin", 6, p, end))
-        return -1;
-    return 0;
-}
-
 int pg_auth_may_read(const pg_identity_t *who, const char *channel)
 {
     switch (pg_chan_kind(channel)) {
     case PG_CHAN_BROADCAST:
         return 1;
     case PG_CHAN_USER:
-        return who->sub != NULL && strcmp(channel + 5, who->sub) == 0;
+        return pg_chan_is_user(channel, who->sub);
     case PG_CHAN_TOPIC:
         return pg_glob_list_match(&pg_node.cfg.public_globs, channel) ||
                pg_glob_list_match(&who->channels, channel);
@@ -69,7 +32,7 @@ int pg_auth_may_read(const pg_identity_t *who, const char *channel)
  * into one of the buffers, or NULL. */
 static const char *find_token(struct lws *wsi, char *hbuf, size_t hlen, char *abuf, size_t alen)
 {
-    if (pg_auth_header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, hbuf, hlen) > 0 &&
+    if (pg_http_header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, hbuf, hlen) > 0 &&
         strncasecmp(hbuf, "Bearer ", 7) == 0) {
         const char *t = hbuf + 7;
         while (*t == ' ')
@@ -90,13 +53,14 @@ int pg_auth_request(struct lws *wsi, int is_sse, pg_auth_result_t *res, char *er
     static char hbuf[ARG_MAX], abuf[ARG_MAX];
     memset(res, 0, sizeof(*res));
 
-    if (!pg_auth_origin_ok(wsi)) {
+    if (!pg_http_origin_ok(wsi)) {
         snprintf(err, errlen, "origin not allowed");
         return 403;
     }
 
     const char *token = find_token(wsi, hbuf, sizeof(hbuf), abuf, sizeof(abuf));
-    if (pg_node.jwt != NULL) {
+    const pg_jwt_keys_t *keys = pg_keys_jwt(pg_node.keys);
+    if (keys != NULL) {
         if (token == NULL) {
             if (!pg_node.cfg.allow_anonymous) {
                 snprintf(err, errlen, "a token is required");
@@ -104,7 +68,7 @@ int pg_auth_request(struct lws *wsi, int is_sse, pg_auth_result_t *res, char *er
             }
         } else {
             char why[PG_ERRLEN];
-            if (pg_jwt_verify(pg_node.jwt, token, (int64_t)time(NULL), &res->who,
+            if (pg_jwt_verify(keys, token, (int64_t)time(NULL), &res->who,
                               why, sizeof(why)) != 0) {
                 snprintf(err, errlen, "invalid token: %s", why);
                 return 401;

@@ -5,11 +5,9 @@
 #include <string.h>
 
 #include "conn.h"
-#include "auth.h"
 #include "hangup.h"
-#include "hub.h"
+#include "http.h"
 #include "node.h"
-#include "recovery.h"
 #include "pg_log.h"
 #include "pg_util.h"
 
@@ -34,27 +32,21 @@ static size_t view_len(const pg_conn_t *c, const pg_msg_t *m)
     return c->transport == PG_TR_WS ? m->json_len : m->sse_len;
 }
 
-void pg_conn_open(pg_conn_t *c, struct lws *wsi, int transport, pg_identity_t *who)
+void pg_conn_open(pg_conn_t *c, struct lws *wsi, int transport)
 {
     c->wsi = wsi;
     c->transport = transport;
     c->id = ++pg_node.next_conn_id;
-    c->who = *who;
-    memset(who, 0, sizeof(*who));
     c->flags |= PG_CONN_OPEN;
     lws_dll2_add_tail(&c->node, &open_conns[transport]);
     pg_node.nconns++;
     pg_node.metrics.connections[transport]++;
+}
 
-    if (pg_hub_join(c, "broadcast") == NULL)
-        pg_conn_close(c, 1011, "out of memory");
-    if (c->who.sub != NULL) {
-        char name[PG_CHAN_MAX + 1];
-        snprintf(name, sizeof(name), "user:%s", c->who.sub);
-        if (pg_hub_join(c, name) == NULL)
-            pg_conn_close(c, 1011, "out of memory");
-    }
-    conn_log(PG_LOG_DEBUG, c, "open user=%s", c->who.sub ? c->who.sub : "-");
+static void set_close(pg_conn_t *c, uint16_t code, const char *reason)
+{
+    c->close_code = code;
+    snprintf(c->close_reason, sizeof(c->close_reason), "%s", reason ? reason : "");
 }
 
 void pg_conn_close(pg_conn_t *c, uint16_t code, const char *reason)
@@ -62,8 +54,7 @@ void pg_conn_close(pg_conn_t *c, uint16_t code, const char *reason)
     if (c->flags & PG_CONN_CLOSE_ASAP)
         return;
     c->flags |= PG_CONN_CLOSE_ASAP;
-    c->close_code = code;
-    c->close_reason = reason;
+    set_close(c, code, reason);
     lws_callback_on_writable(c->wsi);
 }
 
@@ -72,8 +63,7 @@ void pg_conn_close_after_flush(pg_conn_t *c, uint16_t code, const char *reason)
     if (c->flags & (PG_CONN_CLOSE_ASAP | PG_CONN_CLOSING))
         return;
     c->flags |= PG_CONN_DRAINING | PG_CONN_CLOSING;
-    c->close_code = code;
-    c->close_reason = reason;
+    set_close(c, code, reason);
     lws_callback_on_writable(c->wsi);
 }
 
@@ -156,7 +146,7 @@ int pg_conn_sse_begin(pg_conn_t *c)
                 (const unsigned char *)"no-cache", 8, &p, end) ||
         lws_add_http_header_by_name(wsi, (const unsigned char *)"x-accel-buffering:",
                 (const unsigned char *)"no", 2, &p, end) ||
-        pg_auth_cors_headers(wsi, &p, end) ||
+        pg_http_cors_headers(wsi, &p, end) ||
         lws_finalize_http_header(wsi, &p, end))
         return -1;
     if (lws_write(wsi, start, (size_t)lws_ptr_diff(p, start), LWS_WRITE_HTTP_HEADERS) < 0)
@@ -171,8 +161,21 @@ int pg_conn_sse_begin(pg_conn_t *c)
      * the request; a stream is meant to outlive it, or every SSE client is
      * cut off after 10 s, busy or not */
     lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
-    pg_hangup_watch(c);
+    int fd = (int)lws_get_socket_fd(wsi);
+    if (pg_hangup_watch(fd, c) == 0)
+        c->hangup_fd = fd;
     return 0;
+}
+
+/* The hang-up watcher's callback: an SSE client has nothing more to say
+ * after its request, so EOF, an error or stray bytes all end the stream. */
+static void hung_up(void *arg)
+{
+    pg_conn_t *c = arg;
+    conn_log(PG_LOG_DEBUG, c, "peer hung up");
+    pg_hangup_forget(c->hangup_fd);
+    c->hangup_fd = 0;
+    lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
 }
 
 /* End a connection from its WRITEABLE callback. For WebSocket the close
@@ -323,6 +326,7 @@ static void flush_cb(uv_prepare_t *h)
 
 int pg_conn_init(void)
 {
+    pg_hangup_init(hung_up);
     if (uv_prepare_init(pg_node.loop, &flush_prep) != 0)
         return -1;
     return uv_prepare_start(&flush_prep, flush_cb);
@@ -330,6 +334,7 @@ int pg_conn_init(void)
 
 void pg_conn_shutdown(void)
 {
+    pg_hangup_stop();
     uv_prepare_stop(&flush_prep);
     uv_close((uv_handle_t *)&flush_prep, NULL);
 }
@@ -342,13 +347,8 @@ void pg_conn_destroy(pg_conn_t *c)
     conn_log(PG_LOG_DEBUG, c, "closed");
     /* reverse order of acquisition */
     lws_dll2_remove(&c->dirty_node);
-    pg_hangup_forget(c);
-    pg_recovery_abandon(c);
-    for (uint32_t i = 0; i < c->nheld; i++)
-        pg_msg_unref(&c->held[i]);
-    free(c->held);
-    c->held = NULL;
-    c->nheld = c->heldcap = 0;
+    pg_hangup_forget(c->hangup_fd);
+    c->hangup_fd = 0;
     while (c->qlen) {
         pg_msg_t *m = queue_pop(c);
         pg_msg_unref(&m);
@@ -357,8 +357,6 @@ void pg_conn_destroy(pg_conn_t *c)
     c->q = NULL;
     c->qcap = 0;
     pg_buf_free(&c->rx);
-    pg_hub_leave_all(c);
-    pg_identity_free(&c->who);
     pg_node.metrics.connections[c->transport]--;
     pg_node.nconns--;
     lws_dll2_remove(&c->node);
@@ -379,4 +377,27 @@ void pg_conn_foreach(int transport, pg_conn_iter_cb cb, void *arg)
 size_t pg_conn_count(void)
 {
     return open_conns[PG_TR_WS].count + open_conns[PG_TR_SSE].count;
+}
+
+int pg_conn_ws_receive(pg_conn_t *c, const void *in, size_t len)
+{
+    struct lws *wsi = c->wsi;
+    size_t max = pg_node.cfg.max_message_bytes;
+
+    if (lws_frame_is_binary(wsi)) {
+        lws_close_reason(wsi, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE,
+                         (unsigned char *)"binary frames are not accepted", 30);
+        return PG_ERR;
+    }
+    size_t remaining = lws_remaining_packet_payload(wsi);
+    if (c->rx.len + len + remaining > max) {
+        lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
+                         (unsigned char *)"message too big", 15);
+        return PG_ERR;
+    }
+    if (pg_buf_append(&c->rx, in, len) < 0)
+        return PG_ERR;
+    if (!lws_is_final_fragment(wsi) || remaining != 0)
+        return PG_AGAIN;
+    return PG_OK;
 }

@@ -1,9 +1,17 @@
-/* conn.h - one client connection (WebSocket or SSE): its subscriptions, its
- * bounded out-queue of shared messages, and its single teardown.
+/* conn.h - the transport of one client connection (WebSocket or SSE): its
+ * bounded out-queue of shared messages, the one write path, close frames,
+ * SSE response headers, and WebSocket message reassembly.
  *
- * Lifetime: the struct lives inside the lws per-session data, so lws owns the
- * memory; pg_conn_open() starts using it and pg_conn_destroy() (called from
- * the CLOSED callbacks only) releases every reference it holds. Nothing else
+ * The struct is also where the layers above keep their per-connection
+ * state (subscriptions for the hub, the identity and token timer for the
+ * session, the recovery): one allocation per connection, each group of
+ * fields owned by the module named beside it. conn.c never calls up into
+ * those modules.
+ *
+ * Lifetime: a WebSocket's struct lives inside the lws per-session data, an
+ * SSE stream's on the heap (server.h says why); pg_conn_open() starts using
+ * it and pg_conn_destroy() (after the session's own teardown, from the
+ * CLOSED callbacks only) releases what the transport holds. Nothing else
  * ever frees a connection: code that wants one gone calls pg_conn_close(),
  * which only sets a flag and asks lws for a WRITEABLE callback, where the
  * close really happens (STYLE §4: never free during fan-out). */
@@ -17,24 +25,25 @@
 #include "pg_jwt.h"
 #include "pg_msg.h"
 #include "pg_buf.h"
+#include "pg_wheel.h"
 
 struct pg_recovery;
 
 #define PG_CONN_OPEN        (1u << 0)  /* pg_conn_open() done, destroy owed */
 #define PG_CONN_CLOSE_ASAP  (1u << 1)  /* never enqueue again; close on next WRITEABLE */
-#define PG_CONN_RECOVERING  (1u << 2)  /* hold live messages until history replay ends */
+#define PG_CONN_RECOVERING  (1u << 2)  /* recovery.c holds live messages until its replay ends */
 #define PG_CONN_HDRS_SENT   (1u << 3)  /* SSE: response headers are out */
 #define PG_CONN_DRAINING    (1u << 4)  /* close (close_code, or 1001) once the queue is empty */
 #define PG_CONN_WANT_POLLOUT (1u << 5) /* WRITEABLE requested; no direct writes meanwhile */
 #define PG_CONN_CLOSING     (1u << 6)  /* pg_conn_close_after_flush: queue nothing new */
+#define PG_CONN_EXPIRY_WARNED (1u << 7) /* session: "expiring" sent for the current token */
 
 typedef struct pg_conn {
+    /* --- conn.c: the transport --- */
     struct lws      *wsi;
     int              transport;     /* PG_TR_WS or PG_TR_SSE */
     unsigned         flags;         /* PG_CONN_* */
     uint64_t         id;            /* node-unique, for logs */
-    pg_identity_t    who;           /* sub NULL = anonymous; owned */
-    lws_dll2_owner_t subs;          /* pg_sub_t.conn_node; each holds a channel */
     lws_dll2_t       node;          /* in the node's list of open connections */
     lws_dll2_t       dirty_node;    /* in the flush list while it has unsent messages */
     /* Out-queue: a ring of message references, oldest first. queued_bytes
@@ -43,26 +52,30 @@ typedef struct pg_conn {
     pg_msg_t       **q;
     uint32_t         qhead, qlen, qcap;
     size_t           queued_bytes;
-    /* Messages that arrived live while history is being replayed; they go
-     * out after the replay, minus any the replay already delivered. */
-    pg_msg_t       **held;
-    uint32_t         nheld, heldcap;
-    struct pg_recovery *rec;        /* non-NULL while RECOVERING; owned */
     pg_buf_t         rx;            /* WebSocket message being reassembled */
-    uint64_t         cmd_window_ms; /* start of the command rate window */
-    uint32_t         cmd_count;     /* commands seen in that window */
     int              hangup_fd;     /* SSE: socket in the hang-up epoll set; 0 = none */
     uint16_t         close_code;    /* WebSocket close code for CLOSE_ASAP */
-    const char      *close_reason;  /* static string */
+    char             close_reason[124]; /* a copy: orders carry their own text */
+
+    /* --- hub.c --- */
+    lws_dll2_owner_t members;       /* pg_member_t.conn_node: its channels */
+
+    /* --- session.c --- */
+    pg_identity_t    who;           /* sub NULL = anonymous; owned */
+    pg_timer_t       life;          /* token lifetime: "expiring", then exp */
+    uint64_t         cmd_window_ms; /* start of the command rate window */
+    uint32_t         cmd_count;     /* commands seen in that window */
+
+    /* --- recovery.c --- */
+    struct pg_recovery *rec;        /* non-NULL while RECOVERING */
 } pg_conn_t;
 
 /* The pre-sleep flush of connections with new messages (see conn.c). */
 int pg_conn_init(void);
 void pg_conn_shutdown(void);
 
-/* Start using c (zeroed by lws) for wsi: take ownership of *who (zeroed on
- * return), count it, join broadcast and, for a user, user:<sub>. */
-void pg_conn_open(pg_conn_t *c, struct lws *wsi, int transport, pg_identity_t *who);
+/* Start using c (zeroed) for wsi: give it an id and count it. */
+void pg_conn_open(pg_conn_t *c, struct lws *wsi, int transport);
 /* SSE: send the response headers and release the request's header table.
  * Call once, from LWS_CALLBACK_HTTP, after the request was read. -1 on error. */
 int pg_conn_sse_begin(pg_conn_t *c);
@@ -81,8 +94,15 @@ void pg_conn_close_after_flush(pg_conn_t *c, uint16_t code, const char *reason);
 /* The WRITEABLE callback: write what is queued. Returns -1 when lws must
  * close the connection, else 0. */
 int pg_conn_writeable(pg_conn_t *c);
-/* Release everything c holds. Idempotent; only from the CLOSED callbacks. */
+/* Release what the transport holds. Idempotent; only from the CLOSED
+ * callbacks, after the layers above released their fields. */
 void pg_conn_destroy(pg_conn_t *c);
+/* A piece of a WebSocket message arrived (LWS_CALLBACK_RECEIVE). Returns
+ * PG_OK with the whole text message in c->rx (the caller handles it, then
+ * pg_buf_reset(&c->rx)), PG_AGAIN when more is to come, or PG_ERR when lws
+ * must close (a binary frame: 1003; over --max-message-bytes: 1009; the
+ * close reason is already set). */
+int pg_conn_ws_receive(pg_conn_t *c, const void *in, size_t len);
 
 /* Visit the open connections of one transport (PG_TR_*), or all with -1.
  * cb may close (flag) the connection it is given, nothing more. */

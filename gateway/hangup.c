@@ -10,6 +10,7 @@
 
 static int       epfd = -1;
 static uv_poll_t epoll_watcher;
+static pg_hangup_cb hung_up;
 
 static void ready_cb(uv_poll_t *h, int status, int events)
 {
@@ -20,19 +21,14 @@ static void ready_cb(uv_poll_t *h, int status, int events)
     int n;
     do {
         n = epoll_wait(epfd, ev, 64, 0);
-        for (int i = 0; i < n; i++) {
-            pg_conn_t *c = ev[i].data.ptr;
-            /* An SSE client has nothing more to say after its request:
-             * EOF, an error or stray bytes all end the stream. */
-            conn_log(PG_LOG_DEBUG, c, "peer hung up");
-            pg_hangup_forget(c);
-            lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
-        }
+        for (int i = 0; i < n; i++)
+            hung_up(ev[i].data.ptr);
     } while (n == 64);
 }
 
-int pg_hangup_init(void)
+int pg_hangup_init(pg_hangup_cb cb)
 {
+    hung_up = cb;
     epfd = epoll_create1(EPOLL_CLOEXEC);
     if (epfd < 0 || uv_poll_init(pg_node.loop, &epoll_watcher, epfd) != 0) {
         pg_log(PG_LOG_ERROR, "epoll_create1: %s", strerror(errno));
@@ -60,20 +56,16 @@ void pg_hangup_stop(void)
     uv_close((uv_handle_t *)&epoll_watcher, closed_cb);
 }
 
-void pg_hangup_watch(pg_conn_t *c)
+int pg_hangup_watch(int fd, void *arg)
 {
-    int fd = (int)lws_get_socket_fd(c->wsi);
     if (epfd < 0 || fd < 0)
-        return;
-    struct epoll_event ev = { .events = EPOLLRDHUP | EPOLLIN | EPOLLET, .data.ptr = c };
-    if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) == 0)
-        c->hangup_fd = fd;
+        return -1;
+    struct epoll_event ev = { .events = EPOLLRDHUP | EPOLLIN | EPOLLET, .data.ptr = arg };
+    return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) == 0 ? 0 : -1;
 }
 
-void pg_hangup_forget(pg_conn_t *c)
+void pg_hangup_forget(int fd)
 {
-    if (c->hangup_fd <= 0 || epfd < 0)
-        return;
-    epoll_ctl(epfd, EPOLL_CTL_DEL, c->hangup_fd, NULL);
-    c->hangup_fd = 0;
+    if (fd > 0 && epfd >= 0)
+        epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL);
 }

@@ -12,14 +12,16 @@
 #ifndef PG_HANGUP_H
 #define PG_HANGUP_H
 
-#include "conn.h"
+/* Called once per socket that became readable or hung up, with the arg it
+ * was watched with; the socket is still in the set (forget it). */
+typedef void (*pg_hangup_cb)(void *arg);
 
 /* 0, or -1 when epoll is unavailable (logged; hang-ups then go unnoticed
  * until a write fails). */
-int pg_hangup_init(void);
+int pg_hangup_init(pg_hangup_cb cb);
 void pg_hangup_stop(void);
-/* Watch c's socket; pg_hangup_forget before c goes away. */
-void pg_hangup_watch(pg_conn_t *c);
-void pg_hangup_forget(pg_conn_t *c);
+/* Watch fd for a hang-up; 0 or -1. pg_hangup_forget(fd) before it closes. */
+int pg_hangup_watch(int fd, void *arg);
+void pg_hangup_forget(int fd);
 
 #endif

@@ -4,17 +4,11 @@
 
 #include "hub.h"
 #include "node.h"
-#include "redis_sub.h"
 #include "pg_log.h"
 #include "pg_util.h"
 
-static pg_chan_entry_t *chans;   /* uthash table by name */
-
-/* Messages held while a replay runs (pg_hub_hold): references, in arrival
- * order. Bounded by what Redis sends during one replay round trip. */
-static pg_msg_t **held;
-static size_t     nheld, heldcap;
-static int        holding;
+static pg_channel_t  *chans;   /* uthash table by name */
+static pg_hub_hooks_t hooks;
 
 #define FLOOR_MARGIN_MS 1000   /* clock estimate error we allow for */
 
@@ -25,9 +19,9 @@ uint64_t pg_hub_id_floor(void)
     return by_clock > pg_node.max_id_seen ? by_clock : pg_node.max_id_seen;
 }
 
-static pg_chan_entry_t *chan_new(const char *name)
+static pg_channel_t *chan_new(const char *name)
 {
-    pg_chan_entry_t *ch = calloc(1, sizeof(*ch));
+    pg_channel_t *ch = calloc(1, sizeof(*ch));
     if (ch == NULL)
         return NULL;
     if ((ch->name = strdup(name)) == NULL) {
@@ -37,23 +31,25 @@ static pg_chan_entry_t *chan_new(const char *name)
     HASH_ADD_KEYPTR(hh, chans, ch->name, strlen(ch->name), ch);
     ch->last_id = pg_hub_id_floor();
     pg_node.metrics.subscribed_channels++;
-    pg_link_want(ch->name, 1);
+    if (hooks.channel_wanted != NULL)
+        hooks.channel_wanted(ch->name, 1);
     return ch;
 }
 
-static void chan_free(pg_chan_entry_t *ch)
+static void chan_free(pg_channel_t *ch)
 {
     HASH_DEL(chans, ch);
     pg_node.metrics.subscribed_channels--;
-    if (!pg_node.stopping)
-        pg_link_want(ch->name, 0);
+    if (!pg_node.stopping && hooks.channel_wanted != NULL)
+        hooks.channel_wanted(ch->name, 0);
     free(ch->name);
     free(ch);
 }
 
-int pg_hub_init(void)
+int pg_hub_init(const pg_hub_hooks_t *h)
 {
-    pg_chan_entry_t *b = chan_new("broadcast");
+    hooks = *h;
+    pg_channel_t *b = chan_new("broadcast");
     if (b == NULL)
         return -1;
     b->pinned = 1;
@@ -62,166 +58,127 @@ int pg_hub_init(void)
 
 void pg_hub_free(void)
 {
-    pg_chan_entry_t *ch, *tmp;
+    pg_channel_t *ch, *tmp;
     HASH_ITER(hh, chans, ch, tmp) {
-        pg_assert(ch->subs.count == 0);
+        pg_assert(ch->members.count == 0);
         chan_free(ch);
     }
-    for (size_t i = 0; i < nheld; i++)
-        pg_msg_unref(&held[i]);
-    free(held);
-    held = NULL;
-    nheld = heldcap = 0;
 }
 
-pg_chan_entry_t *pg_hub_find(const char *name)
+pg_channel_t *pg_hub_find(const char *name)
 {
-    pg_chan_entry_t *ch = NULL;
+    pg_channel_t *ch = NULL;
     HASH_FIND_STR(chans, name, ch);
     return ch;
 }
 
-pg_sub_t *pg_hub_sub_of(pg_conn_t *c, const char *name)
+pg_member_t *pg_hub_member(pg_conn_t *c, const char *name)
 {
-    lws_start_foreach_dll(struct lws_dll2 *, d, lws_dll2_get_head(&c->subs)) {
-        pg_sub_t *s = lws_container_of(d, pg_sub_t, conn_node);
-        if (strcmp(s->chan->name, name) == 0)
-            return s;
+    lws_start_foreach_dll(struct lws_dll2 *, d, lws_dll2_get_head(&c->members)) {
+        pg_member_t *mb = lws_container_of(d, pg_member_t, conn_node);
+        if (strcmp(mb->chan->name, name) == 0)
+            return mb;
     } lws_end_foreach_dll(d);
     return NULL;
 }
 
-pg_sub_t *pg_hub_join(pg_conn_t *c, const char *name)
+pg_member_t *pg_hub_join(pg_conn_t *c, const char *name)
 {
-    pg_sub_t *s = pg_hub_sub_of(c, name);
-    if (s != NULL)
-        return s;
-    pg_chan_entry_t *ch = pg_hub_find(name);
+    pg_member_t *mb = pg_hub_member(c, name);
+    if (mb != NULL)
+        return mb;
+    pg_channel_t *ch = pg_hub_find(name);
     if (ch == NULL && (ch = chan_new(name)) == NULL)
         return NULL;
-    if ((s = calloc(1, sizeof(*s))) == NULL) {
-        if (ch->subs.count == 0 && !ch->pinned)
+    if ((mb = calloc(1, sizeof(*mb))) == NULL) {
+        if (ch->members.count == 0 && !ch->pinned)
             chan_free(ch);
         return NULL;
     }
-    s->conn = c;
-    s->chan = ch;
-    lws_dll2_add_tail(&s->conn_node, &c->subs);
-    lws_dll2_add_tail(&s->chan_node, &ch->subs);
-    return s;
+    mb->conn = c;
+    mb->chan = ch;
+    lws_dll2_add_tail(&mb->conn_node, &c->members);
+    lws_dll2_add_tail(&mb->chan_node, &ch->members);
+    return mb;
 }
 
-static void sub_free(pg_sub_t *s)
+void pg_hub_leave_member(pg_member_t *mb)
 {
-    pg_chan_entry_t *ch = s->chan;
-    lws_dll2_remove(&s->conn_node);
-    lws_dll2_remove(&s->chan_node);
-    free(s);
-    if (ch->subs.count == 0 && !ch->pinned)
+    pg_channel_t *ch = mb->chan;
+    lws_dll2_remove(&mb->conn_node);
+    lws_dll2_remove(&mb->chan_node);
+    free(mb);
+    if (ch->members.count == 0 && !ch->pinned)
         chan_free(ch);
 }
 
 int pg_hub_leave(pg_conn_t *c, const char *name)
 {
-    pg_sub_t *s = pg_hub_sub_of(c, name);
-    if (s == NULL)
+    pg_member_t *mb = pg_hub_member(c, name);
+    if (mb == NULL)
         return -1;
-    sub_free(s);
+    pg_hub_leave_member(mb);
     return 0;
 }
 
 void pg_hub_leave_all(pg_conn_t *c)
 {
-    lws_start_foreach_dll_safe(struct lws_dll2 *, d, d1, lws_dll2_get_head(&c->subs)) {
-        sub_free(lws_container_of(d, pg_sub_t, conn_node));
+    lws_start_foreach_dll_safe(struct lws_dll2 *, d, d1, lws_dll2_get_head(&c->members)) {
+        pg_hub_leave_member(lws_container_of(d, pg_member_t, conn_node));
     } lws_end_foreach_dll_safe(d, d1);
 }
 
-void pg_hub_deliver(pg_sub_t *s, pg_msg_t *m)
+void pg_hub_deliver(pg_member_t *mb, pg_msg_t *m)
 {
-    pg_conn_t *c = s->conn;
+    pg_conn_t *c = mb->conn;
 
-    if (c->flags & PG_CONN_RECOVERING) {
-        /* History for this connection is still being read: keep the live
-         * message; the replay's end sends it unless history already did. */
-        if (c->nheld == c->heldcap) {
-            uint32_t ncap = c->heldcap ? c->heldcap * 2 : 8;
-            pg_msg_t **n = realloc(c->held, ncap * sizeof(*n));
-            if (n == NULL) {
-                pg_conn_close(c, 1011, "out of memory");
-                return;
-            }
-            c->held = n;
-            c->heldcap = ncap;
-        }
-        c->held[c->nheld++] = pg_msg_ref(m);
+    if ((c->flags & PG_CONN_RECOVERING) && hooks.hold != NULL) {
+        /* History for this connection is still being read: the recovery
+         * keeps the live message and sends it after the history, unless
+         * history already did. */
+        hooks.hold(c, m);
         return;
     }
     if (m->id != 0) {
-        if (m->id <= s->last_id)
+        if (m->id <= mb->last_id)
             return;          /* already delivered (history/live seam) */
-        s->last_id = m->id;
+        mb->last_id = m->id;
     }
     pg_conn_send(c, m);
 }
 
-static void fan_out(pg_msg_t *m)
+void pg_hub_publish(pg_msg_t *m)
 {
-    pg_chan_entry_t *ch = pg_hub_find(m->channel);
+    pg_channel_t *ch = pg_hub_find(m->channel);
+    if (m->id > pg_node.max_id_seen)
+        pg_node.max_id_seen = m->id;
     if (ch == NULL)
         return;
     if (m->id > ch->last_id)
         ch->last_id = m->id;
-    if (m->id > pg_node.max_id_seen)
-        pg_node.max_id_seen = m->id;
     /* Delivery never frees a connection (pg_conn_send only flags slow ones),
      * so the list cannot change under us; the safe iterator is belt and
      * braces against a future change there. */
-    lws_start_foreach_dll_safe(struct lws_dll2 *, d, d1, lws_dll2_get_head(&ch->subs)) {
-        pg_hub_deliver(lws_container_of(d, pg_sub_t, chan_node), m);
+    lws_start_foreach_dll_safe(struct lws_dll2 *, d, d1, lws_dll2_get_head(&ch->members)) {
+        pg_hub_deliver(lws_container_of(d, pg_member_t, chan_node), m);
     } lws_end_foreach_dll_safe(d, d1);
-}
-
-void pg_hub_dispatch(pg_msg_t *m)
-{
-    if (holding) {
-        if (nheld == heldcap) {
-            size_t ncap = heldcap ? heldcap * 2 : 64;
-            pg_msg_t **n = realloc(held, ncap * sizeof(*n));
-            if (n == NULL) {
-                pg_log(PG_LOG_ERROR, "out of memory holding a message during replay; delivering it now");
-                fan_out(m);
-                return;
-            }
-            held = n;
-            heldcap = ncap;
-        }
-        held[nheld++] = pg_msg_ref(m);
-        return;
-    }
-    fan_out(m);
-}
-
-void pg_hub_hold(void)
-{
-    holding = 1;
-}
-
-void pg_hub_release(void)
-{
-    holding = 0;
-    for (size_t i = 0; i < nheld; i++) {
-        fan_out(held[i]);
-        pg_msg_unref(&held[i]);
-    }
-    nheld = 0;
 }
 
 void pg_hub_foreach(pg_hub_iter_cb cb, void *arg)
 {
-    pg_chan_entry_t *ch, *tmp;
+    pg_channel_t *ch, *tmp;
     HASH_ITER(hh, chans, ch, tmp)
         cb(ch, arg);
+}
+
+void pg_hub_foreach_member(const char *name, pg_hub_member_cb cb, void *arg)
+{
+    pg_channel_t *ch = pg_hub_find(name);
+    if (ch == NULL)
+        return;
+    lws_start_foreach_dll_safe(struct lws_dll2 *, d, d1, lws_dll2_get_head(&ch->members)) {
+        cb(lws_container_of(d, pg_member_t, chan_node), arg);
+    } lws_end_foreach_dll_safe(d, d1);
 }
 
 size_t pg_hub_count(void)

@@ -1,9 +1,13 @@
 /* hub.h - the channel registry and its two-way index (redis pubsub.c): each
- * connection lists its subscriptions, each channel lists its subscribers.
+ * connection lists its memberships, each channel lists its members, and a
+ * message is fanned out once to every member, with a duplicate check.
  *
  * The hub's table holds weak entries: a channel exists while it has a
- * subscriber (broadcast always), and its 0->1 and 1->0 transitions tell the
- * Redis subscriber link what to SUBSCRIBE and UNSUBSCRIBE, in batches. */
+ * member (broadcast always). Its 0->1 and 1->0 transitions are told to the
+ * hook channel_wanted, which the node wires to the Redis subscriber; a
+ * connection whose recovery runs gets its live messages through the hook
+ * hold instead (recovery.c owns those buffers). The hub calls nothing above
+ * it. */
 #ifndef PG_HUB_H
 #define PG_HUB_H
 
@@ -15,23 +19,32 @@
 #include "pg_msg.h"
 #include "conn.h"
 
-typedef struct pg_chan_entry {
+typedef struct pg_channel {
     UT_hash_handle    hh;
     char             *name;      /* owned, valid channel name */
-    lws_dll2_owner_t  subs;      /* pg_sub_t.chan_node */
+    lws_dll2_owner_t  members;   /* pg_member_t.chan_node */
     uint64_t          last_id;   /* replay point: highest history id seen live, or
                                   * at creation an id just below any message
                                   * published after it (pg_hub_id_floor) */
     int               pinned;    /* broadcast: never freed */
-} pg_chan_entry_t;
+} pg_channel_t;
 
-typedef struct pg_sub {
-    lws_dll2_t        conn_node; /* in conn->subs */
-    lws_dll2_t        chan_node; /* in chan->subs */
+/* One connection's membership of one channel. */
+typedef struct pg_member {
+    lws_dll2_t        conn_node; /* in conn->members */
+    lws_dll2_t        chan_node; /* in chan->members */
     pg_conn_t        *conn;
-    pg_chan_entry_t  *chan;
+    pg_channel_t     *chan;
     uint64_t          last_id;   /* highest id delivered here: no duplicate at seams */
-} pg_sub_t;
+    unsigned          granted;   /* joined by a backend order: kept across token refresh */
+} pg_member_t;
+
+typedef struct pg_hub_hooks {
+    /* A channel got its first member (on = 1) or lost its last (on = 0). */
+    void (*channel_wanted)(const char *name, int on);
+    /* m is for c while c is PG_CONN_RECOVERING: keep it (takes a ref). */
+    void (*hold)(pg_conn_t *c, pg_msg_t *m);
+} pg_hub_hooks_t;
 
 /* An id lower than that of any message published from now on: the
  * highest id seen so far, or Redis's clock (estimated at the command link's
@@ -40,37 +53,36 @@ typedef struct pg_sub {
  * saw one is still replayed. */
 uint64_t pg_hub_id_floor(void);
 
-/* Create the table with broadcast pinned. 0 or -1 (out of memory). */
-int pg_hub_init(void);
+/* Create the table with broadcast pinned. hooks are copied. 0 or -1. */
+int pg_hub_init(const pg_hub_hooks_t *hooks);
 void pg_hub_free(void);
 
-/* Subscribe c to name (valid, already allowed). Idempotent: returns the
- * existing subscription when there is one. NULL on out-of-memory. */
-pg_sub_t *pg_hub_join(pg_conn_t *c, const char *name);
-/* Unsubscribe c from name. Returns 0, or -1 if c was not subscribed. */
+/* Make c a member of name (valid; the caller checked it is allowed).
+ * Idempotent: returns the existing membership when there is one. NULL on
+ * out-of-memory. */
+pg_member_t *pg_hub_join(pg_conn_t *c, const char *name);
+/* End c's membership of name. 0, or -1 if c was not a member. */
 int pg_hub_leave(pg_conn_t *c, const char *name);
-/* Drop every subscription of c (teardown). */
+void pg_hub_leave_member(pg_member_t *mb);
+/* End every membership of c (teardown). */
 void pg_hub_leave_all(pg_conn_t *c);
-pg_sub_t *pg_hub_sub_of(pg_conn_t *c, const char *name);
-pg_chan_entry_t *pg_hub_find(const char *name);
+pg_member_t *pg_hub_member(pg_conn_t *c, const char *name);
+pg_channel_t *pg_hub_find(const char *name);
 
-/* A message arrived from Redis: deliver to every subscriber of m->channel
- * (unless the node is holding live messages for a replay). Takes no
- * ownership: the caller keeps its reference. */
-void pg_hub_dispatch(pg_msg_t *m);
-/* Deliver m to one subscription if it is new there (id 0 = always), and
- * advance the subscription's last_id. Honours PG_CONN_RECOVERING. */
-void pg_hub_deliver(pg_sub_t *s, pg_msg_t *m);
+/* The one fan-out: m (live or replayed) goes to every member of
+ * m->channel, and the channel's and the node's highest ids advance. Takes
+ * no ownership: the caller keeps its reference. */
+void pg_hub_publish(pg_msg_t *m);
+/* Deliver m to one membership if it is new there (id 0 = always), and
+ * advance the membership's last_id; to the hold hook while recovering. */
+void pg_hub_deliver(pg_member_t *mb, pg_msg_t *m);
 
-/* While holding, dispatched messages are kept (in order) instead of
- * delivered; release delivers them. Used while replaying history after a
- * Redis reconnect, so replayed and live messages reach clients in id order. */
-void pg_hub_hold(void);
-void pg_hub_release(void);
-
-/* Visit every channel (replay after reconnect). */
-typedef void (*pg_hub_iter_cb)(pg_chan_entry_t *ch, void *arg);
+/* Visit every channel, or every member of one channel. cb may not join or
+ * leave; it may close (flag) connections. */
+typedef void (*pg_hub_iter_cb)(pg_channel_t *ch, void *arg);
 void pg_hub_foreach(pg_hub_iter_cb cb, void *arg);
+typedef void (*pg_hub_member_cb)(pg_member_t *mb, void *arg);
+void pg_hub_foreach_member(const char *name, pg_hub_member_cb cb, void *arg);
 size_t pg_hub_count(void);
 
 #endif

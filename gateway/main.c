@@ -6,10 +6,6 @@
 #include <sys/resource.h>
 
 #include "node.h"
-#include "hub.h"
-#include "recovery.h"
-#include "redis_cmd.h"
-#include "redis_sub.h"
 #include "server.h"
 #include "pg_log.h"
 #include "pg_util.h"
@@ -17,7 +13,7 @@
 pg_node_t pg_node;
 
 static uv_loop_t  loop;
-static uv_signal_t sig_term, sig_int;
+static uv_signal_t sig_term, sig_int, sig_hup;
 static uv_timer_t drain_timer, drain_poll;
 
 /* The Redis function names (SPEC §3): the prefix with every character other
@@ -36,6 +32,9 @@ static void function_names(void)
     fn[i] = '\0';
     snprintf(pg_node.fn_publish, sizeof(pg_node.fn_publish), "%spublish", fn);
     snprintf(pg_node.fn_history, sizeof(pg_node.fn_history), "%shistory", fn);
+    snprintf(pg_node.fn_disconnect, sizeof(pg_node.fn_disconnect), "%sdisconnect", fn);
+    snprintf(pg_node.fn_subscribe, sizeof(pg_node.fn_subscribe), "%ssubscribe", fn);
+    snprintf(pg_node.fn_unsubscribe, sizeof(pg_node.fn_unsubscribe), "%sunsubscribe", fn);
 }
 
 static long derive_max_connections(void)
@@ -59,15 +58,15 @@ static void shutdown_now(void)
     pg_log(PG_LOG_INFO, "stopping");
     uv_signal_stop(&sig_term);
     uv_signal_stop(&sig_int);
+    uv_signal_stop(&sig_hup);
     uv_close((uv_handle_t *)&sig_term, NULL);
     uv_close((uv_handle_t *)&sig_int, NULL);
+    uv_close((uv_handle_t *)&sig_hup, NULL);
     uv_timer_stop(&drain_timer);
     uv_close((uv_handle_t *)&drain_timer, NULL);
     uv_timer_stop(&drain_poll);
     uv_close((uv_handle_t *)&drain_poll, NULL);
-    pg_sub_stop();
-    pg_rcmd_stop();
-    pg_server_stop();
+    pg_node_stop();
 }
 
 static void drain_timeout_cb(uv_timer_t *t)
@@ -83,6 +82,13 @@ static void drain_poll_cb(uv_timer_t *t)
     (void)t;
     if (pg_conn_count() == 0)
         shutdown_now();
+}
+
+static void hup_cb(uv_signal_t *h, int signum)
+{
+    (void)h;
+    (void)signum;
+    pg_node_reload_keys();
 }
 
 static void signal_cb(uv_signal_t *h, int signum)
@@ -127,15 +133,10 @@ int main(int argc, char **argv)
     pg_log_json = cfg->log_json;
     pg_log_node = cfg->node_id;
 
-    if (cfg->jwt_secret != NULL || cfg->jwt_public_pem != NULL) {
-        char why[PG_ERRLEN];
-        pg_node.jwt = pg_jwt_keys_new(cfg->jwt_secret, cfg->jwt_public_pem,
-                                      cfg->jwt_public_pem_len, why, sizeof(why));
-        if (pg_node.jwt == NULL) {
-            fprintf(stderr, "pushgate: --jwt-public-key: %s\n", why);
-            pg_config_free(cfg);
-            return 2;
-        }
+    if (pg_keys_load(cfg, &pg_node.keys, err, sizeof(err)) != 0) {
+        fprintf(stderr, "pushgate: %s\n", err);
+        pg_config_free(cfg);
+        return 2;
     }
     pg_node.max_connections = derive_max_connections();
     function_names();
@@ -147,21 +148,19 @@ int main(int argc, char **argv)
         return 1;
     }
     pg_node.loop = &loop;
-    if (pg_hub_init() != 0 || pg_server_start() != 0) {
+    if (pg_node_start() != 0) {
         pg_config_free(cfg);
         return 1;
     }
     pg_log(PG_LOG_INFO, "pushgate %s node=%s redis=%s:%d prefix=%s max_connections=%ld",
            PG_VERSION, cfg->node_id, cfg->redis.host, cfg->redis.port, cfg->prefix,
            pg_node.max_connections);
-    if (pg_sub_start() != 0 || pg_rcmd_start() != 0) {
-        pg_log(PG_LOG_ERROR, "cannot start the Redis links");
-        return 1;
-    }
     uv_signal_init(&loop, &sig_term);
     uv_signal_init(&loop, &sig_int);
+    uv_signal_init(&loop, &sig_hup);
     uv_signal_start(&sig_term, signal_cb, SIGTERM);
     uv_signal_start(&sig_int, signal_cb, SIGINT);
+    uv_signal_start(&sig_hup, hup_cb, SIGHUP);
     uv_timer_init(&loop, &drain_timer);
     uv_timer_init(&loop, &drain_poll);
 
@@ -170,11 +169,9 @@ int main(int argc, char **argv)
     /* The loop ran dry after pg_server_stop(): lws has closed its handles. */
     pg_server_destroy();
     uv_run(&loop, UV_RUN_DEFAULT);
-    pg_recovery_shutdown();
-    pg_hub_free();
+    pg_node_free();
     if (uv_loop_close(&loop) != 0)
         pg_log(PG_LOG_WARN, "event loop closed with handles still open");
-    pg_jwt_keys_free(pg_node.jwt);
     pg_log(PG_LOG_INFO, "stopped");
     pg_config_free(cfg);
     return 0;

@@ -1,5 +1,7 @@
 /* node.h - the one gateway node of this process: configuration, the shared
- * uv loop, the lws context, metrics and the draining flag.
+ * uv loop, the lws context, metrics, the timer wheel and the draining flag;
+ * and node.c, the wiring that registers every layer's hooks (README "How a
+ * node works").
  *
  * A process is one node and one thread (README "Architecture"), so the node
  * is a single global, as redis has `server`: lws callbacks and hiredis
@@ -12,7 +14,11 @@
 
 #include "pg_opt.h"
 #include "pg_metrics.h"
-#include "pg_jwt.h"
+#include "pg_keys.h"
+#include "pg_wheel.h"
+
+/* The timer wheel's tick: 100 ms of CLOCK_MONOTONIC. */
+#define PG_TICKS_PER_SEC 10
 
 struct lws_context;
 struct lws_vhost;
@@ -23,10 +29,14 @@ typedef struct pg_node {
     struct lws_context  *lws;
     struct lws_vhost    *vhost;
     pg_metrics_t         metrics;
-    pg_jwt_keys_t       *jwt;          /* NULL when no key is configured */
+    pg_keys_t           *keys;         /* JWT and API keys; replaced whole on SIGHUP */
     char                 fn_prefix[72];   /* the prefix as an identifier: non-alnum -> '_' */
     char                 fn_publish[96];  /* fn_prefix + "publish" */
     char                 fn_history[96];
+    char                 fn_disconnect[96];
+    char                 fn_subscribe[96];
+    char                 fn_unsubscribe[96];
+    pg_wheel_t           wheel;        /* per-connection deadlines (pg_wheel.h) */
     long                 max_connections;
     int64_t              nconns;       /* WS + SSE connections held */
     uint64_t             next_conn_id;
@@ -37,5 +47,20 @@ typedef struct pg_node {
 } pg_node_t;
 
 extern pg_node_t pg_node;
+
+/* The current tick of pg_node.wheel's clock. */
+uint64_t pg_node_tick(void);
+/* Wire the layers together and start them: the hub, the HTTP server, the
+ * Redis links, the wheel's clock. 0, or -1 (logged). */
+int pg_node_start(void);
+/* Stop the Redis links, the clock and the server (first half of the lws
+ * shutdown); pg_node_free after the loop ran dry. */
+void pg_node_stop(void);
+void pg_node_free(void);
+/* SIGHUP: load every key again; swap the keyring in only when the load
+ * succeeded (a failed reload keeps every old key and logs why). */
+void pg_node_reload_keys(void);
+/* /readyz: subscribed to everything, able to publish, not draining. */
+int pg_node_ready(void);
 
 #endif

@@ -1,16 +1,20 @@
-/* recovery.c - history replay for connections and for the node. */
+/* recovery.c - history replay and the hold buffers. See recovery.h. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "recovery.h"
+#include "commands.h"
 #include "hub.h"
 #include "node.h"
-#include "redis_cmd.h"
-#include "redis_sub.h"
+#include "subscriber.h"
 #include "pg_log.h"
 #include "pg_util.h"
 
 #define MAX_ATTEMPTS 3   /* a read that fails this often is reported incomplete */
+/* The node-wide hold lasts one replay round trip after a reconnect; this
+ * much held means Redis is not answering it, and delivering late beats
+ * growing without bound. */
+#define NODE_HOLD_MAX_BYTES (64u << 20)
 
 typedef struct rec_read {
     char     *channel;
@@ -20,16 +24,23 @@ typedef struct rec_read {
     int       attempts;
 } rec_read_t;
 
+/* A list of message references in arrival order, with their byte count. */
+typedef struct msg_list {
+    pg_msg_t **v;
+    size_t     n, cap, bytes;
+} msg_list_t;
+
 typedef struct pg_recovery {
     lws_dll2_t  node;      /* in `waiting` while some read is not issued */
-    pg_conn_t  *conn;      /* NULL: the node-wide replay, or orphaned (see dead) */
-    int         dead;      /* the connection left; free when replies are in */
+    pg_conn_t  *conn;      /* NULL: the node-wide replay, or detached */
+    int         detached;  /* finished early or abandoned: free once replies are in */
     rec_read_t *reads;
     size_t      nreads, readcap;
     unsigned    outstanding;
     int         incomplete;
-    pg_msg_t  **msgs;      /* collected history, any order until finish */
-    size_t      nmsgs, msgcap;
+    msg_list_t  history;   /* what the reads returned, any order until finish */
+    msg_list_t  live;      /* connection: live messages held meanwhile */
+    pg_timer_t  timeout;   /* --recovery-timeout */
 } pg_recovery_t;
 
 typedef struct read_ref {
@@ -38,19 +49,45 @@ typedef struct read_ref {
 } read_ref_t;
 
 static lws_dll2_owner_t waiting;
-static void kick_once(void);
 static pg_recovery_t   *node_replay;    /* the node-wide replay in progress */
 static int              replay_again;   /* another reconnect happened meanwhile */
+static int              node_holding;
+static msg_list_t       node_live;      /* held while node_holding */
+
+static void kick_once(void);
+
+static int list_push(msg_list_t *l, pg_msg_t *m)
+{
+    if (l->n == l->cap) {
+        size_t ncap = l->cap ? l->cap * 2 : 8;
+        pg_msg_t **nv = realloc(l->v, ncap * sizeof(*nv));
+        if (nv == NULL)
+            return -1;
+        l->v = nv;
+        l->cap = ncap;
+    }
+    l->v[l->n++] = pg_msg_ref(m);
+    l->bytes += m->json_len;
+    return 0;
+}
+
+static void list_free(msg_list_t *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        pg_msg_unref(&l->v[i]);
+    free(l->v);
+    memset(l, 0, sizeof(*l));
+}
 
 static void rec_free(pg_recovery_t *r)
 {
     lws_dll2_remove(&r->node);
+    pg_wheel_cancel(&pg_node.wheel, &r->timeout);
     for (size_t i = 0; i < r->nreads; i++)
         free(r->reads[i].channel);
     free(r->reads);
-    for (size_t i = 0; i < r->nmsgs; i++)
-        pg_msg_unref(&r->msgs[i]);
-    free(r->msgs);
+    list_free(&r->history);
+    list_free(&r->live);
     free(r);
 }
 
@@ -60,83 +97,117 @@ static int cmp_id(const void *a, const void *b)
     return x->id < y->id ? -1 : x->id > y->id;
 }
 
+/* Deliver what the connection's recovery has, history first (in id order),
+ * then what arrived live meanwhile, the dedupe dropping what history
+ * already sent; then c is an ordinary live connection again. */
 static void finish_conn(pg_recovery_t *r)
 {
     pg_conn_t *c = r->conn;
     c->rec = NULL;
     c->flags &= ~PG_CONN_RECOVERING;
+    r->conn = NULL;
     if (r->incomplete) {
         static const char notice[] = "{\"type\":\"recovery\",\"complete\":false}";
         pg_conn_send_control(c, notice, sizeof(notice) - 1, "pushgate.recovery");
     }
-    if (r->nmsgs > 1)
-        qsort(r->msgs, r->nmsgs, sizeof(*r->msgs), cmp_id);
-    for (size_t i = 0; i < r->nmsgs; i++) {
-        pg_sub_t *s = pg_hub_sub_of(c, r->msgs[i]->channel);
-        if (s != NULL)
-            pg_hub_deliver(s, r->msgs[i]);
+    if (r->history.n > 1)
+        qsort(r->history.v, r->history.n, sizeof(*r->history.v), cmp_id);
+    msg_list_t *lists[2] = { &r->history, &r->live };
+    for (int k = 0; k < 2; k++) {
+        for (size_t i = 0; i < lists[k]->n; i++) {
+            pg_member_t *mb = pg_hub_member(c, lists[k]->v[i]->channel);
+            if (mb != NULL)
+                pg_hub_deliver(mb, lists[k]->v[i]);
+        }
+        list_free(lists[k]);
     }
-    /* then what arrived live meanwhile, minus what history already sent */
-    uint32_t n = c->nheld;
-    pg_msg_t **held = c->held;
-    c->held = NULL;
-    c->nheld = c->heldcap = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        pg_sub_t *s = pg_hub_sub_of(c, held[i]->channel);
-        if (s != NULL)
-            pg_hub_deliver(s, held[i]);
-        pg_msg_unref(&held[i]);
-    }
-    free(held);
-    conn_log(PG_LOG_DEBUG, c, "recovered %zu messages%s", r->nmsgs,
-             r->incomplete ? " (incomplete)" : "");
+    conn_log(PG_LOG_DEBUG, c, "recovery done%s", r->incomplete ? " (incomplete)" : "");
+}
+
+static void release_node_hold(void)
+{
+    node_holding = 0;
+    for (size_t i = 0; i < node_live.n; i++)
+        pg_hub_publish(node_live.v[i]);
+    list_free(&node_live);
 }
 
 static void finish_node(pg_recovery_t *r)
 {
-    if (r->nmsgs > 1)
-        qsort(r->msgs, r->nmsgs, sizeof(*r->msgs), cmp_id);
-    for (size_t i = 0; i < r->nmsgs; i++) {
-        pg_msg_t *m = r->msgs[i];
-        pg_chan_entry_t *ch = pg_hub_find(m->channel);
-        if (ch == NULL)
-            continue;
-        if (m->id > ch->last_id)
-            ch->last_id = m->id;
-        lws_start_foreach_dll_safe(struct lws_dll2 *, d, d1, lws_dll2_get_head(&ch->subs)) {
-            pg_hub_deliver(lws_container_of(d, pg_sub_t, chan_node), m);
-        } lws_end_foreach_dll_safe(d, d1);
-    }
+    node_replay = NULL;
+    if (r->history.n > 1)
+        qsort(r->history.v, r->history.n, sizeof(*r->history.v), cmp_id);
+    for (size_t i = 0; i < r->history.n; i++)
+        pg_hub_publish(r->history.v[i]);
     pg_log(PG_LOG_INFO, "replayed %zu messages missed while Redis was unreachable%s",
-           r->nmsgs, r->incomplete ? " (history did not reach back for some channels)" : "");
+           r->history.n, r->incomplete ? " (history did not reach back for some channels)" : "");
+    list_free(&r->history);
+    release_node_hold();
+}
+
+/* Free r if nothing refers to it any more; otherwise it waits for its
+ * replies (rec_free runs from the last one). */
+static void release(pg_recovery_t *r)
+{
+    lws_dll2_remove(&r->node);
+    pg_wheel_cancel(&pg_node.wheel, &r->timeout);
+    r->detached = 1;
+    if (r->outstanding == 0)
+        rec_free(r);
 }
 
 static void maybe_finish(pg_recovery_t *r)
 {
-    if (r->outstanding)
+    if (r->outstanding && !r->detached)
         return;
-    if (r->dead) {
-        /* its connection left: reads not issued yet never will be */
-        rec_free(r);
+    if (r->detached) {
+        if (r->outstanding == 0)
+            rec_free(r);
         return;
     }
     for (size_t i = 0; i < r->nreads; i++)
         if (!r->reads[i].done)
             return;
     if (r == node_replay) {
-        node_replay = NULL;
         finish_node(r);
-        rec_free(r);
-        pg_hub_release();
+        release(r);
         if (replay_again) {
             replay_again = 0;
             pg_recovery_replay_all();
         }
         return;
     }
-    if (!r->dead)
-        finish_conn(r);
-    rec_free(r);
+    finish_conn(r);
+    release(r);
+}
+
+/* A recovery ran out of time or room: what it has goes out now, marked
+ * incomplete; replies still in flight are ignored. */
+static void give_up(pg_recovery_t *r, const char *why)
+{
+    r->incomplete = 1;
+    if (r == node_replay) {
+        pg_log(PG_LOG_WARN, "history replay after reconnect %s: delivering live messages now; "
+               "channels may have missed some", why);
+        finish_node(r);
+        release(r);
+        return;
+    }
+    conn_log(PG_LOG_INFO, r->conn, "recovery %s", why);
+    finish_conn(r);
+    release(r);
+}
+
+static void timeout_cb(pg_timer_t *t)
+{
+    give_up(lws_container_of(t, pg_recovery_t, timeout), "timed out");
+}
+
+static void arm_timeout(pg_recovery_t *r)
+{
+    r->timeout.cb = timeout_cb;
+    pg_wheel_arm(&pg_node.wheel, &r->timeout,
+                 pg_node_tick() + (uint64_t)pg_node.cfg.recovery_timeout * PG_TICKS_PER_SEC);
 }
 
 static void read_cb(void *arg, int ok, int complete, pg_msg_t **msgs, size_t n)
@@ -147,8 +218,12 @@ static void read_cb(void *arg, int ok, int complete, pg_msg_t **msgs, size_t n)
     free(ref);
     r->outstanding--;
     rd->issued = 0;
+    if (r->detached) {
+        maybe_finish(r);
+        return;
+    }
     if (!ok) {
-        if (++rd->attempts >= MAX_ATTEMPTS || r->dead) {
+        if (++rd->attempts >= MAX_ATTEMPTS) {
             rd->done = 1;
             r->incomplete = 1;
         } else if (r->node.owner == NULL) {
@@ -160,21 +235,11 @@ static void read_cb(void *arg, int ok, int complete, pg_msg_t **msgs, size_t n)
     rd->done = 1;
     if (!complete)
         r->incomplete = 1;
-    if (!r->dead && n) {
-        if (r->nmsgs + n > r->msgcap) {
-            size_t ncap = (r->nmsgs + n) * 2;
-            pg_msg_t **nm = realloc(r->msgs, ncap * sizeof(*nm));
-            if (nm == NULL) {
-                r->incomplete = 1;
-                n = 0;
-            } else {
-                r->msgs = nm;
-                r->msgcap = ncap;
-            }
+    for (size_t i = 0; i < n; i++)
+        if (list_push(&r->history, msgs[i]) != 0) {
+            r->incomplete = 1;
+            break;
         }
-        for (size_t i = 0; i < n; i++)
-            r->msgs[r->nmsgs++] = pg_msg_ref(msgs[i]);
-    }
     maybe_finish(r);
 }
 
@@ -186,11 +251,7 @@ static int issue(pg_recovery_t *r)
         rec_read_t *rd = &r->reads[i];
         if (rd->done || rd->issued)
             continue;
-        if (r->dead) {
-            rd->done = 1;
-            continue;
-        }
-        if (!pg_rcmd_ready() || !pg_sub_is_subscribed(rd->channel)) {
+        if (!pg_commands_ready() || !pg_subscriber_has(rd->channel)) {
             waits = 1;
             continue;
         }
@@ -201,7 +262,7 @@ static int issue(pg_recovery_t *r)
         }
         ref->rec = r;
         ref->idx = i;
-        if (pg_rcmd_history(rd->channel, rd->since, read_cb, ref) != 0) {
+        if (pg_commands_history(rd->channel, rd->since, read_cb, ref) != 0) {
             free(ref);
             waits = 1;
             continue;
@@ -288,6 +349,7 @@ int pg_recovery_add(pg_conn_t *c, const char *channel, uint64_t since)
         r->conn = c;
         c->rec = r;
         c->flags |= PG_CONN_RECOVERING;
+        arm_timeout(r);
     }
     if (add_read(r, channel, since) != 0)
         goto oom;
@@ -298,6 +360,92 @@ int pg_recovery_add(pg_conn_t *c, const char *channel, uint64_t since)
 oom:
     pg_conn_close(c, 1011, "out of memory");
     return -1;
+}
+
+void pg_recovery_hold(pg_conn_t *c, pg_msg_t *m)
+{
+    pg_recovery_t *r = c->rec;
+    if (r == NULL) {          /* cannot happen: RECOVERING implies rec */
+        pg_conn_send(c, m);
+        return;
+    }
+    if (r->live.bytes + m->json_len > pg_node.cfg.queue_limit_bytes) {
+        /* Holding more than the connection could queue: its history is
+         * too slow to come. Deliver now; the dedupe and the notice keep
+         * the promise (no duplicate; the client knows of the gap). */
+        give_up(r, "held more than --queue-limit-bytes");
+        pg_member_t *mb = pg_hub_member(c, m->channel);
+        if (mb != NULL)
+            pg_hub_deliver(mb, m);
+        return;
+    }
+    if (list_push(&r->live, m) != 0)
+        pg_conn_close(c, 1011, "out of memory");
+}
+
+void pg_recovery_abandon(pg_conn_t *c)
+{
+    pg_recovery_t *r = c->rec;
+    if (r == NULL)
+        return;
+    c->rec = NULL;
+    c->flags &= ~PG_CONN_RECOVERING;
+    r->conn = NULL;
+    release(r);
+}
+
+/* --- the node-wide replay ---------------------------------------------- */
+
+void pg_recovery_dispatch(pg_msg_t *m)
+{
+    if (!node_holding) {
+        pg_hub_publish(m);
+        return;
+    }
+    if (node_live.bytes + m->json_len > NODE_HOLD_MAX_BYTES || list_push(&node_live, m) != 0) {
+        if (node_replay != NULL)
+            give_up(node_replay, "held too much");
+        else
+            release_node_hold();
+        pg_hub_publish(m);
+    }
+}
+
+void pg_recovery_hold_node(void)
+{
+    node_holding = 1;
+}
+
+static void add_channel_cb(pg_channel_t *ch, void *arg)
+{
+    pg_recovery_t *r = arg;
+    if (add_read(r, ch->name, ch->last_id) != 0)
+        r->incomplete = 1;
+}
+
+void pg_recovery_replay_all(void)
+{
+    if (node_replay != NULL) {
+        replay_again = 1;
+        return;
+    }
+    pg_recovery_t *r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        pg_log(PG_LOG_ERROR, "out of memory: cannot replay history after reconnect");
+        release_node_hold();
+        return;
+    }
+    pg_hub_foreach(add_channel_cb, r);
+    if (r->nreads == 0) {
+        rec_free(r);
+        release_node_hold();
+        return;
+    }
+    node_replay = r;
+    node_holding = 1;   /* normally held since the re-SUBSCRIBE already */
+    arm_timeout(r);
+    lws_dll2_add_tail(&r->node, &waiting);
+    pg_recovery_kick();
 }
 
 void pg_recovery_shutdown(void)
@@ -317,48 +465,6 @@ void pg_recovery_shutdown(void)
         rec_free(node_replay);
         node_replay = NULL;
     }
-}
-
-void pg_recovery_abandon(pg_conn_t *c)
-{
-    pg_recovery_t *r = c->rec;
-    if (r == NULL)
-        return;
-    c->rec = NULL;
-    r->conn = NULL;
-    r->dead = 1;
-    if (r->outstanding == 0)
-        rec_free(r);
-    else
-        lws_dll2_remove(&r->node);   /* replies in flight free it */
-}
-
-static void add_channel_cb(pg_chan_entry_t *ch, void *arg)
-{
-    pg_recovery_t *r = arg;
-    if (add_read(r, ch->name, ch->last_id) != 0)
-        r->incomplete = 1;
-}
-
-void pg_recovery_replay_all(void)
-{
-    if (node_replay != NULL) {
-        replay_again = 1;
-        return;
-    }
-    pg_recovery_t *r = calloc(1, sizeof(*r));
-    if (r == NULL) {
-        pg_log(PG_LOG_ERROR, "out of memory: cannot replay history after reconnect");
-        return;
-    }
-    pg_hub_foreach(add_channel_cb, r);
-    if (r->nreads == 0) {
-        rec_free(r);
-        pg_hub_release();
-        return;
-    }
-    node_replay = r;
-    pg_hub_hold();   /* normally held since the re-SUBSCRIBE already */
-    lws_dll2_add_tail(&r->node, &waiting);
-    pg_recovery_kick();
+    list_free(&node_live);
+    node_holding = 0;
 }

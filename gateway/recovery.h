@@ -1,12 +1,20 @@
-/* recovery.h - history replay: for one connection that asks for it
- * (since= / Last-Event-ID / subscribe with since), and for the whole node
- * after its subscriber link reconnects to Redis.
+/* recovery.h - history replay, and every buffer that holds live messages
+ * while one runs: for one connection that asks for it (since= /
+ * Last-Event-ID / subscribe with since / a backend subscribe with since),
+ * and for the whole node after its subscriber link reconnects to Redis.
  *
  * A history read is issued only once the channel's SUBSCRIBE is confirmed,
  * so nothing published between the read and the subscription can fall into
  * a gap; live messages that arrive meanwhile are held and sent after the
- * history, minus what the history already delivered (per-subscription
- * last_id), so the seam has no gap and no duplicate. */
+ * history, minus what the history already delivered (per-membership
+ * last_id), so the seam has no gap and no duplicate.
+ *
+ * Every hold is bounded. A connection's recovery ends as incomplete (the
+ * client is told {"type":"recovery","complete":false} and gets the live
+ * stream) when it has not finished within --recovery-timeout or when what
+ * it holds passes --queue-limit-bytes; the node-wide hold is released,
+ * logged as a gap, when its replay has not finished within the timeout or
+ * holds more than NODE_HOLD_MAX_BYTES. */
 #ifndef PG_RECOVERY_H
 #define PG_RECOVERY_H
 
@@ -14,17 +22,28 @@
 
 #include "conn.h"
 
-/* Replay history after since for channel on c (c must be subscribed to it).
- * Marks c RECOVERING until every read of its recovery is answered. 0 or -1
- * (out of memory; c is closed). */
+/* Replay history after since for channel on c (c must be a member). Marks
+ * c RECOVERING until every read of its recovery is answered or it times
+ * out. 0, or -1 on out-of-memory (c is closed). */
 int pg_recovery_add(pg_conn_t *c, const char *channel, uint64_t since);
+/* The hub's hold hook: m arrived live for c while c is RECOVERING. */
+void pg_recovery_hold(pg_conn_t *c, pg_msg_t *m);
 /* c is going away: drop its recovery (replies still in flight are ignored). */
 void pg_recovery_abandon(pg_conn_t *c);
 /* Links or subscriptions changed: issue the reads that can go now. */
 void pg_recovery_kick(void);
+
+/* A live message from the subscriber: to the hub, or held while the node
+ * replays (in arrival order, which is id order on one Redis). */
+void pg_recovery_dispatch(pg_msg_t *m);
+/* The subscriber reconnected and is re-subscribing: hold live messages from
+ * now until the replay has delivered what came before them (otherwise a
+ * newer live message would go out first and the dedupe would then discard
+ * the older replayed ones). */
+void pg_recovery_hold_node(void);
+/* The subscriber is ready again: replay every channel from its last id. */
+void pg_recovery_replay_all(void);
 /* At exit, after the Redis links stopped: free what still waits. */
 void pg_recovery_shutdown(void);
-/* The subscriber reconnected: replay every channel from its last seen id. */
-void pg_recovery_replay_all(void);
 
 #endif

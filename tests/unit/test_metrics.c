@@ -42,6 +42,20 @@ static const char *expected =
     "# HELP pushgate_subscribed_channels Redis channels this node is subscribed to.\n"
     "# TYPE pushgate_subscribed_channels gauge\n"
     "pushgate_subscribed_channels 7\n"
+    "# HELP pushgate_control_orders_total Backend orders received on the control channel (SPEC 7).\n"
+    "# TYPE pushgate_control_orders_total counter\n"
+    "pushgate_control_orders_total{result=\"applied\"} 6\n"
+    "pushgate_control_orders_total{result=\"invalid\"} 1\n"
+    "# HELP pushgate_session_closes_total Connections closed by the session with its own codes: 4000/4003 backend, 4001 expired, 4029 per-user limit.\n"
+    "# TYPE pushgate_session_closes_total counter\n"
+    "pushgate_session_closes_total{code=\"4000\"} 2\n"
+    "pushgate_session_closes_total{code=\"4001\"} 0\n"
+    "pushgate_session_closes_total{code=\"4003\"} 3\n"
+    "pushgate_session_closes_total{code=\"4029\"} 1\n"
+    "# HELP pushgate_key_reloads_total Key reloads on SIGHUP by result.\n"
+    "# TYPE pushgate_key_reloads_total counter\n"
+    "pushgate_key_reloads_total{result=\"ok\"} 8\n"
+    "pushgate_key_reloads_total{result=\"failed\"} 9\n"
     "# HELP pushgate_delivery_latency_seconds Time from arrival from Redis to the socket write.\n"
     "# TYPE pushgate_delivery_latency_seconds histogram\n"
     "pushgate_delivery_latency_seconds_bucket{le=\"0.0001\"} 2\n"
@@ -85,6 +99,13 @@ static void render_exact(void **state)
     m.redis_connected = 1;
     m.redis_reconnects_total = 5;
     m.subscribed_channels = 7;
+    m.control_orders_total = 6;
+    m.control_orders_invalid_total = 1;
+    m.session_closes[PG_CLOSE_4000] = 2;
+    m.session_closes[PG_CLOSE_4003] = 3;
+    m.session_closes[PG_CLOSE_4029] = 1;
+    m.key_reloads_ok = 8;
+    m.key_reloads_failed = 9;
     pg_metrics_latency(&m, 0);              /* le 0.0001 */
     pg_metrics_latency(&m, 100000);         /* exactly on the bound: le 0.0001 */
     pg_metrics_latency(&m, 300050);         /* le 0.0005 */
@@ -117,8 +138,8 @@ static void render_zero_and_appends(void **state)
         helps++;
     for (const char *p = out.data; (p = strstr(p, "# TYPE ")); p++)
         types++;
-    assert_int_equal(helps, 11);
-    assert_int_equal(types, 11);
+    assert_int_equal(helps, 14);
+    assert_int_equal(types, 14);
     assert_int_equal(out.data[out.len - 1], '\n');
     pg_buf_free(&out);
 

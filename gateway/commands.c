@@ -1,21 +1,21 @@
-/* redis_cmd.c - the command role of a pg_link_t. See redis_cmd.h. */
+/* commands.c - the command role of a pg_link_t. See commands.h. */
 #include <stdlib.h>
 #include <string.h>
 
-#include "redis_cmd.h"
+#include "commands.h"
 #include "redis_link.h"
 #include "embed.h"
 #include "node.h"
-#include "recovery.h"
 #include "pg_buf.h"
 #include "pg_log.h"
 #include "pg_util.h"
 
 static pg_link_t cmd;
+static void (*ready_hook)(void);
 
 /* Replace every @KEY@ placeholder of the template. The prefix is limited to
  * [A-Za-z0-9_.:-] by the option table, so it is safe inside a Lua string. */
-char *pg_rcmd_render_library(size_t *len)
+char *pg_commands_render_library(size_t *len)
 {
     char num[4][24];
     const char *keys[] = { "@PREFIX@", "@FN@", "@HISTORY_SIZE@", "@HISTORY_TTL@", "@MAX_BYTES@",
@@ -91,7 +91,7 @@ static void cmd_setup(pg_link_t *l)
      * clock is from it, for pg_hub_id_floor(). Pipelined with the load. */
     redisAsyncCommand(l->ac, time_cb, NULL, "TIME");
     size_t len;
-    char *lib = pg_rcmd_render_library(&len);
+    char *lib = pg_commands_render_library(&len);
     if (lib == NULL) {
         pg_link_fail(l, "out of memory");
         return;
@@ -106,11 +106,13 @@ static void cmd_setup(pg_link_t *l)
 static void cmd_ready(pg_link_t *l)
 {
     (void)l;
-    pg_recovery_kick();
+    if (ready_hook != NULL)
+        ready_hook();
 }
 
-int pg_rcmd_start(void)
+int pg_commands_start(void (*ready)(void))
 {
+    ready_hook = ready;
     cmd.role = "commands";
     cmd.setup = cmd_setup;
     cmd.on_ready = cmd_ready;
@@ -121,17 +123,17 @@ int pg_rcmd_start(void)
     return 0;
 }
 
-void pg_rcmd_stop(void)
+void pg_commands_stop(void)
 {
     pg_link_stop(&cmd);
 }
 
-void pg_rcmd_hurry(void)
+void pg_commands_hurry(void)
 {
     pg_link_hurry(&cmd);
 }
 
-int pg_rcmd_ready(void)
+int pg_commands_ready(void)
 {
     return cmd.state == PG_LINK_READY;
 }
@@ -171,7 +173,7 @@ static void publish_cb(redisAsyncContext *ac, void *r, void *priv)
     free(p);
 }
 
-int pg_rcmd_publish(const char *channel, const char *payload, size_t len,
+int pg_commands_publish(const char *channel, const char *payload, size_t len,
                    pg_publish_cb cb, void *arg)
 {
     if (cmd.state != PG_LINK_READY)
@@ -238,7 +240,7 @@ out:
     free(h);
 }
 
-int pg_rcmd_history(const char *channel, uint64_t since, pg_history_cb cb, void *arg)
+int pg_commands_history(const char *channel, uint64_t since, pg_history_cb cb, void *arg)
 {
     if (cmd.state != PG_LINK_READY)
         return -1;
@@ -275,7 +277,7 @@ static void raw_cb(redisAsyncContext *ac, void *r, void *priv)
     free(q);
 }
 
-int pg_rcmd_raw_publish(const char *channel, const char *payload, size_t len,
+int pg_commands_raw_publish(const char *channel, const char *payload, size_t len,
                        pg_raw_cb cb, void *arg)
 {
     if (cmd.state != PG_LINK_READY)
@@ -298,6 +300,106 @@ int pg_rcmd_raw_publish(const char *channel, const char *payload, size_t len,
     int rc = redisAsyncCommandArgv(cmd.ac, raw_cb, q, 3, argv, argvlen);
     free(full);
     if (rc != REDIS_OK) {
+        free(q);
+        return -1;
+    }
+    return 0;
+}
+
+/* --- control functions ---------------------------------------------------- */
+
+typedef struct int_req {
+    pg_fcall_int_cb cb;
+    void           *arg;
+} int_req_t;
+
+static void int_cb(redisAsyncContext *ac, void *r, void *priv)
+{
+    redisReply *reply = r;
+    int_req_t *q = priv;
+    (void)ac;
+    if (reply == NULL)
+        q->cb(q->arg, 0, 0, "redis connection lost");
+    else if (reply->type == REDIS_REPLY_ERROR)
+        q->cb(q->arg, 0, 0, reply->str);
+    else if (reply->type == REDIS_REPLY_INTEGER)
+        q->cb(q->arg, 1, reply->integer, NULL);
+    else
+        q->cb(q->arg, 0, 0, "unexpected reply from a control function");
+    free(q);
+}
+
+int pg_commands_fcall_int(const char *fn, int argc, const char **argv, const size_t *lens,
+                          pg_fcall_int_cb cb, void *arg)
+{
+    enum { MAXARGS = 8 };
+    const char *av[MAXARGS + 3];
+    size_t al[MAXARGS + 3];
+    if (cmd.state != PG_LINK_READY || argc > MAXARGS)
+        return -1;
+    int_req_t *q = malloc(sizeof(*q));
+    if (q == NULL)
+        return -1;
+    q->cb = cb;
+    q->arg = arg;
+    av[0] = "FCALL"; al[0] = 5;
+    av[1] = fn;      al[1] = strlen(fn);
+    av[2] = "0";     al[2] = 1;
+    for (int i = 0; i < argc; i++) {
+        av[3 + i] = argv[i];
+        al[3 + i] = lens[i];
+    }
+    if (redisAsyncCommandArgv(cmd.ac, int_cb, q, argc + 3, av, al) != REDIS_OK) {
+        free(q);
+        return -1;
+    }
+    return 0;
+}
+
+typedef struct hash_req {
+    pg_hash_cb cb;
+    void      *arg;
+} hash_req_t;
+
+static void hash_cb(redisAsyncContext *ac, void *r, void *priv)
+{
+    redisReply *reply = r;
+    hash_req_t *q = priv;
+    (void)ac;
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements % 2 != 0) {
+        q->cb(q->arg, 0, NULL, NULL, 0);
+        free(q);
+        return;
+    }
+    size_t n = reply->elements / 2, got = 0;
+    const char **f = calloc(n + 1, sizeof(*f)), **v = calloc(n + 1, sizeof(*v));
+    if (f == NULL || v == NULL) {
+        q->cb(q->arg, 0, NULL, NULL, 0);
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            redisReply *kf = reply->element[2 * i], *kv = reply->element[2 * i + 1];
+            if (kf->type != REDIS_REPLY_STRING || kv->type != REDIS_REPLY_STRING)
+                continue;
+            f[got] = kf->str;
+            v[got++] = kv->str;
+        }
+        q->cb(q->arg, 1, f, v, got);
+    }
+    free(f);
+    free(v);
+    free(q);
+}
+
+int pg_commands_hgetall(const char *key, pg_hash_cb cb, void *arg)
+{
+    if (cmd.state != PG_LINK_READY)
+        return -1;
+    hash_req_t *q = malloc(sizeof(*q));
+    if (q == NULL)
+        return -1;
+    q->cb = cb;
+    q->arg = arg;
+    if (redisAsyncCommand(cmd.ac, hash_cb, q, "HGETALL %s%s", pg_node.cfg.prefix, key) != REDIS_OK) {
         free(q);
         return -1;
     }

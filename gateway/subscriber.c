@@ -1,4 +1,4 @@
-/* redis_sub.c - the subscriber role of a pg_link_t. See redis_sub.h.
+/* subscriber.c - the subscriber role of a pg_link_t. See subscriber.h.
  *
  * The link keeps its own table of names, separate from the hub's channels,
  * because a channel can leave the hub while its UNSUBSCRIBE is still in
@@ -9,25 +9,24 @@
 #include <string.h>
 #include <uthash.h>
 
-#include "redis_sub.h"
+#include "subscriber.h"
 #include "redis_link.h"
 #include "node.h"
-#include "hub.h"
-#include "recovery.h"
-#include "redis_cmd.h"
+#include "commands.h"
 #include "pg_log.h"
 #include "pg_msg.h"
 #include "pg_util.h"
 
 #define BATCH_MAX 512   /* channels per (UN)SUBSCRIBE command */
 
-typedef struct rsub {
+/* A channel's state on this link: what the hub wants, what Redis has. */
+typedef struct rchan {
     UT_hash_handle hh;
     char          *name;      /* without the prefix */
     unsigned char  want;      /* the hub has it */
     unsigned char  have;      /* Redis confirmed SUBSCRIBE on this connection */
     unsigned char  inflight;  /* a (UN)SUBSCRIBE for it awaits its reply */
-} rsub_t;
+} rchan_t;
 
 /* Pub/sub liveness. A subscriber connection can look healthy while Redis
  * no longer delivers to it (a failover that kept the TCP session, a proxy
@@ -36,45 +35,51 @@ typedef struct rsub {
  * drops the subscriber if the nonce does not come back in time; the
  * reconnect then re-subscribes and replays history. */
 #define PROBE_TIMEOUT_MS 5000
+/* A (UN)SUBSCRIBE batch unanswered this long means the link is stuck: drop
+ * it, and the reconnect subscribes everything again. */
+#define BATCH_TIMEOUT_MS 5000
 
+static pg_subscriber_hooks_t hooks;
 static pg_link_t    sub;
 static uv_timer_t   probe_timer;
 static char         probe_chan[96];   /* "_probe.<node-id>" */
 static char         probe_pattern[256]; /* prefix + probe_chan, glob-escaped */
+static char         control_pattern[256]; /* prefix + "_control", glob-escaped */
+static uint64_t     oldest_batch_ms;  /* when the oldest unanswered batch went out */
 static uint64_t     last_rx_ms;       /* last reply of any kind on the link */
 static uint64_t     probe_sent_ms;    /* 0 = no probe outstanding */
 static uint64_t     probe_nonce;
-static rsub_t      *rsubs;
+static rchan_t      *rchans;
 static unsigned     ninflight;
 static int          dirty;
 static uv_prepare_t flush_prep;
 
-static rsub_t *rsub_get(const char *name, int create)
+static rchan_t *rchan_get(const char *name, int create)
 {
-    rsub_t *e = NULL;
-    HASH_FIND_STR(rsubs, name, e);
+    rchan_t *e = NULL;
+    HASH_FIND_STR(rchans, name, e);
     if (e == NULL && create) {
         if ((e = calloc(1, sizeof(*e))) == NULL || (e->name = strdup(name)) == NULL) {
             free(e);
             return NULL;
         }
-        HASH_ADD_KEYPTR(hh, rsubs, e->name, strlen(e->name), e);
+        HASH_ADD_KEYPTR(hh, rchans, e->name, strlen(e->name), e);
     }
     return e;
 }
 
-static void rsub_maybe_free(rsub_t *e)
+static void rchan_maybe_free(rchan_t *e)
 {
     if (!e->want && !e->have && !e->inflight) {
-        HASH_DEL(rsubs, e);
+        HASH_DEL(rchans, e);
         free(e->name);
         free(e);
     }
 }
 
-void pg_link_want(const char *name, int on)
+void pg_subscriber_want(const char *name, int on)
 {
-    rsub_t *e = rsub_get(name, on);
+    rchan_t *e = rchan_get(name, on);
     if (e == NULL) {
         if (on)
             pg_log(PG_LOG_ERROR, "out of memory tracking channel %s", name);
@@ -82,7 +87,7 @@ void pg_link_want(const char *name, int on)
     }
     e->want = (unsigned char)on;
     dirty = 1;
-    rsub_maybe_free(e);
+    rchan_maybe_free(e);
 }
 
 static void on_reply(redisAsyncContext *ac, void *r, void *priv);
@@ -95,9 +100,9 @@ static void send_batch(const char *verb, int subscribe)
     char *names[BATCH_MAX];
     int n = 0;
     size_t plen = strlen(pg_node.cfg.prefix);
-    rsub_t *e, *tmp;
+    rchan_t *e, *tmp;
 
-    HASH_ITER(hh, rsubs, e, tmp) {
+    HASH_ITER(hh, rchans, e, tmp) {
         if (e->inflight || e->want == e->have)
             continue;
         if ((e->want != 0) != subscribe)
@@ -112,7 +117,8 @@ static void send_batch(const char *verb, int subscribe)
         argv[n + 1] = full;
         argvlen[n + 1] = plen + nlen;
         e->inflight = 1;
-        ninflight++;
+        if (ninflight++ == 0)
+            oldest_batch_ms = pg_mono_ms();
         if (++n == BATCH_MAX) {
             argv[0] = verb;
             argvlen[0] = strlen(verb);
@@ -145,6 +151,8 @@ static void flush_cb(uv_prepare_t *h)
 
 static void on_message(const char *chan, const char *payload, size_t len)
 {
+    if (hooks.message == NULL)
+        return;
     int err = 0;
     pg_node.metrics.messages_received_total++;
     pg_msg_t *m = pg_msg_from_payload(chan, payload, len, pg_node.cfg.max_message_bytes, &err);
@@ -154,7 +162,7 @@ static void on_message(const char *chan, const char *payload, size_t len)
                err == PG_MSG_E_TOO_BIG ? "over --max-message-bytes" : "out of memory", len);
         return;
     }
-    pg_hub_dispatch(m);
+    hooks.message(m);
     pg_msg_unref(&m);
 }
 
@@ -163,6 +171,13 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv)
     redisReply *reply = r;
     (void)ac;
     (void)priv;
+    if (reply != NULL && reply->type == REDIS_REPLY_ERROR) {
+        /* hiredis cannot tell which (UN)SUBSCRIBE this answers, so the
+         * channels it left in flight would stay stuck: start over. */
+        link_log(PG_LOG_ERROR, &sub, "Redis refused a subscription: %s", reply->str);
+        pg_link_fail(&sub, "a (P)SUBSCRIBE failed");
+        return;
+    }
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 ||
         reply->element[0]->type != REDIS_REPLY_STRING ||
         reply->element[1]->type != REDIS_REPLY_STRING)
@@ -170,11 +185,17 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv)
     const char *kind = reply->element[0]->str;
     const char *full = reply->element[1]->str;
     if (strcmp(kind, "pmessage") == 0) {
-        /* only the probe uses a pattern: [pmessage, pattern, channel, nonce] */
+        /* the probe and the control channel: [pmessage, pattern, channel, payload] */
         uint64_t nonce;
         last_rx_ms = pg_mono_ms();
-        if (reply->elements == 4 && reply->element[3]->type == REDIS_REPLY_STRING &&
-            pg_atou64(reply->element[3]->str, reply->element[3]->len, &nonce) == 0 &&
+        if (reply->elements != 4 || reply->element[3]->type != REDIS_REPLY_STRING)
+            return;
+        if (strcmp(full, control_pattern) == 0) {
+            if (hooks.order != NULL)
+                hooks.order(reply->element[3]->str, reply->element[3]->len);
+            return;
+        }
+        if (pg_atou64(reply->element[3]->str, reply->element[3]->len, &nonce) == 0 &&
             nonce == probe_nonce)
             probe_sent_ms = 0;
         return;
@@ -193,7 +214,7 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv)
     int is_sub = strcmp(kind, "subscribe") == 0;
     if (!is_sub && strcmp(kind, "unsubscribe") != 0)
         return;
-    rsub_t *e = rsub_get(name, 0);
+    rchan_t *e = rchan_get(name, 0);
     if (e == NULL)
         return;
     if (e->inflight) {
@@ -203,9 +224,9 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv)
     e->have = (unsigned char)is_sub;
     if (e->want != e->have)
         dirty = 1;          /* changed its mind meanwhile: next batch fixes it */
-    rsub_maybe_free(e);
-    if (is_sub)
-        pg_recovery_kick();
+    rchan_maybe_free(e);
+    if (is_sub && hooks.subscribed != NULL)
+        hooks.subscribed();
     if (sub.state == PG_LINK_SUBSCRIBING && ninflight == 0 && !dirty)
         pg_link_ready(&sub);
 }
@@ -214,27 +235,26 @@ static void sub_setup(pg_link_t *l)
 {
     /* A new connection has no subscriptions: everything wanted goes out
      * again in the next batch. */
-    rsub_t *e, *tmp;
-    HASH_ITER(hh, rsubs, e, tmp) {
+    rchan_t *e, *tmp;
+    HASH_ITER(hh, rchans, e, tmp) {
         e->have = 0;
         e->inflight = 0;
-        rsub_maybe_free(e);
+        rchan_maybe_free(e);
     }
     ninflight = 0;
     dirty = 1;
     l->state = PG_LINK_SUBSCRIBING;
-    /* The probe channel goes in by PSUBSCRIBE: patterns do not show in
-     * PUBSUB CHANNELS, which operators (and tests) read as "the channels
-     * this node serves". */
-    const char *argv[2] = { "PSUBSCRIBE", probe_pattern };
-    size_t argvlen[2] = { 10, strlen(probe_pattern) };
-    redisAsyncCommandArgv(l->ac, on_reply, NULL, 2, argv, argvlen);
-    /* After a reconnect, hold live messages from the first confirmed
-     * SUBSCRIBE on, until the history replay has delivered what came before
-     * them: otherwise a newer live message would go out first and the
-     * per-subscription dedupe would then discard the older replayed ones. */
-    if (l->connects > 0)
-        pg_hub_hold();
+    /* The probe and control channels go in by PSUBSCRIBE: patterns do not
+     * show in PUBSUB CHANNELS, which operators (and tests) read as "the
+     * channels this node serves", and PUBLISH still counts them, so a
+     * control function's answer is the number of nodes that got it. Sent
+     * before the first SUBSCRIBE batch, so by the time the node is ready
+     * Redis has both. */
+    const char *argv[3] = { "PSUBSCRIBE", probe_pattern, control_pattern };
+    size_t argvlen[3] = { 10, strlen(probe_pattern), strlen(control_pattern) };
+    redisAsyncCommandArgv(l->ac, on_reply, NULL, 3, argv, argvlen);
+    if (hooks.connecting != NULL)
+        hooks.connecting(l->connects > 0);
 }
 
 static void probe_published(void *arg, int ok)
@@ -248,6 +268,11 @@ static void probe_cb(uv_timer_t *t)
 {
     (void)t;
     uint64_t now = pg_mono_ms();
+    if (ninflight > 0 && sub.state >= PG_LINK_SUBSCRIBING &&
+        now - oldest_batch_ms > BATCH_TIMEOUT_MS) {
+        pg_link_fail(&sub, "(UN)SUBSCRIBE unanswered");
+        return;
+    }
     if (sub.state != PG_LINK_READY)
         return;
     if (probe_sent_ms != 0) {
@@ -261,31 +286,46 @@ static void probe_cb(uv_timer_t *t)
         return;
     char payload[24];
     size_t n = pg_u64toa(++probe_nonce, payload);
-    if (pg_rcmd_raw_publish(probe_chan, payload, n, probe_published, NULL) == 0)
+    if (pg_commands_raw_publish(probe_chan, payload, n, probe_published, NULL) == 0)
         probe_sent_ms = now;
 }
 
 static void sub_ready(pg_link_t *l)
 {
     /* Redis is back: the command link should not sit out its backoff */
-    pg_rcmd_hurry();
+    pg_commands_hurry();
     last_rx_ms = pg_mono_ms();
     probe_sent_ms = 0;
     pg_node.metrics.redis_connected = 1;
-    /* After a reconnect, what the channels missed is in the history. */
-    if (l->connects > 1)
-        pg_recovery_replay_all();
-    pg_recovery_kick();
+    if (hooks.ready != NULL)
+        hooks.ready(l->connects > 1);
 }
 
 static void sub_down(pg_link_t *l)
 {
     (void)l;
     pg_node.metrics.redis_connected = 0;
+    if (hooks.down != NULL)
+        hooks.down();
 }
 
-int pg_sub_start(void)
+/* prefix + name, glob-escaped, so the pattern matches only itself. */
+static void exact_pattern(char *out, size_t outlen, const char *name)
 {
+    char full[256];
+    size_t o = 0;
+    snprintf(full, sizeof(full), "%s%s", pg_node.cfg.prefix, name);
+    for (const char *p = full; *p && o + 2 < outlen; p++) {
+        if (strchr("*?[]\\^", *p))
+            out[o++] = '\\';
+        out[o++] = *p;
+    }
+    out[o] = '\0';
+}
+
+int pg_subscriber_start(const pg_subscriber_hooks_t *h)
+{
+    hooks = *h;
     sub.role = "subscriber";
     sub.setup = sub_setup;
     sub.on_ready = sub_ready;
@@ -296,45 +336,37 @@ int pg_sub_start(void)
         return -1;
     uv_prepare_start(&flush_prep, flush_cb);
     snprintf(probe_chan, sizeof(probe_chan), "_probe.%s", pg_node.cfg.node_id);
-    /* glob-escape prefix + channel so the pattern matches only itself */
-    size_t o = 0;
-    char full[sizeof(probe_pattern)];
-    snprintf(full, sizeof(full), "%s%s", pg_node.cfg.prefix, probe_chan);
-    for (const char *p = full; *p && o + 2 < sizeof(probe_pattern); p++) {
-        if (strchr("*?[]\\^", *p))
-            probe_pattern[o++] = '\\';
-        probe_pattern[o++] = *p;
-    }
-    probe_pattern[o] = '\0';
+    exact_pattern(probe_pattern, sizeof(probe_pattern), probe_chan);
+    exact_pattern(control_pattern, sizeof(control_pattern), "_control");
     uv_timer_start(&probe_timer, probe_cb, 1000, 1000);
     pg_link_start(&sub);
     return 0;
 }
 
-void pg_sub_stop(void)
+void pg_subscriber_stop(void)
 {
     pg_link_stop(&sub);
     uv_prepare_stop(&flush_prep);
     uv_close((uv_handle_t *)&flush_prep, NULL);
     uv_timer_stop(&probe_timer);
     uv_close((uv_handle_t *)&probe_timer, NULL);
-    rsub_t *e, *tmp;
-    HASH_ITER(hh, rsubs, e, tmp) {
-        HASH_DEL(rsubs, e);
+    rchan_t *e, *tmp;
+    HASH_ITER(hh, rchans, e, tmp) {
+        HASH_DEL(rchans, e);
         free(e->name);
         free(e);
     }
 }
 
-int pg_sub_ready(void)
+int pg_subscriber_ready(void)
 {
     return sub.state == PG_LINK_READY;
 }
 
-int pg_sub_is_subscribed(const char *name)
+int pg_subscriber_has(const char *name)
 {
     if (sub.state != PG_LINK_READY && sub.state != PG_LINK_SUBSCRIBING)
         return 0;
-    rsub_t *e = rsub_get(name, 0);
+    rchan_t *e = rchan_get(name, 0);
     return e != NULL && e->have;
 }

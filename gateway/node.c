@@ -1,0 +1,132 @@
+/* node.c - the wiring. Every upward notice in the gateway goes through a
+ * hook registered here, so each module calls only the layers below it:
+ *
+ *   node.c, main.c, server.c   wiring, the loop, the lws callback
+ *   session                    a connection's life, orders applied
+ *   services                   recovery, control, api
+ *   broker                     subscriber, commands
+ *   hub                        channels, members, fan-out
+ *   transport                  conn (ws, sse), http
+ *   io                         listener, hangup, redis_link
+ */
+#include "node.h"
+#include "commands.h"
+#include "control.h"
+#include "hub.h"
+#include "recovery.h"
+#include "server.h"
+#include "session.h"
+#include "subscriber.h"
+#include "pg_log.h"
+#include "pg_util.h"
+
+#define WHEEL_SLOTS 4096   /* 409.6 s of 100 ms ticks per lap */
+
+static uv_timer_t clock_timer;
+
+uint64_t pg_node_tick(void)
+{
+    return pg_mono_ms() / (1000 / PG_TICKS_PER_SEC);
+}
+
+static void clock_cb(uv_timer_t *t)
+{
+    (void)t;
+    pg_wheel_advance(&pg_node.wheel, pg_node_tick());
+}
+
+int pg_node_ready(void)
+{
+    return pg_subscriber_ready() && pg_commands_ready() && !pg_node.draining;
+}
+
+void pg_node_reload_keys(void)
+{
+    char err[256];
+    pg_keys_t *k;
+    if (pg_keys_load(&pg_node.cfg, &k, err, sizeof(err)) != 0) {
+        pg_node.metrics.key_reloads_failed++;
+        pg_log(PG_LOG_ERROR, "key reload failed, keeping the old keys: %s", err);
+        return;
+    }
+    /* Nothing keeps a pointer into the old keyring across a loop
+     * iteration (tokens are verified on the spot), so it can go now. */
+    pg_keys_free(pg_node.keys);
+    pg_node.keys = k;
+    pg_node.metrics.key_reloads_ok++;
+    pg_log(PG_LOG_INFO, "keys reloaded: %zu JWT keys, %zu API keys",
+           pg_keys_jwt_count(k), pg_keys_api_count(k));
+}
+
+/* --- hooks ------------------------------------------------------------- */
+
+static void sub_connecting(int reconnect)
+{
+    if (reconnect)
+        pg_recovery_hold_node();
+}
+
+static void sub_ready(int reconnect)
+{
+    /* after a reconnect, what the channels missed is in the history */
+    if (reconnect)
+        pg_recovery_replay_all();
+    pg_recovery_kick();
+}
+
+static void commands_ready(void)
+{
+    pg_recovery_kick();
+    pg_control_reload();
+}
+
+int pg_node_start(void)
+{
+    static const pg_hub_hooks_t hub_hooks = {
+        .channel_wanted = pg_subscriber_want,
+        .hold = pg_recovery_hold,
+    };
+    static const pg_subscriber_hooks_t sub_hooks = {
+        .message = pg_recovery_dispatch,
+        .order = pg_control_order,
+        .subscribed = pg_recovery_kick,
+        .connecting = sub_connecting,
+        .ready = sub_ready,
+    };
+    static const pg_control_hooks_t control_hooks = {
+        .order = pg_session_apply,
+        .reloaded = pg_session_recheck_revocations,
+    };
+
+    if (pg_wheel_init(&pg_node.wheel, WHEEL_SLOTS, pg_node_tick()) != 0 ||
+        uv_timer_init(pg_node.loop, &clock_timer) != 0)
+        return -1;
+    uv_timer_start(&clock_timer, clock_cb, 1000 / PG_TICKS_PER_SEC, 1000 / PG_TICKS_PER_SEC);
+    pg_control_init(&control_hooks);
+    if (pg_hub_init(&hub_hooks) != 0 || pg_server_start() != 0)
+        return -1;
+    if (pg_subscriber_start(&sub_hooks) != 0 || pg_commands_start(commands_ready) != 0) {
+        pg_log(PG_LOG_ERROR, "cannot start the Redis links");
+        return -1;
+    }
+    return 0;
+}
+
+void pg_node_stop(void)
+{
+    uv_timer_stop(&clock_timer);
+    uv_close((uv_handle_t *)&clock_timer, NULL);
+    pg_subscriber_stop();
+    pg_commands_stop();
+    pg_server_stop();
+}
+
+void pg_node_free(void)
+{
+    pg_recovery_shutdown();
+    pg_hub_free();
+    pg_control_free();
+    pg_wheel_free(&pg_node.wheel);
+    pg_keys_free(pg_node.keys);
+    pg_node.keys = NULL;
+}
