@@ -1,14 +1,21 @@
 #!lua name=@FN@lib
 --
--- pushgate's Redis function library (SPEC §3). This file is a TEMPLATE: the
--- gateway replaces @PREFIX@, @FN@, @HISTORY_SIZE@, @HISTORY_TTL@ and
--- @MAX_BYTES@ by plain text substitution and loads the result with
--- FUNCTION LOAD REPLACE at start and after every reconnect, so a Redis restart
--- without persistence cannot lose it. @PREFIX@ only ever holds
+-- pushgate's Redis function library (SPEC §3, §7). This file is a TEMPLATE:
+-- the gateway replaces @PREFIX@, @FN@, @HISTORY_SIZE@, @HISTORY_TTL@,
+-- @MAX_BYTES@ and @REVOKE_TTL@ by plain text substitution and loads the result
+-- with FUNCTION LOAD REPLACE at start and after every reconnect, so a Redis
+-- restart without persistence cannot lose it. @PREFIX@ only ever holds
 -- [A-Za-z0-9_.:-], so it is safe inside a single-quoted Lua string.
 --
---   FCALL    @FN@publish 0 <channel> <payload>  -> new id (bulk string)
---   FCALL_RO @FN@history 0 <channel> <since>    -> {complete, id, env, ...}
+--   FCALL    @FN@publish     0 <channel> <payload>        -> new id (bulk string)
+--   FCALL_RO @FN@history     0 <channel> <since>          -> {complete, id, env, ...}
+--   FCALL    @FN@disconnect  0 <user> [<json options>]    -> nodes reached (integer)
+--   FCALL    @FN@subscribe   0 <user> <channel> [<since>] -> nodes reached
+--   FCALL    @FN@unsubscribe 0 <user> <channel>           -> nodes reached
+--
+-- Every function but history also takes a one-key form (SPEC §10) whose key
+-- only routes the call in Redis Cluster: <prefix>{<channel>}:history for
+-- publish, <prefix>{_control}:revoked for the control orders.
 --
 -- Ids are decimal integers max(last + 1, now_ms * 1000) kept in <prefix>seq.
 -- Lua numbers are doubles: ids stay below 2^53, and they are always written
@@ -18,8 +25,18 @@ local PREFIX = '@PREFIX@'
 local HISTORY_SIZE = @HISTORY_SIZE@
 local HISTORY_TTL = @HISTORY_TTL@
 local MAX_BYTES = @MAX_BYTES@
+local REVOKE_TTL = @REVOKE_TTL@
 
 local SEQ_KEY = PREFIX .. 'seq'
+-- Orders reach every node on this pub/sub channel (SPEC §7); nodes listen
+-- with PSUBSCRIBE of the exact name, which PUBLISH counts like SUBSCRIBE.
+local CONTROL_CHANNEL = PREFIX .. '_control'
+-- field <user> -> unix second of the revocation
+local REVOKED_KEY = PREFIX .. 'revoked'
+local CONTROL_ROUTING_KEY = PREFIX .. '{_control}:revoked'
+-- A WebSocket close frame carries at most 123 bytes of reason; 100 leaves
+-- room and is what SPEC §7 promises.
+local MAX_REASON = 100
 
 -- The gateway parses a delivered envelope with a nesting limit of 64 levels
 -- (json-c tokener depth; every container counts, empty ones too). A payload
@@ -291,26 +308,77 @@ local function trimmed_by_next_add(hkey, new_sid)
     return newest
 end
 
--- Both functions take no keys and two arguments, the first a channel name:
--- the error reply for calls that do not, or nil.
-local function bad_call(keys, args, usage)
-    if #keys ~= 0 or #args ~= 2 then
-        return redis.error_reply('ERR wrong number of arguments: ' .. usage)
+-- How a function is called: min..max arguments after its keys, and either
+-- no key or, when key_of is set, exactly the one key key_of(args) names.
+-- The key is only compared, never used, so on one Redis both forms do the
+-- same; comparing it keeps a client from routing a call by the key of some
+-- other channel. Checked first by every function, so a call of the wrong
+-- shape touches nothing.
+local function call_shape(fn, tail, min, max, key_text, key_of)
+    local usage = fn .. ' 0 ' .. tail
+    if key_of then
+        usage = usage .. ', or ' .. fn .. ' 1 ' .. key_text .. ' ' .. tail
     end
-    if not valid_channel(args[1]) then
-        return redis.error_reply('ERR invalid channel name: ' ..
-            'need 1..128 bytes of A-Z a-z 0-9 _ - . : @')
+    return { usage = usage, min = min, max = max, key_text = key_text, key_of = key_of }
+end
+
+-- The error reply for a call that does not fit its shape, or nil. The
+-- expected key is shown as written in the usage, never built from the
+-- arguments, which are not checked yet and must not reach the reply.
+local function bad_call(keys, args, shape)
+    if #args < shape.min or #args > shape.max or #keys > 1
+        or (#keys == 1 and not shape.key_of) then
+        return redis.error_reply('ERR wrong number of arguments: ' .. shape.usage)
+    end
+    if #keys == 1 and keys[1] ~= shape.key_of(args) then
+        return redis.error_reply('ERR wrong key for these arguments: need ' ..
+            shape.key_text)
     end
     return nil
 end
 
-local function publish(keys, args)
-    local bad = bad_call(keys, args, 'FCALL @FN@publish 0 <channel> <payload>')
-    if bad then return bad end
-    local channel, payload = args[1], args[2]
-    if string.sub(channel, 1, 1) == '_' then
+-- The error reply for a channel name that is invalid or, unless reserved_ok,
+-- reserved for the gateways' own use (leading _), or nil.
+local function bad_channel(ch, reserved_ok)
+    if not valid_channel(ch) then
+        return redis.error_reply('ERR invalid channel name: ' ..
+            'need 1..128 bytes of A-Z a-z 0-9 _ - . : @')
+    end
+    if not reserved_ok and string.sub(ch, 1, 1) == '_' then
         return redis.error_reply('ERR channel names starting with _ are reserved')
     end
+    return nil
+end
+
+-- The error reply for a user id whose user channel is invalid, or nil. An
+-- empty id names nobody: the gateways refuse the channel "user:" too.
+local function bad_user(user)
+    if user == '' or not valid_channel('user:' .. user) then
+        return redis.error_reply('ERR invalid user: need 1..123 bytes of ' ..
+            'A-Z a-z 0-9 _ - . : @ (user:<user> is a channel name)')
+    end
+    return nil
+end
+
+-- At most 19 digits, so that an id always fits the unsigned 64-bit integer
+-- the gateway parses it into.
+local function bad_since(since)
+    if not string.find(since, '^%d+$') or #since > 19 then
+        return redis.error_reply('ERR since must be a decimal id of 1..19 digits')
+    end
+    return nil
+end
+
+local PUBLISH = call_shape('FCALL @FN@publish', '<channel> <payload>', 2, 2,
+    PREFIX .. '{<channel>}:history',
+    function(args) return PREFIX .. '{' .. args[1] .. '}:history' end)
+-- history is the gateway's own call, always made in the zero-key form.
+local HISTORY = call_shape('FCALL_RO @FN@history', '<channel> <since>', 2, 2)
+
+local function publish(keys, args)
+    local bad = bad_call(keys, args, PUBLISH) or bad_channel(args[1], false)
+    if bad then return bad end
+    local channel, payload = args[1], args[2]
     if #payload > MAX_BYTES then
         return redis.error_reply('ERR payload too large: ' .. #payload ..
             ' bytes, limit ' .. MAX_BYTES)
@@ -338,12 +406,11 @@ local function publish(keys, args)
 end
 
 local function history(keys, args)
-    local bad = bad_call(keys, args, 'FCALL_RO @FN@history 0 <channel> <since>')
+    -- history has always read any valid name, reserved ones included
+    local bad = bad_call(keys, args, HISTORY) or bad_channel(args[1], true)
+        or bad_since(args[2])
     if bad then return bad end
     local channel, since = args[1], args[2]
-    if not string.find(since, '^%d+$') or #since > 19 then
-        return redis.error_reply('ERR since must be a decimal id')
-    end
     local since_n = tonumber(since)
     local hkey = PREFIX .. 'history:' .. channel
 
@@ -389,9 +456,148 @@ local function history(keys, args)
     return out
 end
 
+-- Control orders (SPEC §7) -------------------------------------------------
+
+local function control_key() return CONTROL_ROUTING_KEY end
+
+local DISCONNECT = call_shape('FCALL @FN@disconnect', '<user> [<json options>]',
+    1, 2, CONTROL_ROUTING_KEY, control_key)
+local SUBSCRIBE = call_shape('FCALL @FN@subscribe', '<user> <channel> [<since>]',
+    2, 3, CONTROL_ROUTING_KEY, control_key)
+local UNSUBSCRIBE = call_shape('FCALL @FN@unsubscribe', '<user> <channel>',
+    2, 2, CONTROL_ROUTING_KEY, control_key)
+
+-- Each order is one compact JSON object, written by hand so that member
+-- order is fixed and numbers stay integers (cjson writes 1764277200 as
+-- 1.7642772e+09). Strings go through cjson.encode, which escapes what JSON
+-- needs; it also writes / as \/, which every JSON parser reads as /. The
+-- reason is cut before it is encoded, so escapes never count against its
+-- 100 bytes and a cut can never split one.
+local function send_order(order)
+    return redis.call('PUBLISH', CONTROL_CHANNEL, order)
+end
+
+-- The longest prefix of the valid UTF-8 text s that has at most max bytes
+-- and ends on a character boundary.
+local function utf8_cut(s, max)
+    if #s <= max then return s end
+    local n = max
+    while n > 0 do
+        local c = string.byte(s, n + 1)
+        if c < 0x80 or c >= 0xC0 then break end -- not 10xxxxxx: a boundary
+        n = n - 1
+    end
+    return string.sub(s, 1, n)
+end
+
+local OPTION_TYPES = { reason = 'string', reconnect = 'boolean', revoke = 'boolean' }
+
+-- Disconnect options: a table {reason, reconnect, revoke} with the defaults
+-- filled in, or nil and the error reply. json_valid decides what is JSON,
+-- because cjson.decode also takes NaN, 0x10 and 01; the text decides what is
+-- an object, because cjson decodes [] and {} alike. JSON null decodes to
+-- cjson.null, a userdata, so a null member fails its type check instead of
+-- passing for absent or false.
+local function parse_options(text)
+    local opts = { reason = '', reconnect = true, revoke = false }
+    if text == nil then return opts end
+    if not json_valid(text) then
+        return nil, redis.error_reply('ERR disconnect options are not JSON')
+    end
+    if not string.find(text, '^[ \t\r\n]*{') then
+        return nil, redis.error_reply('ERR disconnect options must be a JSON object')
+    end
+    -- json_valid passes lone UTF-16 surrogates (\ud800), cjson does not
+    local ok, v = pcall(cjson.decode, text)
+    if not ok or type(v) ~= 'table' then
+        return nil, redis.error_reply('ERR disconnect options are not valid Unicode')
+    end
+    for name, val in pairs(v) do
+        local want = OPTION_TYPES[name]
+        if not want then
+            -- the name is not echoed: it may hold any bytes
+            return nil, redis.error_reply('ERR unknown disconnect option: ' ..
+                'allowed are reason, reconnect, revoke')
+        end
+        if type(val) ~= want then
+            return nil, redis.error_reply('ERR disconnect option ' .. name ..
+                ' must be a ' .. want)
+        end
+        opts[name] = val
+    end
+    -- json_valid does not look at bytes >= 0x80, and the reason ends up in
+    -- a close frame, which browsers refuse unless it is UTF-8.
+    if not select(2, utf8_fix(opts.reason)) then
+        return nil, redis.error_reply('ERR disconnect option reason is not valid UTF-8')
+    end
+    opts.reason = utf8_cut(opts.reason, MAX_REASON)
+    return opts
+end
+
+-- A lapsed revocation refuses nothing any more, but the hash only expires
+-- as a whole, REVOKE_TTL after its newest field: with revocations coming
+-- steadily the old ones would stay forever and every node would load them
+-- at each reconnect. So every disconnect sweeps them, O(fields), which is
+-- at most the revocations of one REVOKE_TTL. A value that is not a unix
+-- second was not written by this function and is left alone.
+local function drop_lapsed(now)
+    local all = redis.call('HGETALL', REVOKED_KEY)
+    for k = 1, #all - 1, 2 do
+        local at = all[k + 1]
+        if string.find(at, '^%d+$') and tonumber(at) + REVOKE_TTL <= now then
+            redis.call('HDEL', REVOKED_KEY, all[k])
+        end
+    end
+end
+
+local function disconnect(keys, args)
+    local bad = bad_call(keys, args, DISCONNECT) or bad_user(args[1])
+    if bad then return bad end
+    local opts, err = parse_options(args[2])
+    if not opts then return err end
+    local user = args[1]
+
+    -- TIME's seconds are a string of digits: written and published as they
+    -- are, they can never turn into a float.
+    local sec = redis.call('TIME')[1]
+    drop_lapsed(tonumber(sec))
+    local code = (opts.revoke or not opts.reconnect) and 4003 or 4000
+    local order = '{"type":"disconnect","user":' .. cjson.encode(user) ..
+        ',"code":' .. code .. ',"reason":' .. cjson.encode(opts.reason)
+    if opts.revoke then
+        redis.call('HSET', REVOKED_KEY, user, sec)
+        redis.call('EXPIRE', REVOKED_KEY, REVOKE_TTL)
+        order = order .. ',"revoked_at":' .. sec
+    end
+    return send_order(order .. '}')
+end
+
+local function subscribe(keys, args)
+    local bad = bad_call(keys, args, SUBSCRIBE) or bad_user(args[1])
+        or bad_channel(args[2], false) or (args[3] and bad_since(args[3]))
+    if bad then return bad end
+    local order = '{"type":"subscribe","user":' .. cjson.encode(args[1]) ..
+        ',"channel":' .. cjson.encode(args[2])
+    -- a string like every id: 19 digits do not fit a double
+    if args[3] then order = order .. ',"since":' .. cjson.encode(args[3]) end
+    return send_order(order .. '}')
+end
+
+local function unsubscribe(keys, args)
+    local bad = bad_call(keys, args, UNSUBSCRIBE) or bad_user(args[1])
+        or bad_channel(args[2], false)
+    if bad then return bad end
+    return send_order('{"type":"unsubscribe","user":' .. cjson.encode(args[1]) ..
+        ',"channel":' .. cjson.encode(args[2]) .. '}')
+end
+
 redis.register_function('@FN@publish', publish)
 redis.register_function{
     function_name = '@FN@history',
     callback = history,
     flags = { 'no-writes' },
 }
+
+redis.register_function('@FN@disconnect', disconnect)
+redis.register_function('@FN@subscribe', subscribe)
+redis.register_function('@FN@unsubscribe', unsubscribe)
