@@ -39,18 +39,19 @@ static void seterr(char *err, size_t errlen, const char *fmt, ...)
     va_end(ap);
 }
 
-/* A path as it may appear in the error line: cut to 64 bytes, unprintable
- * bytes and quotes as '?', so the line stays one line. */
+/* A path as it may appear in the error line: its last 64 bytes (the file's
+ * name is the part that tells which key file failed), unprintable bytes and
+ * quotes as '?', so the line stays one line. */
 static const char *shown(const char *v, char buf[80])
 {
-    size_t o = 0, i;
-    for (i = 0; v[i] && o < 64; i++) {
+    size_t o = 0, n = strlen(v), i = n > 64 ? n - 64 : 0;
+    if (i > 0) {
+        memcpy(buf, "...", 3);
+        o = 3;
+    }
+    for (; v[i]; i++) {
         unsigned char c = (unsigned char)v[i];
         buf[o++] = (c >= 0x20 && c < 0x7f && c != '"') ? (char)c : '?';
-    }
-    if (v[i]) {
-        memcpy(buf + o, "...", 3);
-        o += 3;
     }
     buf[o] = '\0';
     return buf;

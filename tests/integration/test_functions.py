@@ -52,7 +52,8 @@ def test_library_is_named_after_prefix_and_history_is_read_only(r):
     for f in lib["functions"]:
         d = dict(zip(f[0::2], f[1::2]))
         funcs[d["name"]] = d["flags"]
-    assert set(funcs) == {"pushgate_publish", "pushgate_history"}
+    assert set(funcs) == {"pushgate_publish", "pushgate_history", "pushgate_disconnect",
+                          "pushgate_subscribe", "pushgate_unsubscribe"}
     assert funcs["pushgate_history"] == ["no-writes"]
     assert funcs["pushgate_publish"] == []
 
