@@ -234,6 +234,24 @@ pg_msg_t *pg_msg_sse_raw(const char *text, size_t len)
     return m;
 }
 
+pg_msg_t *pg_msg_keepalive(void)
+{
+    static const char ping[] = ": ping\n\n";
+    /* The ping carries 2 bytes: lws 4.1 hands an empty PONG to nobody
+     * (ops-ws.c skips the RECEIVE_PONG callback when it has no payload),
+     * and the gateway must see every pong. */
+    pg_msg_t *m = msg_alloc(NULL, 2, sizeof(ping) - 1);
+    if (!m)
+        return NULL;
+    memcpy(m->json, "pg", 2);
+    memcpy(m->sse, ping, sizeof(ping) - 1);
+    /* the text-frame header msg_alloc wrote, 0x81 0x02, becomes 0x89 0x02:
+     * FIN | ping */
+    pg_assert(m->ws_hdr_len == 2);
+    ((unsigned char *)m->json)[-2] = (char)0x89;
+    return m;
+}
+
 pg_msg_t *pg_msg_ref(pg_msg_t *m)
 {
     /* Taking a reference on a freed message is as much a bug as underflow. */

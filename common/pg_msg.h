@@ -58,6 +58,11 @@ pg_msg_t *pg_msg_control(const char *json, size_t len, const char *sse_event);
  * its WS view is empty (json_len 0). NULL on out-of-memory. */
 pg_msg_t *pg_msg_sse_raw(const char *text, size_t len);
 
+/* The keepalive: its WS view is a ping frame carrying "pg" (written raw,
+ * like every frame), its SSE view the comment ": ping\n\n". Control-like:
+ * no channel, so it is not counted as a delivery. NULL on out-of-memory. */
+pg_msg_t *pg_msg_keepalive(void);
+
 /* Take another reference; returns m. */
 pg_msg_t *pg_msg_ref(pg_msg_t *m);
 /* Drop the reference in *mp and set *mp = NULL; frees at 0. NULL-safe

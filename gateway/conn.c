@@ -16,6 +16,7 @@
 _Static_assert(LWS_PRE <= PG_MSG_PRE, "PG_MSG_PRE must cover LWS_PRE");
 
 static lws_dll2_owner_t open_conns[PG_TR_COUNT];   /* by transport */
+static pg_msg_t        *keepalive_msg;              /* shared ping frame / ": ping" */
 static lws_dll2_owner_t dirty;                      /* got messages this iteration */
 static uv_prepare_t     flush_prep;
 
@@ -32,6 +33,58 @@ static size_t view_len(const pg_conn_t *c, const pg_msg_t *m)
     return c->transport == PG_TR_WS ? m->json_len : m->sse_len;
 }
 
+/* --- keepalive -------------------------------------------------------------
+ * Driven by the node's timer wheel, not by lws: lws 4.1 keeps its ping
+ * ("validity") timers in one sorted list and re-inserts a connection on
+ * every ping and pong, a walk over every connection each time (issue #15
+ * measured 23 us per connection per second at 18k, rising). Here each
+ * connection has one wheel entry that fires once per --ping-interval: O(1)
+ * per connection per interval, and an idle connection costs nothing in
+ * between. The first firing is spread at random over the interval, so
+ * connections that arrived together do not all ping in the same tick.
+ *
+ * A WebSocket client that has not answered the previous ping (no pong and
+ * no frame since it was queued) when the next one is due is closed: that
+ * is 2 intervals after it was last heard of, as with lws's policy before
+ * (ping after one interval of silence, hang up after two). SSE clients
+ * cannot answer; their hang-ups are seen by the hang-up watcher. */
+
+static uint32_t tick32(void)
+{
+    return (uint32_t)pg_node_tick();
+}
+
+static uint64_t interval_ticks(void)
+{
+    return (uint64_t)pg_node.cfg.ping_interval * PG_TICKS_PER_SEC;
+}
+
+static void keepalive_cb(pg_timer_t *t)
+{
+    pg_conn_t *c = lws_container_of(t, pg_conn_t, keepalive);
+    uint32_t now = tick32();
+
+    if (c->flags & (PG_CONN_CLOSE_ASAP | PG_CONN_CLOSING))
+        return;
+    if (c->transport == PG_TR_WS) {
+        if (c->ping_tick != 0 && (int32_t)(c->seen_tick - c->ping_tick) < 0) {
+            conn_log(PG_LOG_DEBUG, c, "no pong for %u s: closing",
+                     (unsigned)((now - c->seen_tick) / PG_TICKS_PER_SEC));
+            pg_conn_close(c, 0, NULL);   /* the peer is gone: no close frame */
+            return;
+        }
+        c->ping_tick = now ? now : 1;
+    }
+    if ((c->transport == PG_TR_WS || (c->flags & PG_CONN_HDRS_SENT)) && keepalive_msg != NULL)
+        pg_conn_send(c, keepalive_msg);
+    pg_wheel_arm(&pg_node.wheel, &c->keepalive, pg_node_tick() + interval_ticks());
+}
+
+void pg_conn_seen(pg_conn_t *c)
+{
+    c->seen_tick = tick32();
+}
+
 void pg_conn_open(pg_conn_t *c, struct lws *wsi, int transport)
 {
     c->wsi = wsi;
@@ -41,6 +94,10 @@ void pg_conn_open(pg_conn_t *c, struct lws *wsi, int transport)
     lws_dll2_add_tail(&c->node, &open_conns[transport]);
     pg_node.nconns++;
     pg_node.metrics.connections[transport]++;
+    c->seen_tick = tick32();
+    c->keepalive.cb = keepalive_cb;
+    pg_wheel_arm(&pg_node.wheel, &c->keepalive,
+                 pg_node_tick() + 1 + (uint64_t)random() % interval_ticks());
 }
 
 static void set_close(pg_conn_t *c, uint16_t code, const char *reason)
@@ -327,6 +384,8 @@ static void flush_cb(uv_prepare_t *h)
 int pg_conn_init(void)
 {
     pg_hangup_init(hung_up);
+    if ((keepalive_msg = pg_msg_keepalive()) == NULL)
+        return -1;
     if (uv_prepare_init(pg_node.loop, &flush_prep) != 0)
         return -1;
     return uv_prepare_start(&flush_prep, flush_cb);
@@ -335,6 +394,7 @@ int pg_conn_init(void)
 void pg_conn_shutdown(void)
 {
     pg_hangup_stop();
+    pg_msg_unref(&keepalive_msg);
     uv_prepare_stop(&flush_prep);
     uv_close((uv_handle_t *)&flush_prep, NULL);
 }
@@ -346,6 +406,7 @@ void pg_conn_destroy(pg_conn_t *c)
     c->flags &= ~PG_CONN_OPEN;
     conn_log(PG_LOG_DEBUG, c, "closed");
     /* reverse order of acquisition */
+    pg_wheel_cancel(&pg_node.wheel, &c->keepalive);
     lws_dll2_remove(&c->dirty_node);
     pg_hangup_forget(c->hangup_fd);
     c->hangup_fd = 0;

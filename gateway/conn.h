@@ -54,6 +54,9 @@ typedef struct pg_conn {
     size_t           queued_bytes;
     pg_buf_t         rx;            /* WebSocket message being reassembled */
     int              hangup_fd;     /* SSE: socket in the hang-up epoll set; 0 = none */
+    pg_timer_t       keepalive;     /* every --ping-interval, phase spread at open */
+    uint32_t         seen_tick;     /* WS: last pong or frame from the client */
+    uint32_t         ping_tick;     /* WS: when the last ping was queued; 0 = none */
     uint16_t         close_code;    /* WebSocket close code for CLOSE_ASAP */
     char             close_reason[124]; /* a copy: orders carry their own text */
 
@@ -74,8 +77,11 @@ typedef struct pg_conn {
 int pg_conn_init(void);
 void pg_conn_shutdown(void);
 
-/* Start using c (zeroed) for wsi: give it an id and count it. */
+/* Start using c (zeroed) for wsi: give it an id, count it, start its
+ * keepalive. */
 void pg_conn_open(pg_conn_t *c, struct lws *wsi, int transport);
+/* The client showed it is alive (a pong, or any frame). */
+void pg_conn_seen(pg_conn_t *c);
 /* SSE: send the response headers and release the request's header table.
  * Call once, from LWS_CALLBACK_HTTP, after the request was read. -1 on error. */
 int pg_conn_sse_begin(pg_conn_t *c);

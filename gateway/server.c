@@ -19,8 +19,9 @@
 
 #define SSE_RETRY_MS       1000  /* the retry: hint sent when draining */
 
-static lws_retry_bo_t ws_idle_policy;
-static uv_timer_t sse_ping_timer;
+/* All zeros: lws schedules no ping or hang-up ("validity") timers of its
+ * own; the keepalive is conn.c's, on the node's timer wheel. */
+static const lws_retry_bo_t no_lws_keepalive;
 
 /* --- routes ---------------------------------------------------------------- */
 
@@ -161,8 +162,12 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         pss->kind = PG_PSS_WS;
         pg_session_ws_open(&pss->conn, wsi);
         return 0;
+    case LWS_CALLBACK_RECEIVE_PONG:
+        pg_conn_seen(&pss->conn);
+        return 0;
     case LWS_CALLBACK_RECEIVE: {
         pg_conn_t *c = &pss->conn;
+        pg_conn_seen(c);
         if (c->flags & (PG_CONN_CLOSE_ASAP | PG_CONN_CLOSING))
             return 0;   /* closing: whatever else it sends is ignored */
         switch (pg_conn_ws_receive(c, in, len)) {
@@ -196,24 +201,6 @@ static struct lws_protocols protocols[] = {
     { "pushgate", callback, sizeof(pg_pss_t), 512, 0, NULL, 65536 + LWS_PRE },
     { NULL, NULL, 0, 0, 0, NULL, 0 }
 };
-
-/* --- SSE keepalive ------------------------------------------------------- */
-
-static void sse_ping(pg_conn_t *c, void *arg)
-{
-    if (c->flags & PG_CONN_HDRS_SENT)
-        pg_conn_send(c, arg);
-}
-
-static void sse_ping_cb(uv_timer_t *t)
-{
-    (void)t;
-    pg_msg_t *m = pg_msg_sse_raw(": ping\n\n", 8);
-    if (m == NULL)
-        return;
-    pg_conn_foreach(PG_TR_SSE, sse_ping, m);
-    pg_msg_unref(&m);
-}
 
 /* --- drain ------------------------------------------------------------------ */
 
@@ -256,8 +243,6 @@ int pg_server_start(void)
 
     lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_emit);
 
-    ws_idle_policy.secs_since_valid_ping = (uint16_t)pg_node.cfg.ping_interval;
-    ws_idle_policy.secs_since_valid_hangup = (uint16_t)(2 * pg_node.cfg.ping_interval);
 
     memset(&info, 0, sizeof(info));
     /* VALIDATE_UTF8: a text frame that is not UTF-8 is closed by lws (1007)
@@ -268,7 +253,7 @@ int pg_server_start(void)
      * accepted connection over (listener.h says why). */
     info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
     info.protocols = protocols;
-    info.retry_and_idle_policy = &ws_idle_policy;
+    info.retry_and_idle_policy = &no_lws_keepalive;
     info.max_http_header_data = 8192;
     /* Header tables are lent to connections still sending their request
      * head (an SSE stream gives its own back, see pg_conn_sse_begin). With
@@ -305,9 +290,6 @@ int pg_server_start(void)
         return -1;
     if (pg_conn_init() != 0)
         return -1;
-    uv_timer_init(pg_node.loop, &sse_ping_timer);
-    uv_timer_start(&sse_ping_timer, sse_ping_cb, pg_node.cfg.ping_interval * 1000ull,
-                   pg_node.cfg.ping_interval * 1000ull);
     pg_log(PG_LOG_INFO, "listening on %s%s", pg_node.cfg.listen,
            pg_node.cfg.tls_cert ? " (TLS)" : "");
     return 0;
@@ -317,8 +299,6 @@ void pg_server_stop(void)
 {
     pg_listener_stop();
     pg_conn_shutdown();
-    uv_timer_stop(&sse_ping_timer);
-    uv_close((uv_handle_t *)&sse_ping_timer, NULL);
 
     if (pg_node.lws != NULL)
         lws_context_destroy(pg_node.lws);   /* first call: starts closing */

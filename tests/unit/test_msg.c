@@ -393,6 +393,24 @@ static void out_of_memory(void **state)
     assert_true(ok > 0);
 }
 
+static void keepalive_is_a_ping_frame_and_an_sse_comment(void **state)
+{
+    (void)state;
+    pg_msg_t *m = pg_msg_keepalive();
+    assert_non_null(m);
+    assert_null(m->channel);            /* not counted as a delivery */
+    const unsigned char *f = (const unsigned char *)m->json - m->ws_hdr_len;
+    assert_int_equal(m->ws_hdr_len + m->json_len, 4);
+    /* FIN | ping, unmasked, 2 bytes of payload: lws hands a non-empty pong
+     * to the gateway, an empty one to nobody */
+    assert_int_equal(f[0], 0x89);
+    assert_int_equal(f[1], 2);
+    assert_memory_equal(f + 2, "pg", 2);
+    assert_int_equal(m->sse_len, 8);
+    assert_string_equal(m->sse, ": ping\n\n");
+    pg_msg_unref(&m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -409,6 +427,7 @@ int main(void)
         cmocka_unit_test(refcounting),
         cmocka_unit_test(underflow_asserts),
         cmocka_unit_test(out_of_memory),
+        cmocka_unit_test(keepalive_is_a_ping_frame_and_an_sse_comment),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
