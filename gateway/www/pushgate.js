@@ -7,17 +7,24 @@
  *   var pg = new PushGate({
  *     url: location.origin,        // gateway base URL (http(s):// or ws(s)://)
  *     transport: 'ws',             // 'ws' | 'sse' | 'eventsource' (see below)
- *     token: 'eyJ...',             // optional JWT, or a function returning one
- *                                  //   (or a Promise of one), called per connect
+ *     token: 'eyJ...',             // optional fixed JWT
+ *     getToken: function () {...}, // optional: returns a JWT or a Promise of
+ *                                  //   one; called for every (re)connect and
+ *                                  //   every refresh (wins over `token`; a
+ *                                  //   function given as `token` works too)
  *     channels: ['news'],          // topics to join at connect
  *     since: '1700000000000000'    // optional: resume after this id
  *   });
  *   pg.on('message', function (m) { m.channel, m.event, m.id, m.data });
  *   pg.on('open' | 'close' | 'error' | 'recovery' | 'state' |
- *         'subscribed' | 'unsubscribed' | 'reconnecting' | 'pong', fn);
+ *         'subscribed' | 'unsubscribed' | 'reconnecting' | 'pong' |
+ *         'expiring' | 'refreshed', fn);
  *   pg.subscribe('orders'); pg.unsubscribe('orders'); pg.close(); pg.connect();
- *   pg.lastId  // highest message id received so far (decimal string) or null
- *   pg.state   // 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed'
+ *   pg.refresh()  // hand the gateway a fresh token now (see Token lifetime)
+ *   pg.lastId     // highest message id received so far (decimal string) or null
+ *   pg.lastClose  // the last 'close' event's object (see Why a connection
+ *                 //   closed) or null
+ *   pg.state      // 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed'
  *
  * Transports
  *   'ws'          WebSocket to /ws. Runtime subscribe/unsubscribe are commands
@@ -45,6 +52,58 @@
  *   - reconnects back off exponentially (base 500 ms, cap 30 s, full jitter);
  *   - 'recovery' fires when the gateway says history did not reach back far
  *     enough (some messages were lost): the app should reload its state.
+ *
+ * Token lifetime (a token with `exp`, on a gateway with a JWT key)
+ *   The gateway warns --token-refresh-window seconds before `exp` (WebSocket
+ *   {"type":"expiring","exp":E}, SSE event pushgate.expiring) and closes an
+ *   unrefreshed connection at `exp` with 4001. On the warning the client
+ *   emits 'expiring' {exp, transport} and, when it has getToken, calls it:
+ *     'ws'   sends {"type":"refresh","token":...} on the open socket; the
+ *            answer {"type":"refreshed","exp":E2} becomes 'refreshed' {exp};
+ *            an {"type":"error","code":"bad_token"|"wrong_user"} answer
+ *            becomes 'error' {code, refresh: true} and the socket stays (the
+ *            gateway keeps the old token and closes with 4001 at its exp; the
+ *            reconnect then asks getToken again).
+ *     'sse', 'eventsource'  re-open the stream with the fresh token and
+ *            since=<lastId>, so history fills the seam and the per-channel
+ *            duplicate check drops what arrives twice; then 'refreshed' {exp}
+ *            with the exp read from the new token's payload (or null).
+ *   A getToken that throws or rejects is reported as 'error' {refresh: true}
+ *   and asked again after 1, 2, 4 .. 15 s while the connection lasts.
+ *   There is no client-side timer from the token's own `exp`: the gateway's
+ *   clock is the one that enforces `exp`, a browser's may be minutes off, and
+ *   the gateway warns at once when a connection opens inside the window, so
+ *   its notice alone is both sufficient and on time. getToken should return
+ *   a token with more life left than the window. Without getToken the client
+ *   only emits 'expiring'; set pg.token and call pg.refresh() to renew.
+ *
+ * Why a connection closed
+ *   'close' gets {code, reason, status, wasOpen, willReconnect, delay}:
+ *   `code` is the WebSocket close code (or, on SSE, the code of the
+ *   pushgate.disconnect event), `status` the HTTP status of a refused
+ *   fetch-SSE request, `delay` the ms until the next attempt. The gateway's
+ *   own codes (SPEC section 7):
+ *     4000  disconnected by the backend: reconnect with backoff, fresh token
+ *     4001  token expired unrefreshed: reconnect with a fresh token (without
+ *           getToken the same token would be refused, so it stops instead)
+ *     4003  disconnected for good or revoked: stop, never reconnect
+ *     4029  too many connections for this user (SSE: HTTP 429): retry later,
+ *           on a slower schedule (see _busyDelay)
+ *   A WebSocket closed with 4029 was upgraded first, so 'open' precedes it.
+ *   A fetch-SSE request refused with a 4xx (but 408 / 429) is final without
+ *   getToken; with it the next attempt asks getToken again, and stops if it
+ *   returns the very token that was just refused (no retry loop).
+ *
+ * Channels the gateway adds or removes
+ *   A backend may subscribe or unsubscribe a user's connections (SPEC 7).
+ *   'subscribed' / 'unsubscribed' then carry {channel, server: true}, and
+ *   'unsubscribed' a `reason` ("forbidden" when a refreshed token no longer
+ *   allows it). A removed channel leaves the client's list, so no reconnect
+ *   asks for it again. An added one is kept: a re-opened SSE stream lists it,
+ *   and a new WebSocket asks for it with a subscribe command after opening
+ *   (never in the URL: a channel the token does not allow would make the
+ *   whole reconnect fail with 403). When the gateway refuses it then, it is
+ *   dropped and reported as 'error' {channel}; the backend must grant it again.
  */
 (function (root, factory) {
   'use strict';
@@ -89,6 +148,25 @@
   function validChannel(ch) {
     return typeof ch === 'string' && CHANNEL_RE.test(ch);
   }
+
+  // The `exp` claim of a JWT, read without checking anything (only the
+  // gateway can check a token); null when there is none or it is unreadable.
+  function tokenExp(token) {
+    var parts = typeof token === 'string' ? token.split('.') : [];
+    if (parts.length !== 3 || !root || typeof root.atob !== 'function') return null;
+    try {
+      var b = parts[1].replace(/-/g, '+').replace(/_/g, '/');
+      while (b.length % 4) b += '=';
+      var claims = JSON.parse(root.atob(b));
+      return claims && typeof claims.exp === 'number' ? claims.exp : null;
+    } catch (e) {
+      return null;
+    }
+  }
+
+  // SSE event names the gateway itself sends (besides deliveries).
+  var SSE_CONTROL = ['pushgate.recovery', 'pushgate.expiring', 'pushgate.disconnect',
+                     'pushgate.subscribed', 'pushgate.unsubscribed'];
 
   function toList(channels) {
     if (channels === undefined || channels === null || channels === '') return [];
@@ -193,9 +271,12 @@
     }
     this.transport = t;
     this.token = o.token || null;
+    this.getToken = typeof o.getToken === 'function' ? o.getToken : null;
     this.channels = toList(o.channels);
     this.backoffBase = o.backoffBase > 0 ? o.backoffBase : 500;
     this.backoffMax = o.backoffMax > 0 ? o.backoffMax : 30000;
+    // After 4029 / HTTP 429 (see _busyDelay).
+    this.busyBackoffBase = o.busyBackoffBase > 0 ? o.busyBackoffBase : 5000;
     this.pingInterval = o.pingInterval > 0 ? o.pingInterval : 25000;
     this.pingTimeout = o.pingTimeout > 0 ? o.pingTimeout : 10000;
     // fetch-SSE: drop the stream when not even a ": ping" arrived this long.
@@ -211,6 +292,7 @@
     this.now = o.now || function () { return Date.now(); };
 
     this.lastId = normId(o.since);
+    this.lastClose = null;
     this._chanLast = {};          // channel -> last id delivered on it
     this._handlers = {};
     this._runtime = {};           // channel -> 'pending' | 'confirmed' (WS)
@@ -218,6 +300,13 @@
     this._sent = [];              // WS commands awaiting their answer, in order
     this.state = 'idle';
     this._attempt = 0;
+    this._busyAttempt = 0;        // 4029 / 429 refusals in a row
+    this._refreshing = null;      // gen of the connection whose refresh is under way
+    this._refreshAttempt = 0;     // failed getToken calls in a row while refreshing
+    this._refreshTimer = null;
+    this._sseRefreshed = false;   // the SSE stream being opened replaces an expiring one
+    this._connToken = null;       // token of the current connection
+    this._refused = null;         // {token, status}: a 4xx the token function may cure
     this._conn = null;            // the live transport object
     this._gen = 0;                // bumps on every (re)connect; stale callbacks check it
     this._retryTimer = null;
@@ -245,8 +334,9 @@
     return out;
   }
 
-  PushGate.version = '1.0.0';
+  PushGate.version = '1.1.0';
   PushGate.backoffDelay = backoffDelay;
+  PushGate.tokenExp = tokenExp;
   PushGate.compareIds = function (a, b) { return cmpId(normId(a), normId(b)); };
   PushGate.SSEParser = SSEParser;
 
@@ -303,7 +393,8 @@
       var c = this._runtimeOrder[i];
       if (list.indexOf(c) >= 0) continue;
       // WS: only channels the gateway already accepted go into the URL, so a
-      // refused one cannot make every reconnect fail with 403. SSE has no
+      // refused one cannot make every reconnect fail with 403 (a channel the
+      // backend granted is asked for by command after opening). SSE has no
       // other way to ask, so every wanted channel goes in.
       if (this.transport !== 'ws' || this._runtime[c] === 'confirmed') list.push(c);
     }
@@ -313,6 +404,7 @@
   P.connect = function () {
     if (this.state === 'connecting' || this.state === 'open') return this;
     this._attempt = 0;
+    this._refused = null;
     if (root && root.addEventListener) root.addEventListener('online', this._onOnline);
     this._openNow();
     return this;
@@ -323,7 +415,19 @@
     this._teardown();
     if (root && root.removeEventListener) root.removeEventListener('online', this._onOnline);
     this._setState('closed');
-    if (wasOpen) this._emit('close', { code: 1000, reason: 'closed by client', willReconnect: false });
+    if (wasOpen) {
+      this.lastClose = { code: 1000, reason: 'closed by client', wasOpen: true, willReconnect: false };
+      this._emit('close', this.lastClose);
+    }
+    return this;
+  };
+
+  // Gives the gateway a fresh token now (getToken, else pg.token): WebSocket
+  // sends a refresh command, SSE re-opens its stream. The outcome arrives as
+  // 'refreshed' or 'error' {refresh: true}. Only while open: every connect
+  // asks for a token anyway.
+  P.refresh = function () {
+    if (this.state === 'open' && this._conn) this._refresh(this._gen);
     return this;
   };
 
@@ -362,7 +466,8 @@
     }
   };
 
-  P._unsubscribeOne = function (ch) {
+  // Drops a channel from every list a (re)connect asks for. True if known.
+  P._forget = function (ch) {
     var known = false;
     var i = this.channels.indexOf(ch);
     if (i >= 0) { this.channels.splice(i, 1); known = true; }
@@ -371,6 +476,19 @@
       this._runtimeOrder.splice(this._runtimeOrder.indexOf(ch), 1);
       known = true;
     }
+    return known;
+  };
+
+  // A channel the gateway subscribed us to on its own (a backend's order).
+  // Kept so the next connection asks for it too (see the header).
+  P._grant = function (ch) {
+    if (!validChannel(ch) || this.channels.indexOf(ch) >= 0 || this._runtime[ch]) return;
+    this._runtime[ch] = 'granted';
+    this._runtimeOrder.push(ch);
+  };
+
+  P._unsubscribeOne = function (ch) {
+    var known = this._forget(ch);
     if (this.transport === 'ws') {
       // Ask even for an implicit channel: the gateway answers with an error.
       if (this.state === 'open') this._sendCmd({ type: 'unsubscribe', channel: ch });
@@ -398,6 +516,7 @@
     if (this._pingTimer !== null) { this.clearTimeout(this._pingTimer); this._pingTimer = null; }
     if (this._pongTimer !== null) { this.clearTimeout(this._pongTimer); this._pongTimer = null; }
     if (this._idleTimer !== null) { this.clearTimeout(this._idleTimer); this._idleTimer = null; }
+    if (this._refreshTimer !== null) { this.clearTimeout(this._refreshTimer); this._refreshTimer = null; }
   };
 
   P._buildUrl = function (path, token, includeSince) {
@@ -420,26 +539,54 @@
     return base + path + (q.length ? '?' + q.join('&') : '');
   };
 
-  P._openNow = function () {
+  // getToken, or a function given as `token`, or null for a fixed token.
+  P._tokenFn = function () {
+    if (typeof this.getToken === 'function') return this.getToken;
+    if (typeof this.token === 'function') return this.token;
+    return null;
+  };
+
+  // Calls ok(token) with a token for connection `gen` (from the token
+  // function, sync or Promise, else the fixed one), or fail(error). Neither
+  // is called once `gen` is stale.
+  P._withToken = function (gen, ok, fail) {
+    var fn = this._tokenFn();
+    if (!fn) { ok(this.token || null); return; }
+    var self = this;
+    var r;
+    try { r = fn(); } catch (e) { fail(e); return; }
+    if (r && typeof r.then === 'function') {
+      r.then(function (v) { if (gen === self._gen) ok(v || null); },
+             function (e) { if (gen === self._gen) fail(e); });
+      return;
+    }
+    ok(r || null);
+  };
+
+  // token: one already fetched (an SSE refresh), else ask for one.
+  P._openNow = function (token) {
     this._teardown();
     var gen = this._gen;
     var self = this;
     this._setState('connecting');
-    var tok = this.token;
-    if (typeof tok === 'function') {
-      var r;
-      try { r = tok(); } catch (e) { this._fail(gen, { reason: 'token function threw', error: e }); return; }
-      if (r && typeof r.then === 'function') {
-        r.then(function (v) { if (gen === self._gen) self._start(gen, v || null); },
-               function (e) { self._fail(gen, { reason: 'token function failed', error: e }); });
+    if (token !== undefined) { this._start(gen, token); return; }
+    this._withToken(gen, function (t) {
+      var r = self._refused;
+      self._refused = null;
+      if (r && r.token === t) {
+        // The request this token made was refused (fetch-SSE sees the 4xx);
+        // asking again with it would only loop.
+        self._fail(gen, { status: r.status, reason: 'HTTP ' + r.status + ' again for the same token', fatal: true });
         return;
       }
-      tok = r || null;
-    }
-    this._start(gen, tok);
+      self._start(gen, t);
+    }, function (e) {
+      self._fail(gen, { reason: 'token function failed', error: e });
+    });
   };
 
   P._start = function (gen, token) {
+    this._connToken = token;
     try {
       if (this.transport === 'ws') this._startWS(gen, token);
       else if (this.transport === 'sse' && this._canFetchStream()) this._startFetchSSE(gen, token);
@@ -474,9 +621,12 @@
     this._conn = null;
     this._sent = [];
     if (c) { try { c.close(); } catch (e) { /* ignore */ } }
+    this._sseRefreshed = false;
     var fatal = !!info.fatal || !this.reconnect;
     var delay = null;
-    if (!fatal) {
+    if (!fatal && info.busy) {
+      delay = this._busyDelay();
+    } else if (!fatal) {
       delay = backoffDelay(this._attempt, this.backoffBase, this.backoffMax, this.random);
       if (this._serverRetry !== null && info.serverRetry) delay = Math.max(delay, this._serverRetry);
       this._attempt++;
@@ -485,6 +635,7 @@
       code: info.code, reason: info.reason || '', status: info.status,
       wasOpen: wasOpen, willReconnect: !fatal, delay: delay
     };
+    if (wasOpen || fatal) this.lastClose = ev;
     // An open connection that ends is a 'close'; an attempt that never
     // opened is an 'error'; giving up for good is always a 'close' too.
     if (wasOpen) {
@@ -504,6 +655,36 @@
       self._retryTimer = null;
       if (self.state === 'reconnecting') self._openNow();
     }, delay);
+  };
+
+  // What the gateway's close codes (WebSocket close, SSE pushgate.disconnect)
+  // mean for reconnecting; see "Why a connection closed" in the header.
+  P._closeInfo = function (code, reason) {
+    var info = { code: code, reason: reason || '' };
+    if (code === 4003) {
+      info.fatal = true;                    // the backend said never, or revoked
+    } else if (code === 4001 && !this._tokenFn()) {
+      info.fatal = true;                    // expired, and nothing can renew it
+    } else if (code === 4029) {
+      info.busy = true;
+    }
+    return info;                            // 4000 and others: the usual backoff
+  };
+
+  // Delay before retrying after 4029 / HTTP 429: this user already holds as
+  // many connections as the gateway allows (--max-connections-per-user), so
+  // a retry at the usual pace (the first within 0.5 s) cannot succeed until
+  // one of them closes, and each attempt costs the gateway an upgrade. Wait
+  // half to all of min(backoffMax, busyBackoffBase * 2^n) ("equal jitter",
+  // never near zero): 2.5-5 s, 5-10 s, 10-20 s, then 15-30 s with the
+  // defaults, n counting refusals in a row. The count resets once a
+  // connection gets anything from the gateway (a 4029 WebSocket opens first,
+  // so 'open' cannot be the sign).
+  P._busyDelay = function () {
+    var ceiling = this.busyBackoffBase * Math.pow(2, Math.min(this._busyAttempt, 30));
+    if (ceiling > this.backoffMax) ceiling = Math.max(this.backoffMax, this.busyBackoffBase);
+    this._busyAttempt++;
+    return Math.floor(ceiling / 2 + this.random() * ceiling / 2);
   };
 
   P._opened = function (gen) {
@@ -549,9 +730,11 @@
       if (gen !== self._gen) return;
       self._lastRecv = self.now();
       self._opened(gen);
-      // Channels asked for while disconnected, or never confirmed.
+      // Channels asked for while disconnected, never confirmed, or granted
+      // by the backend to the previous connection.
       for (var i = 0; i < self._runtimeOrder.length; i++) {
         var c = self._runtimeOrder[i];
+        if (self._runtime[c] === 'granted') self._runtime[c] = 'pending';
         if (self._runtime[c] === 'pending') self._sendCmd({ type: 'subscribe', channel: c });
       }
       self._armPing(gen);
@@ -559,6 +742,7 @@
     ws.onmessage = function (ev) {
       if (gen !== self._gen) return;
       self._lastRecv = self.now();
+      self._busyAttempt = 0;
       if (self._pongTimer !== null) { self.clearTimeout(self._pongTimer); self._pongTimer = null; }
       self._onWSFrame(ev.data);
     };
@@ -567,11 +751,13 @@
     };
     ws.onclose = function (ev) {
       if (gen !== self._gen) return;
-      self._fail(gen, { code: ev.code, reason: ev.reason || '' });
+      self._fail(gen, self._closeInfo(ev.code, ev.reason));
     };
   };
 
-  P._sendCmd = function (cmd) {
+  // record: what to remember as awaiting an answer, when not cmd itself
+  // (a refresh is remembered without its token, which events must not show).
+  P._sendCmd = function (cmd, record) {
     var c = this._conn;
     if (!c || c.kind !== 'ws') return false;
     try {
@@ -579,7 +765,7 @@
     } catch (e) {
       return false;
     }
-    if (cmd.type !== 'ping') this._sent.push(cmd);
+    if (cmd.type !== 'ping') this._sent.push(record || cmd);
     return true;
   };
 
@@ -610,16 +796,91 @@
   };
 
   // The answer a control frame belongs to: the oldest command awaiting one
-  // (the gateway answers commands in order), preferring a channel match.
-  P._takeSent = function (frame) {
+  // (the gateway answers commands in order), preferring a channel match
+  // (of a command of `type`, when given). A frame without a channel (an
+  // error) goes to the oldest command other than a refresh, whose answers
+  // are told apart by their codes; to a refresh only when nothing else waits.
+  P._takeSent = function (frame, type) {
     var s = this._sent;
+    var i;
     if (frame.channel !== undefined) {
-      for (var i = 0; i < s.length; i++) {
-        if (s[i].channel === frame.channel) return s.splice(i, 1)[0];
+      for (i = 0; i < s.length; i++) {
+        if (s[i].channel === frame.channel && (!type || s[i].type === type)) return s.splice(i, 1)[0];
       }
       return null;
     }
+    for (i = 0; i < s.length; i++) {
+      if (s[i].type !== 'refresh') return s.splice(i, 1)[0];
+    }
     return s.length ? s.shift() : null;
+  };
+
+  // The oldest command of that type awaiting its answer.
+  P._takeSentType = function (type) {
+    for (var i = 0; i < this._sent.length; i++) {
+      if (this._sent[i].type === type) return this._sent.splice(i, 1)[0];
+    }
+    return null;
+  };
+
+  // ------------------------------------------------------------ token refresh
+
+  // Fetches a fresh token for connection `gen` and hands it over: WebSocket
+  // by a refresh command, SSE by re-opening the stream with it. One at a time
+  // per connection; a new connection starts over.
+  P._refresh = function (gen) {
+    if (gen !== this._gen || this._refreshing === gen) return;
+    this._refreshing = gen;
+    if (this._refreshTimer !== null) { this.clearTimeout(this._refreshTimer); this._refreshTimer = null; }
+    var self = this;
+    this._withToken(gen, function (token) {
+      if (gen !== self._gen) return;
+      if (!token) {
+        self._refreshFailed(gen, 'getToken returned no token');
+      } else if (self.transport === 'ws') {
+        if (!self._sendCmd({ type: 'refresh', token: token }, { type: 'refresh' })) {
+          self._refreshFailed(gen, 'could not send the refresh');
+        }
+      } else {
+        // The old stream is closed only now, once the new token is at hand,
+        // so a slow or failing getToken costs nothing while the old one lasts.
+        self._sseRefreshed = true;
+        self._attempt = 0;
+        self._openNow(token);
+      }
+    }, function (e) {
+      self._refreshFailed(gen, 'getToken failed: ' + ((e && e.message) || e), e);
+    });
+  };
+
+  // getToken threw, rejected or gave nothing: say so, and ask again after 1,
+  // 2, 4, 8, then every 15 s while this connection lasts (it ends at exp with
+  // 4001 at the latest, and the reconnect asks getToken again).
+  P._refreshFailed = function (gen, reason, err) {
+    if (gen !== this._gen) return;
+    this._refreshing = null;
+    this._emit('error', { reason: reason, error: err, refresh: true });
+    var delay = Math.min(15000, 1000 * Math.pow(2, Math.min(this._refreshAttempt, 10)));
+    this._refreshAttempt++;
+    var self = this;
+    this._refreshTimer = this.setTimeout(function () {
+      self._refreshTimer = null;
+      if (gen === self._gen) self._refresh(gen);
+    }, delay);
+  };
+
+  P._onExpiring = function (f) {
+    this._emit('expiring', { exp: typeof f.exp === 'number' ? f.exp : null, transport: this.transport });
+    if (this._tokenFn()) this._refresh(this._gen);
+  };
+
+  // The gateway dropped a channel on its own: a backend's unsubscribe, or
+  // (reason "forbidden") a refreshed token that no longer allows it.
+  P._serverUnsubscribed = function (f) {
+    if (typeof f.channel === 'string') this._forget(f.channel);
+    var ev = { channel: f.channel, server: true };
+    if (f.reason !== undefined) ev.reason = f.reason;
+    this._emit('unsubscribed', ev);
   };
 
   P._onWSFrame = function (text) {
@@ -646,15 +907,33 @@
     var cmd;
     switch (f.type) {
       case 'subscribed':
-        cmd = this._takeSent(f);
+        cmd = this._takeSent(f, 'subscribe');
         if (typeof f.channel === 'string' && this._runtime[f.channel] === 'pending') {
           this._runtime[f.channel] = 'confirmed';
         }
-        this._emit('subscribed', { channel: f.channel });
+        if (cmd) {
+          this._emit('subscribed', { channel: f.channel });
+        } else {
+          // Not an answer: the backend subscribed this connection.
+          this._grant(f.channel);
+          this._emit('subscribed', { channel: f.channel, server: true });
+        }
         break;
       case 'unsubscribed':
-        cmd = this._takeSent(f);
-        this._emit('unsubscribed', { channel: f.channel });
+        cmd = this._takeSent(f, 'unsubscribe');
+        // With a reason (forbidden) it is the gateway's doing even if we
+        // had asked for the same.
+        if (cmd && f.reason === undefined) this._emit('unsubscribed', { channel: f.channel });
+        else this._serverUnsubscribed(f);
+        break;
+      case 'expiring':
+        this._onExpiring(f);
+        break;
+      case 'refreshed':
+        this._takeSentType('refresh');
+        this._refreshing = null;
+        this._refreshAttempt = 0;
+        this._emit('refreshed', { exp: typeof f.exp === 'number' ? f.exp : null, transport: 'ws' });
         break;
       case 'pong':
         this._emit('pong', f);
@@ -663,7 +942,17 @@
         this._emit('recovery', f);
         break;
       case 'error':
-        cmd = this._takeSent(f);
+        cmd = f.code === 'bad_token' || f.code === 'wrong_user'
+          ? this._takeSentType('refresh') : this._takeSent(f);
+        if (cmd && cmd.type === 'refresh') {
+          // The gateway keeps the old token; nothing to retry with the same
+          // getToken before exp (it closes with 4001 then, and the reconnect
+          // asks for a token again).
+          this._refreshing = null;
+          this._emit('error', { reason: f.message || f.code || 'refresh refused', code: f.code,
+                                message: f.message, command: cmd, refresh: true });
+          break;
+        }
         if (cmd && cmd.type === 'subscribe' && this._runtime[cmd.channel] === 'pending') {
           // Refused: forget it so it is not asked for again.
           delete this._runtime[cmd.channel];
@@ -702,7 +991,27 @@
       this._emit('recovery', obj);
       return;
     }
+    if (SSE_CONTROL.indexOf(name) >= 0) {
+      this._onSSEControl(name, obj && typeof obj === 'object' ? obj : {});
+      return;
+    }
     this._deliver(obj, sseId);
+  };
+
+  P._onSSEControl = function (name, obj) {
+    if (name === 'pushgate.expiring') {
+      this._onExpiring(obj);
+    } else if (name === 'pushgate.disconnect') {
+      // The stream ends next. Close it now, before EventSource can reconnect
+      // on its own with the old token, and decide by the code.
+      var code = typeof obj.code === 'number' ? obj.code : 4000;
+      this._fail(this._gen, this._closeInfo(code, typeof obj.reason === 'string' ? obj.reason : ''));
+    } else if (name === 'pushgate.subscribed') {
+      this._grant(obj.channel);
+      this._emit('subscribed', { channel: obj.channel, server: true });
+    } else if (name === 'pushgate.unsubscribed') {
+      this._serverUnsubscribed(obj);
+    }
   };
 
   // SSE can only ask for a new channel by re-opening the stream, and the
@@ -715,7 +1024,7 @@
     var dropped = [];
     for (var i = this._runtimeOrder.length - 1; i >= 0; i--) {
       var c = this._runtimeOrder[i];
-      if (this._runtime[c] === 'pending') {
+      if (this._runtime[c] === 'pending' || this._runtime[c] === 'granted') {
         delete this._runtime[c];
         this._runtimeOrder.splice(i, 1);
         dropped.unshift(c);
@@ -737,9 +1046,18 @@
     for (var i = 0; i < this._runtimeOrder.length; i++) {
       var c = this._runtimeOrder[i];
       if (this._runtime[c] === 'pending') { this._runtime[c] = 'confirmed'; confirmed.push(c); }
+      // granted ones were announced when the backend added them
+      else if (this._runtime[c] === 'granted') this._runtime[c] = 'confirmed';
     }
+    this._busyAttempt = 0;
+    var refreshed = this._sseRefreshed;
+    this._sseRefreshed = false;
     this._opened(gen);
     for (var j = 0; j < confirmed.length; j++) this._emit('subscribed', { channel: confirmed[j] });
+    if (refreshed) {
+      this._refreshAttempt = 0;
+      this._emit('refreshed', { exp: tokenExp(this._connToken), transport: this.transport });
+    }
   };
 
   P._startEventSource = function (gen, token) {
@@ -747,7 +1065,7 @@
     if (!ES) throw new Error('EventSource is not available');
     var self = this;
     var es = new ES(this._buildUrl('/sse', token, true));
-    var names = ['message', 'pushgate.recovery'].concat(this.events);
+    var names = ['message'].concat(SSE_CONTROL, this.events);
     var listeners = {};
     function add(name) {
       if (listeners[name]) return;
@@ -818,11 +1136,13 @@
         var st = res.status;
         if (st === 403 && self._dropPendingSSE(gen, st)) return;
         // Refused for good (bad token, forbidden channel, bad request) unless
-        // a token function may produce a better token next time.
-        var fatal = st >= 400 && st < 500 && st !== 408 && st !== 429 &&
-          typeof self.token !== 'function';
+        // a token function may produce a better token next time; if it then
+        // gives the same one, _openNow stops there.
+        var refused = st >= 400 && st < 500 && st !== 408 && st !== 429;
+        var fatal = refused && !self._tokenFn();
+        if (refused && !fatal) self._refused = { token: token, status: st };
         try { ctrl.abort(); } catch (e) { /* ignore */ }
-        self._fail(gen, { status: st, reason: 'HTTP ' + st, fatal: fatal });
+        self._fail(gen, { status: st, reason: 'HTTP ' + st, fatal: fatal, busy: st === 429 });
         return;
       }
       if (!res.body || !res.body.getReader) {

@@ -57,7 +57,8 @@ function make(opts = {}) {
     WebSocket: FakeWS, setTimeout: clock.setTimeout, clearTimeout: clock.clearTimeout,
     now: clock.now, random: () => 0.5,
   }, opts));
-  for (const n of ['message', 'open', 'close', 'error', 'recovery', 'subscribed', 'unsubscribed', 'pong', 'reconnecting']) {
+  for (const n of ['message', 'open', 'close', 'error', 'recovery', 'subscribed', 'unsubscribed', 'pong', 'reconnecting',
+                   'expiring', 'refreshed']) {
     pg.on(n, (a) => events.push([n, a]));
   }
   const msgs = () => events.filter((e) => e[0] === 'message').map((e) => e[1]);
@@ -393,4 +394,274 @@ test('sse (fetch): a refused runtime subscribe is dropped, the stream comes back
   assert.equal(err[1].channel, 'secret');
   assert.equal(err[1].status, 403);
   pg.close();
+});
+
+// ------------------------------------------------------------ SPEC §7
+
+// A JWT-shaped string whose payload pushgate.js can read (it never checks
+// signatures: only the gateway can).
+const fakeJwt = (claims) => `h.${Buffer.from(JSON.stringify(claims)).toString('base64url')}.s`;
+const sentTypes = (ws) => ws.sent.map((c) => c.type);
+const flush = async () => { for (let i = 0; i < 5; i++) await tick(); };
+
+test('ws: expiring -> getToken -> refresh command; refreshed keeps the socket', async () => {
+  let n = 0;
+  const { sockets, events } = make({ getToken: () => Promise.resolve('tok' + (++n)) });
+  await flush();
+  assert.equal(q(sockets[0].url).token, 'tok1');
+  sockets[0].open();
+  sockets[0].frame({ type: 'expiring', exp: 1700000030 });
+  assert.deepEqual(events.find((e) => e[0] === 'expiring')[1], { exp: 1700000030, transport: 'ws' });
+  sockets[0].frame({ type: 'expiring', exp: 1700000030 }); // a second notice: still one refresh
+  await flush();
+  assert.deepEqual(sockets[0].sent, [{ type: 'refresh', token: 'tok2' }]);
+  sockets[0].frame({ type: 'refreshed', exp: 1700000090 });
+  assert.deepEqual(events.find((e) => e[0] === 'refreshed')[1], { exp: 1700000090, transport: 'ws' });
+  assert.equal(sockets.length, 1, 'no reconnect');
+  assert.ok(!events.some((e) => e[0] === 'close' || e[0] === 'error'));
+  // the next notice refreshes again
+  sockets[0].frame({ type: 'expiring', exp: 1700000090 });
+  await flush();
+  assert.deepEqual(sockets[0].sent[1], { type: 'refresh', token: 'tok3' });
+});
+
+test('ws: a refused refresh is an error event without the token, the socket stays', () => {
+  const { pg, sockets, events } = make({ getToken: () => 'secret-token' });
+  sockets[0].open();
+  pg.subscribe('orders');                       // answer pending while the refresh goes out
+  sockets[0].frame({ type: 'expiring', exp: 5 });
+  assert.deepEqual(sentTypes(sockets[0]), ['subscribe', 'refresh']);
+  sockets[0].frame({ type: 'error', code: 'bad_token', message: 'token invalid' });
+  const err = events.find((e) => e[0] === 'error')[1];
+  assert.equal(err.code, 'bad_token');
+  assert.equal(err.refresh, true);
+  assert.ok(!JSON.stringify(err).includes('secret-token'), 'the event does not carry the token');
+  sockets[0].frame({ type: 'subscribed', channel: 'orders' });
+  assert.ok(events.some((e) => e[0] === 'subscribed' && e[1].channel === 'orders' && !e[1].server));
+  assert.equal(pg.state, 'open');
+  // wrong_user likewise
+  sockets[0].frame({ type: 'expiring', exp: 5 });
+  sockets[0].frame({ type: 'error', code: 'wrong_user', message: 'other sub' });
+  assert.equal(events.filter((e) => e[0] === 'error' && e[1].refresh).length, 2);
+  assert.equal(sockets.length, 1);
+});
+
+test('ws: a failing getToken is reported and asked again while the socket lasts', () => {
+  let fail = true;
+  const { pg, sockets, events, clock } = make({ autoConnect: false,
+    getToken: () => { if (fail) throw new Error('offline'); return 'ok'; } });
+  pg.connect();
+  // the connect itself needs a token: it backs off and asks again
+  assert.equal(sockets.length, 0);
+  assert.equal(events.find((e) => e[0] === 'error')[1].reason, 'token function failed');
+  fail = false;
+  clock.advance(1000);
+  sockets[0].open();
+  fail = true;
+  sockets[0].frame({ type: 'expiring', exp: 5 });
+  const errs = () => events.filter((e) => e[0] === 'error' && e[1].refresh);
+  assert.equal(errs().length, 1);
+  assert.match(errs()[0][1].reason, /offline/);
+  clock.advance(999);
+  assert.equal(errs().length, 1);
+  clock.advance(1);
+  assert.equal(errs().length, 2, 'retried after 1 s');
+  fail = false;
+  clock.advance(2000);
+  assert.deepEqual(sockets[0].sent, [{ type: 'refresh', token: 'ok' }]);
+});
+
+test('ws: close codes 4000 / 4001 reconnect with a fresh token, 4003 stops for good', () => {
+  let n = 0;
+  const { pg, sockets, events, clock } = make({ getToken: () => 't' + (++n) });
+  sockets[0].open();
+  sockets[0].drop(4000, 'maintenance');
+  let c = events.filter((e) => e[0] === 'close').pop()[1];
+  assert.equal(c.code, 4000);
+  assert.equal(c.reason, 'maintenance');
+  assert.equal(c.willReconnect, true);
+  assert.ok(c.delay >= 0 && c.delay < 500);
+  clock.advance(500);
+  assert.equal(q(sockets[1].url).token, 't2');
+  sockets[1].open();
+  sockets[1].drop(4001, 'token expired');
+  assert.equal(events.filter((e) => e[0] === 'close').pop()[1].willReconnect, true);
+  clock.advance(500);
+  assert.equal(q(sockets[2].url).token, 't3');
+  sockets[2].open();
+  sockets[2].drop(4003, 'banned');
+  c = events.filter((e) => e[0] === 'close').pop()[1];
+  assert.deepEqual([c.code, c.reason, c.willReconnect], [4003, 'banned', false]);
+  assert.equal(pg.state, 'closed');
+  assert.equal(pg.lastClose, c);
+  window_online(pg);
+  clock.advance(600000);
+  assert.equal(sockets.length, 3, 'never reconnects after 4003');
+});
+
+// The browser's 'online' event must not revive a client stopped for good.
+function window_online(pg) { pg._onOnline(); }
+
+test('ws: 4001 with a fixed token stops (the same token would be refused)', () => {
+  const { pg, sockets, events, clock } = make({ token: 'fixed' });
+  sockets[0].open();
+  sockets[0].drop(4001, 'token expired');
+  assert.equal(events.filter((e) => e[0] === 'close').pop()[1].willReconnect, false);
+  assert.equal(pg.state, 'closed');
+  clock.advance(60000);
+  assert.equal(sockets.length, 1);
+});
+
+test('ws: 4029 retries on the slower schedule, growing though each socket opened', () => {
+  const { sockets, events, clock } = make({ getToken: () => 't', random: () => 0 });
+  const delays = [];
+  for (let i = 0; i < 5; i++) {
+    sockets[i].open();
+    sockets[i].drop(4029, 'too many connections');
+    const c = events.filter((e) => e[0] === 'close').pop()[1];
+    assert.equal(c.willReconnect, true);
+    delays.push(c.delay);
+    clock.advance(c.delay);
+    assert.equal(sockets.length, i + 2);
+  }
+  assert.deepEqual(delays, [2500, 5000, 10000, 15000, 15000]);
+  // a connection that hears from the gateway resets it
+  sockets[5].open();
+  sockets[5].frame({ type: 'pong' });
+  sockets[5].drop(4029, 'too many connections');
+  assert.equal(events.filter((e) => e[0] === 'close').pop()[1].delay, 2500);
+});
+
+test('ws: backend subscribe is kept (by command, not URL); unsubscribe / forbidden leave the lists', () => {
+  const { pg, sockets, events, clock } = make({ channels: ['news', 'orders'] });
+  sockets[0].open();
+  sockets[0].frame({ type: 'subscribed', channel: 'room.7' });
+  assert.deepEqual(events.filter((e) => e[0] === 'subscribed').pop()[1], { channel: 'room.7', server: true });
+  sockets[0].frame({ type: 'unsubscribed', channel: 'orders', reason: 'forbidden' });
+  assert.deepEqual(events.filter((e) => e[0] === 'unsubscribed').pop()[1],
+    { channel: 'orders', server: true, reason: 'forbidden' });
+  sockets[0].frame({ type: 'unsubscribed', channel: 'news' });
+  assert.deepEqual(events.filter((e) => e[0] === 'unsubscribed').pop()[1], { channel: 'news', server: true });
+  sockets[0].drop(1006);
+  clock.advance(500);
+  assert.deepEqual(q(sockets[1].url), {}, 'neither the removed channels nor the granted one in the URL');
+  sockets[1].open();
+  assert.deepEqual(sockets[1].sent, [{ type: 'subscribe', channel: 'room.7' }]);
+  sockets[1].frame({ type: 'subscribed', channel: 'room.7' });
+  assert.deepEqual(pg.currentChannels(), ['room.7'], 'accepted by the gateway: now a confirmed channel');
+});
+
+test('eventsource: expiring re-opens with a fresh token and since; disconnect codes decide', async () => {
+  const { FakeES, list } = fakeEventSourceFactory();
+  let n = 0;
+  const { pg, events, clock } = make({ transport: 'eventsource', EventSource: FakeES, WebSocket: null,
+    getToken: () => fakeJwt({ sub: 'u', exp: 1000 + (++n) }) });
+  list[0].open();
+  list[0].emit('message', JSON.stringify({ channel: 'news', id: '7', data: 1 }), '7');
+  list[0].emit('pushgate.expiring', JSON.stringify({ type: 'expiring', exp: 1001 }));
+  assert.equal(events.find((e) => e[0] === 'expiring')[1].exp, 1001);
+  assert.equal(list.length, 2);
+  assert.equal(list[0].readyState, 2, 'the old stream is closed');
+  assert.deepEqual(q(list[1].url), { channels: 'news', token: fakeJwt({ sub: 'u', exp: 1002 }), since: '7' });
+  list[1].open();
+  assert.deepEqual(events.find((e) => e[0] === 'refreshed')[1], { exp: 1002, transport: 'eventsource' });
+  assert.ok(!events.some((e) => e[0] === 'close'), 'a refresh is not a close');
+  // a duplicate at the seam is dropped
+  list[1].emit('message', JSON.stringify({ channel: 'news', id: '7', data: 1 }), '7');
+  assert.equal(events.filter((e) => e[0] === 'message').length, 1);
+  // 4000: re-open, fresh token
+  list[1].emit('pushgate.disconnect', JSON.stringify({ code: 4000, reason: 'bye' }));
+  assert.equal(list[1].readyState, 2, 'closed before EventSource could retry with the old token');
+  assert.deepEqual(events.filter((e) => e[0] === 'close').pop()[1].code, 4000);
+  clock.advance(500);
+  assert.equal(list.length, 3);
+  assert.equal(q(list[2].url).token, fakeJwt({ sub: 'u', exp: 1003 }));
+  list[2].open();
+  // 4003: closed, for good
+  list[2].emit('pushgate.disconnect', JSON.stringify({ code: 4003, reason: 'banned' }));
+  const c = events.filter((e) => e[0] === 'close').pop()[1];
+  assert.deepEqual([c.code, c.reason, c.willReconnect], [4003, 'banned', false]);
+  assert.equal(list[2].readyState, 2);
+  assert.equal(pg.state, 'closed');
+  clock.advance(600000);
+  assert.equal(list.length, 3);
+});
+
+test('eventsource: backend subscribe joins the list of the next stream, unsubscribe leaves it', () => {
+  const { FakeES, list } = fakeEventSourceFactory();
+  const { pg, events } = make({ transport: 'eventsource', EventSource: FakeES, WebSocket: null, getToken: () => 't' });
+  list[0].open();
+  list[0].emit('pushgate.subscribed', JSON.stringify({ type: 'subscribed', channel: 'room.7' }));
+  list[0].emit('pushgate.unsubscribed', JSON.stringify({ type: 'unsubscribed', channel: 'news' }));
+  assert.deepEqual(events.filter((e) => e[0] === 'subscribed').pop()[1], { channel: 'room.7', server: true });
+  assert.deepEqual(events.filter((e) => e[0] === 'unsubscribed').pop()[1], { channel: 'news', server: true });
+  assert.equal(list.length, 1, 'no re-open for either');
+  pg.refresh();
+  assert.equal(q(list[1].url).channels, 'room.7');
+  list[1].open();
+  assert.equal(events.filter((e) => e[0] === 'subscribed').length, 1, 'not announced twice');
+});
+
+test('sse (fetch): expiring swaps the stream only once the new token is there; 429 waits longer', async () => {
+  const calls = [];
+  const streams = [];
+  let status = 200;
+  const fetch = (url, init) => {
+    calls.push({ url, init });
+    if (status !== 200) return Promise.resolve({ status, headers: new Headers({ 'content-type': 'application/json' }), body: null });
+    const s = streamResponse(200, 'text/event-stream');
+    streams.push(s);
+    init.signal.addEventListener('abort', () => { try { s.end(); } catch {} });
+    return Promise.resolve(s.res);
+  };
+  let release;
+  let n = 0;
+  const { pg, events, clock } = make({ transport: 'sse', fetch, WebSocket: null,
+    getToken: () => (++n === 2 ? new Promise((r) => { release = r; }) : 'tok' + n) });
+  await flush();
+  assert.equal(pg.state, 'open');
+  streams[0].write('id: 5\ndata: {"channel":"news","id":"5","data":1}\n\n');
+  streams[0].write('event: pushgate.expiring\ndata: {"type":"expiring","exp":99}\n\n');
+  await flush();
+  assert.equal(calls.length, 1, 'the old stream stays while getToken runs');
+  assert.equal(pg.state, 'open');
+  release('tok2');
+  await flush();
+  assert.equal(calls.length, 2);
+  assert.equal(q(calls[1].url).since, '5');
+  assert.equal(q(calls[1].url).token, 'tok2');
+  assert.ok(events.some((e) => e[0] === 'refreshed'));
+  // 429: equal-jitter delay from 5 s
+  streams[1].write('event: pushgate.disconnect\ndata: {"code":4000,"reason":"x"}\n\n');
+  await flush();
+  status = 429;
+  clock.advance(500);
+  await flush();
+  const err = events.filter((e) => e[0] === 'error').pop()[1];
+  assert.equal(err.status, 429);
+  assert.ok(err.delay >= 2500 && err.delay <= 5000, `delay ${err.delay}`);
+  pg.close();
+});
+
+test('sse (fetch): a 401 is retried with a new token, and final when getToken gives the same one', async () => {
+  const urls = [];
+  const fetch = (url) => {
+    urls.push(url);
+    return Promise.resolve({ status: 401, headers: new Headers({ 'content-type': 'application/json' }), body: null });
+  };
+  let tok = 'a';
+  const { pg, events, clock } = make({ transport: 'sse', fetch, WebSocket: null, getToken: () => tok });
+  await flush();
+  assert.equal(pg.state, 'reconnecting');
+  tok = 'b';
+  clock.advance(500);
+  await flush();
+  assert.equal(urls.length, 2);
+  assert.equal(q(urls[1]).token, 'b');
+  clock.advance(1000);
+  await flush();
+  assert.equal(urls.length, 2, 'the same token is not sent again');
+  assert.equal(pg.state, 'closed');
+  const c = events.filter((e) => e[0] === 'close').pop()[1];
+  assert.deepEqual([c.status, c.willReconnect], [401, false]);
 });
