@@ -8,6 +8,8 @@
 # SETs (default: all but nchan):
 #   calibrate  the machine's floor: pushgate-bench --calibrate at 1k and 10k
 #   memory     (a) idle WebSocket connections: 1k, 10k, 19k; server RSS per connection
+#   idle       the same held 55 s at the default --ping-interval (25 s): server CPU
+#              per connection per second while nothing is published (keepalive cost)
 #   light      10k conns x 2 msg/s: one frame queued per connection per message,
 #              the case to hold against the floor (calibrate) in CPU and p99
 #   broadcast  (b) 1k conns x 1000 msg/s, (c) 10k conns x 50 msg/s, raw PUBLISH
@@ -266,6 +268,11 @@ for set in "${SETS[@]}"; do
             gw_run "a-idle-ws-$n" --transport ws --path /ws -c "$n" --idle 5 --timeout 90
         done
         ;;
+    idle)
+        for n in 1000 10000 19000; do
+            gw_run "idle-ws-$n" --transport ws --path /ws -c "$n" --idle 55 --timeout 150
+        done
+        ;;
     light)
         gw_run "light-ws-10k-2" --transport ws --path /ws -c 10000 \
             --publish raw --rate 2 --duration "$DUR" --timeout "$T"
@@ -356,4 +363,12 @@ if run:
               f"{f(g(r,'latency_ms','max')):>10}{f(d.get('per_s'),'{:.0f}'):>10}"
               f"{f(g(r,'server','sched_cpu_us_per_delivery')):>9}{f(g(r,'server','rss_kb_per_conn')):>9}"
               f"{'y' if r.get('ok') else 'n':>4}")
+idle = [r for r in run if g(r, 'server', 'idle_cpu_us_per_conn_s') is not None]
+if idle:
+    print("\nidle (connections held, nothing published): server CPU")
+    print(f"{'label':<28}{'conn':>7}{'window s':>10}{'cpu s':>9}{'us/conn/s':>11}")
+    for r in idle:
+        print(f"{r.get('label','-'):<28}{g(r,'connect','connected'):>7}"
+              f"{f(g(r,'server','idle_window_s'),'{:.1f}'):>10}{f(g(r,'server','idle_cpu_s'),'{:.3f}'):>9}"
+              f"{f(g(r,'server','idle_cpu_us_per_conn_s'),'{:.3f}'):>11}")
 EOF

@@ -8,13 +8,14 @@ in test_drain.py.)"""
 
 import asyncio
 import json
+import selectors
 import socket
 import time
 
 import pytest
 import redis as redis_py
 
-from faultkit import (RawWS, close_code, connections, fcall, metric, nodes,  # noqa: F401
+from faultkit import (RawWS, close_code, parse_frames, connections, fcall, metric, nodes,  # noqa: F401
                       open_stream, sse_request_bytes)
 from pgtest import API_KEY, async_wait_until, run, wait_until
 
@@ -230,6 +231,42 @@ def test_ws_client_that_never_answers_pings_is_dropped_others_stay(nodes):
         polite.abort()
 
     run(scenario(), 40)
+
+
+def test_keepalive_pings_are_spread_over_the_interval(nodes):
+    """30 clients that connect at once are not all pinged in the same tick:
+    each connection's first ping falls at its own point of the interval
+    (--ping-interval 4), and every one of them comes within the interval."""
+    gw = nodes(BASE + ["--ping-interval", "4"])
+    clients = [RawWS(gw.port) for _ in range(30)]
+    t0 = time.monotonic()
+    assert all(c.status == 101 for c in clients)
+    first = {}
+    sel = selectors.DefaultSelector()
+    for i, c in enumerate(clients):
+        c.sock.setblocking(False)
+        sel.register(c.sock, selectors.EVENT_READ, i)
+    deadline = t0 + 6.0
+    while len(first) < len(clients) and time.monotonic() < deadline:
+        for key, _ in sel.select(timeout=max(0.0, deadline - time.monotonic())):
+            i = key.data
+            c = clients[i]
+            try:
+                d = c.sock.recv(4096)
+            except BlockingIOError:
+                continue
+            c.buf += d
+            frames, c.buf = parse_frames(c.buf)
+            if i not in first and any(op == 9 for op, _ in frames):
+                first[i] = time.monotonic() - t0
+    sel.close()
+    for c in clients:
+        c.close()
+    assert len(first) == len(clients), f"only {len(first)} of 30 were pinged within 6 s"
+    times = sorted(first.values())
+    assert times[-1] <= 4.0 + 1.0, f"a first ping came after the interval: {times[-1]:.2f} s"
+    # Uniform over 4 s, 30 draws: a spread under 1.5 s has odds of about 1e-11.
+    assert times[-1] - times[0] >= 1.5, f"first pings bunched within {times[-1] - times[0]:.2f} s"
 
 
 def test_sse_stream_gets_ping_comments_every_interval(nodes):

@@ -55,6 +55,8 @@ typedef struct coord {
     uint64_t t_start, t_connected, t_pub_start, t_pub_end, t_drain_end;
     int64_t rss_before[BENCH_MAX_PIDS], rss_after[BENCH_MAX_PIDS];
     int64_t cpu_start[BENCH_MAX_PIDS], cpu_end[BENCH_MAX_PIDS];
+    int64_t idle_cpu_start[BENCH_MAX_PIDS], idle_cpu_end[BENCH_MAX_PIDS];
+    uint64_t t_idle_end;        /* the idle window: t_connected .. t_idle_end */
     int64_t sched_start[BENCH_MAX_PIDS], sched_end[BENCH_MAX_PIDS];
     int64_t wait_start[BENCH_MAX_PIDS], wait_end[BENCH_MAX_PIDS];
     int cpu_sampled;
@@ -412,6 +414,13 @@ static void sample_cpu(coord_t *c, int64_t *into)
     }
 }
 
+/* Server CPU alone (no scheduler stats): the idle window's two samples. */
+static void sample_cpu_only(coord_t *c, int64_t *into)
+{
+    for (int i = 0; i < c->o->n_server_pids; i++)
+        into[i] = proc_cpu_us(c->o->server_pids[i]);
+}
+
 static void sample_rss(coord_t *c, int64_t *into)
 {
     for (int i = 0; i < c->o->n_server_pids; i++)
@@ -461,6 +470,7 @@ static void all_connected(coord_t *c)
     }
     say(o, "connected %llu/%ld in %.2f s (%llu failed)", (unsigned long long)c->total_connected,
         o->connections, secs(c->t_connected - c->t_start), (unsigned long long)sum_prog(c, 1));
+    sample_cpu_only(c, c->idle_cpu_start);
     phase_to(c, PH_SETTLE, o->settle + o->idle);
 }
 
@@ -504,6 +514,8 @@ static void phase_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     switch (c->phase) {
     case PH_SETTLE:
+        sample_cpu_only(c, c->idle_cpu_end);
+        c->t_idle_end = mono_ns();
         sample_rss(c, c->rss_after);
         if (c->o->publish == PUB_NONE || !c->pub) {
             c->t_drain_end = mono_ns();
@@ -842,6 +854,24 @@ static int report(coord_t *c)
             json_object_object_add(x, "rss_kb_connected", json_object_new_int64(ra));
             json_object_object_add(x, "rss_kb_per_conn",
                                    json_fixed(t->connected ? (double)(ra - rb) / (double)t->connected : 0, 3));
+        }
+        if (c->t_idle_end && o->idle > 0) {
+            /* what holding the connections costs: keepalive and timers,
+             * with nothing published */
+            int64_t icpu = 0;
+            int ok = 1;
+            for (int i = 0; i < o->n_server_pids; i++) {
+                if (c->idle_cpu_start[i] < 0 || c->idle_cpu_end[i] < 0)
+                    ok = 0;
+                icpu += c->idle_cpu_end[i] - c->idle_cpu_start[i];
+            }
+            double iwall = secs(c->t_idle_end - c->t_connected);
+            if (ok && iwall > 0) {
+                json_object_object_add(x, "idle_cpu_s", json_fixed((double)icpu / 1e6, 3));
+                json_object_object_add(x, "idle_window_s", json_fixed(iwall, 3));
+                json_object_object_add(x, "idle_cpu_us_per_conn_s",
+                                       json_fixed(t->connected ? (double)icpu / iwall / (double)t->connected : 0, 3));
+            }
         }
         if (cpu_ok && c->t_pub_start) {
             double wall = secs(c->t_drain_end - c->t_pub_start);
