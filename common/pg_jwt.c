@@ -29,7 +29,6 @@
 #include <json-c/json.h>
 #include <jwt.h>
 #include <math.h>
-#include <stdarg.h>
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
@@ -61,17 +60,6 @@ static void set_err(char *err, size_t errlen, const char *msg)
 {
     if (err && errlen)
         snprintf(err, errlen, "%s", msg);
-}
-
-static void seterrf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void seterrf(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
 }
 
 /* A value from a key file as it may appear in an error: at most 24 bytes,
@@ -390,11 +378,11 @@ static int add_jwk(pg_jwt_keys_t *k, json_object *o, size_t idx, char *err, size
     char label[64], sb[32];
     const char *kid, *use, *kty, *alg;
     if (!json_object_is_type(o, json_type_object)) {
-        seterrf(err, errlen, "key %zu is not a JSON object", idx);
+        pg_errf(err, errlen, "key %zu is not a JSON object", idx);
         return -1;
     }
     if (member_str(o, "kid", &kid) < 0) {
-        seterrf(err, errlen, "key %zu: kid is not a string", idx);
+        pg_errf(err, errlen, "key %zu: kid is not a string", idx);
         return -1;
     }
     if (kid)
@@ -403,7 +391,7 @@ static int add_jwk(pg_jwt_keys_t *k, json_object *o, size_t idx, char *err, size
         snprintf(label, sizeof label, "key %zu", idx);
     if (member_str(o, "use", &use) < 0 || member_str(o, "kty", &kty) < 0
         || member_str(o, "alg", &alg) < 0) {
-        seterrf(err, errlen, "%s: use, kty and alg must be strings", label);
+        pg_errf(err, errlen, "%s: use, kty and alg must be strings", label);
         return -1;
     }
     /* An encryption key beside the signing keys is normal in a JWKS an
@@ -411,18 +399,18 @@ static int add_jwk(pg_jwt_keys_t *k, json_object *o, size_t idx, char *err, size
     if (use && strcmp(use, "sig") != 0)
         return 0;
     if (!kty) {
-        seterrf(err, errlen, "%s: no kty", label);
+        pg_errf(err, errlen, "%s: no kty", label);
         return -1;
     }
     const char *want = strcmp(kty, "RSA") == 0 ? "RS256"
                      : strcmp(kty, "EC") == 0  ? "ES256"
                      : strcmp(kty, "oct") == 0 ? "HS256" : NULL;
     if (!want) {
-        seterrf(err, errlen, "%s: kty \"%s\" is not supported (RSA, EC, oct)", label, shown(kty, sb));
+        pg_errf(err, errlen, "%s: kty \"%s\" is not supported (RSA, EC, oct)", label, shown(kty, sb));
         return -1;
     }
     if (alg && strcmp(alg, want) != 0) {
-        seterrf(err, errlen, "%s: alg \"%s\" is not supported (%s key: %s)", label,
+        pg_errf(err, errlen, "%s: alg \"%s\" is not supported (%s key: %s)", label,
                 shown(alg, sb), kty, want);
         return -1;
     }
@@ -432,11 +420,11 @@ static int add_jwk(pg_jwt_keys_t *k, json_object *o, size_t idx, char *err, size
     EVP_PKEY *pk = NULL;
     if (strcmp(kty, "oct") == 0) {
         if (!(a = member_b64(o, "k", &l1))) {
-            seterrf(err, errlen, "%s: oct key needs k (base64url)", label);
+            pg_errf(err, errlen, "%s: oct key needs k (base64url)", label);
             return -1;
         }
         if (l1 == 0)
-            seterrf(err, errlen, "%s: k is empty", label);
+            pg_errf(err, errlen, "%s: k is empty", label);
         else
             rc = push_key(k, JWT_ALG_HS256, a, l1, kid, err, errlen);
         explicit_bzero(a, l1);
@@ -445,36 +433,36 @@ static int add_jwk(pg_jwt_keys_t *k, json_object *o, size_t idx, char *err, size
     }
     if (strcmp(kty, "RSA") == 0) {
         if (!(a = member_b64(o, "n", &l1)) || !(b = member_b64(o, "e", &l2))) {
-            seterrf(err, errlen, "%s: RSA key needs n and e (base64url)", label);
+            pg_errf(err, errlen, "%s: RSA key needs n and e (base64url)", label);
             goto out;
         }
         if (!(pk = rsa_from(a, l1, b, l2))) {
-            seterrf(err, errlen, "%s: n and e make no usable RSA key", label);
+            pg_errf(err, errlen, "%s: n and e make no usable RSA key", label);
             goto out;
         }
     } else {
         const char *crv;
         if (member_str(o, "crv", &crv) < 0 || !crv) {
-            seterrf(err, errlen, "%s: EC key needs crv \"P-256\"", label);
+            pg_errf(err, errlen, "%s: EC key needs crv \"P-256\"", label);
             goto out;
         }
         if (strcmp(crv, "P-256") != 0) {
-            seterrf(err, errlen, "%s: EC crv \"%s\" is not supported (P-256 only)", label,
+            pg_errf(err, errlen, "%s: EC crv \"%s\" is not supported (P-256 only)", label,
                     shown(crv, sb));
             goto out;
         }
         if (!(a = member_b64(o, "x", &l1)) || !(b = member_b64(o, "y", &l2)) || l1 != 32 || l2 != 32) {
-            seterrf(err, errlen, "%s: EC key needs x and y (base64url, 32 bytes each)", label);
+            pg_errf(err, errlen, "%s: EC key needs x and y (base64url, 32 bytes each)", label);
             goto out;
         }
         if (!(pk = ec_from(a, b))) {
-            seterrf(err, errlen, "%s: x and y are not a point on P-256", label);
+            pg_errf(err, errlen, "%s: x and y are not a point on P-256", label);
             goto out;
         }
     }
     char why[PG_ERRLEN];
     if (push_pkey(k, pk, kid, why, sizeof why) < 0)
-        seterrf(err, errlen, "%s: %s", label, why);
+        pg_errf(err, errlen, "%s: %s", label, why);
     else
         rc = 1;
 out:

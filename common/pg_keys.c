@@ -9,7 +9,6 @@
 #include "pg_keys.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,17 +26,6 @@ struct pg_keys {
     apikey_t      *api;
     size_t         napi, capi;
 };
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* A path as it may appear in the error line: its last 64 bytes (the file's
  * name is the part that tells which key file failed), unprintable bytes and
@@ -65,13 +53,13 @@ static int read_keyfile(const char *opt, const char *path, char **out, size_t *o
     char sb[80];
     FILE *f = fopen(path, "rb");
     if (!f) {
-        seterr(err, errlen, "%s: cannot read \"%s\": %s", opt, shown(path, sb), strerror(errno));
+        pg_errf(err, errlen, "%s: cannot read \"%s\": %s", opt, shown(path, sb), strerror(errno));
         return -1;
     }
     char *buf = malloc(KEYFILE_MAX + 1);
     if (!buf) {
         fclose(f);
-        seterr(err, errlen, "%s: out of memory", opt);
+        pg_errf(err, errlen, "%s: out of memory", opt);
         return -1;
     }
     errno = 0;
@@ -81,7 +69,7 @@ static int read_keyfile(const char *opt, const char *path, char **out, size_t *o
     if (eno) {
         explicit_bzero(buf, n < KEYFILE_MAX ? n : KEYFILE_MAX);
         free(buf);
-        seterr(err, errlen, "%s: cannot read \"%s\": %s", opt, shown(path, sb),
+        pg_errf(err, errlen, "%s: cannot read \"%s\": %s", opt, shown(path, sb),
                eno == EFBIG ? "larger than 1 MiB" : strerror(eno));
         return -1;
     }
@@ -170,13 +158,13 @@ static int load_list(pg_keys_t *k, pg_jwt_keys_t *jwt, const char *opt, const ch
         if (len == 0)
             continue;
         if (add_one(k, jwt, it, len) < 0) {
-            seterr(err, errlen, "%s: out of memory", opt);
+            pg_errf(err, errlen, "%s: out of memory", opt);
             return -1;
         }
         added++;
     }
     if (!added) {
-        seterr(err, errlen, "%s: the list holds no key", opt);
+        pg_errf(err, errlen, "%s: the list holds no key", opt);
         return -1;
     }
     return 0;
@@ -195,18 +183,18 @@ static int load_lines(pg_keys_t *k, pg_jwt_keys_t *jwt, const char *opt, const c
     /* A key with a NUL could never be typed into a header or a token
      * library; a NUL means this is not the key file we were meant to read. */
     if (memchr(buf, '\0', n)) {
-        seterr(err, errlen, "%s: \"%s\" holds a NUL byte: not a text file of keys", opt, shown(path, sb));
+        pg_errf(err, errlen, "%s: \"%s\" holds a NUL byte: not a text file of keys", opt, shown(path, sb));
         goto out;
     }
     while (next_line(buf, n, &pos, &line, &len)) {
         if (add_one(k, jwt, line, len) < 0) {
-            seterr(err, errlen, "%s: out of memory", opt);
+            pg_errf(err, errlen, "%s: out of memory", opt);
             goto out;
         }
         added++;
     }
     if (!added) {
-        seterr(err, errlen, "%s: \"%s\" holds no key (blank lines and # lines are skipped)", opt,
+        pg_errf(err, errlen, "%s: \"%s\" holds no key (blank lines and # lines are skipped)", opt,
                shown(path, sb));
         goto out;
     }
@@ -229,7 +217,7 @@ static int load_public(pg_jwt_keys_t *jwt, const char *csv, char *err, size_t er
         char *path = strndup(it, len), *buf;
         size_t n;
         if (!path) {
-            seterr(err, errlen, "%s: out of memory", opt);
+            pg_errf(err, errlen, "%s: out of memory", opt);
             return -1;
         }
         if (read_keyfile(opt, path, &buf, &n, err, errlen) < 0) {
@@ -250,7 +238,7 @@ static int load_public(pg_jwt_keys_t *jwt, const char *csv, char *err, size_t er
             rc = pg_jwt_keys_add_pem(jwt, buf + bom, n - bom, NULL, why, sizeof why);
         }
         if (rc < 0)
-            seterr(err, errlen, "%s: \"%s\": %s", opt, shown(path, sb), why);
+            pg_errf(err, errlen, "%s: \"%s\": %s", opt, shown(path, sb), why);
         drop_file(buf, n);
         free(path);
         if (rc < 0)
@@ -258,7 +246,7 @@ static int load_public(pg_jwt_keys_t *jwt, const char *csv, char *err, size_t er
         files++;
     }
     if (!files) {
-        seterr(err, errlen, "%s: the list names no file", opt);
+        pg_errf(err, errlen, "%s: the list names no file", opt);
         return -1;
     }
     return 0;
@@ -270,7 +258,7 @@ int pg_keys_load(const pg_config_t *cfg, pg_keys_t **out, char *err, size_t errl
     pg_keys_t *k = calloc(1, sizeof *k);
     pg_jwt_keys_t *jwt = pg_jwt_keys_create();
     if (!k || !jwt) {
-        seterr(err, errlen, "keys: out of memory");
+        pg_errf(err, errlen, "keys: out of memory");
         goto fail;
     }
     if (cfg->jwt_secret && load_list(k, jwt, "--jwt-secret", cfg->jwt_secret, err, errlen) < 0)

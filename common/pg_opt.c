@@ -5,7 +5,6 @@
 
 #include <ctype.h>
 #include <errno.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,15 +112,6 @@ static const opt_t opts[] = {
 
 enum { SRC_DEFAULT, SRC_ENV, SRC_ARGV };
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 /* A user-supplied value as it may appear in the error line: cut to 64 bytes,
  * anything unprintable shown as '?', so the line stays one line. */
 static const char *shown(const char *v, char buf[80])
@@ -176,33 +166,33 @@ static int parse_listen(pg_config_t *cfg, const char *v, char *e, size_t el, con
         h = v + 1;
         hend = strchr(h, ']');
         if (!hend || hend == h || hend[1] != ':') {
-            seterr(e, el, "%s: \"%s\" is not [IPv6]:port", name, shown(v, sb));
+            pg_errf(e, el, "%s: \"%s\" is not [IPv6]:port", name, shown(v, sb));
             return -1;
         }
         colon = hend + 1;
     } else {
         colon = strchr(v, ':');
         if (!colon || strchr(colon + 1, ':')) {
-            seterr(e, el, "%s: \"%s\" is not host:port (write IPv6 as [addr]:port)", name, shown(v, sb));
+            pg_errf(e, el, "%s: \"%s\" is not host:port (write IPv6 as [addr]:port)", name, shown(v, sb));
             return -1;
         }
         hend = colon;
     }
     size_t hlen = (size_t)(hend - h);
     if (hlen == 0 || hlen >= sizeof cfg->listen_host) {
-        seterr(e, el, "%s: \"%s\" has no usable host", name, shown(v, sb));
+        pg_errf(e, el, "%s: \"%s\" has no usable host", name, shown(v, sb));
         return -1;
     }
     for (size_t i = 0; i < hlen; i++) {
         unsigned char c = (unsigned char)h[i];
         if (c <= ' ' || c >= 0x7f || c == '/' || c == '[' || c == ']' || c == '@') {
-            seterr(e, el, "%s: \"%s\" has a bad character in the host", name, shown(v, sb));
+            pg_errf(e, el, "%s: \"%s\" has a bad character in the host", name, shown(v, sb));
             return -1;
         }
     }
     uint64_t port;
     if (pg_atou64(colon + 1, (size_t)-1, &port) < 0 || port < 1 || port > 65535) {
-        seterr(e, el, "%s: \"%s\" needs a port in 1..65535", name, shown(v, sb));
+        pg_errf(e, el, "%s: \"%s\" needs a port in 1..65535", name, shown(v, sb));
         return -1;
     }
     memcpy(cfg->listen_host, h, hlen);
@@ -267,7 +257,7 @@ static int apply(pg_config_t *cfg, const opt_t *o, const char *v, const char *na
     if (o->off != NONE) {
         char **slot = (char **)(base + o->off);
         if (!(*slot = strdup(v))) {
-            seterr(e, el, "%s: out of memory", name);
+            pg_errf(e, el, "%s: out of memory", name);
             return -1;
         }
     }
@@ -279,7 +269,7 @@ static int apply(pg_config_t *cfg, const opt_t *o, const char *v, const char *na
         /* pg_url_parse never puts the password in uerr, and we do not echo
          * the URL itself, which may carry it. */
         if (pg_url_parse(v, &cfg->redis, uerr, sizeof uerr) < 0) {
-            seterr(e, el, "%s: %s", name, uerr);
+            pg_errf(e, el, "%s: %s", name, uerr);
             return -1;
         }
         return 0;
@@ -290,7 +280,7 @@ static int apply(pg_config_t *cfg, const opt_t *o, const char *v, const char *na
         for (size_t i = 0; ok && i < n; i++)
             ok = isalnum((unsigned char)v[i]) || strchr("_.:-", v[i]);
         if (!ok) {
-            seterr(e, el, "%s: \"%s\" is not 1..64 of A-Z a-z 0-9 _ - . :", name, shown(v, sb));
+            pg_errf(e, el, "%s: \"%s\" is not 1..64 of A-Z a-z 0-9 _ - . :", name, shown(v, sb));
             return -1;
         }
         return 0;
@@ -301,7 +291,7 @@ static int apply(pg_config_t *cfg, const opt_t *o, const char *v, const char *na
         for (size_t i = 0; ok && i < n; i++)
             ok = v[i] > ' ' && v[i] < 0x7f;
         if (!ok) {
-            seterr(e, el, "%s: \"%s\" is not 1..64 printable characters without spaces",
+            pg_errf(e, el, "%s: \"%s\" is not 1..64 printable characters without spaces",
                  name, shown(v, sb));
             return -1;
         }
@@ -312,7 +302,7 @@ static int apply(pg_config_t *cfg, const opt_t *o, const char *v, const char *na
         pg_strlist_t *l = (pg_strlist_t *)(base + o->val);
         pg_strlist_free(l);
         if (pg_strlist_split(v, l) < 0) {
-            seterr(e, el, "%s: out of memory", name);
+            pg_errf(e, el, "%s: out of memory", name);
             return -1;
         }
         for (size_t i = 0; i < l->n; i++) {
@@ -329,7 +319,7 @@ static int apply(pg_config_t *cfg, const opt_t *o, const char *v, const char *na
                     ok = *p > ' ' && *p < 0x7f;
             }
             if (!ok) {
-                seterr(e, el, "%s: \"%s\" is not %s", name, shown(it, sb),
+                pg_errf(e, el, "%s: \"%s\" is not %s", name, shown(it, sb),
                      o->type == O_TOPICS ? "a channel name or glob"
                                          : "an origin (scheme://host[:port]) or *");
                 return -1;
@@ -339,7 +329,7 @@ static int apply(pg_config_t *cfg, const opt_t *o, const char *v, const char *na
     }
     case O_SECRET:
         if (!*v) {
-            seterr(e, el, "%s: must not be empty", name);
+            pg_errf(e, el, "%s: must not be empty", name);
             return -1;
         }
         return 0;
@@ -347,11 +337,11 @@ static int apply(pg_config_t *cfg, const opt_t *o, const char *v, const char *na
         pg_strlist_t *l = (pg_strlist_t *)(base + o->val);
         pg_strlist_free(l);
         if (pg_strlist_split(v, l) < 0) {
-            seterr(e, el, "%s: out of memory", name);
+            pg_errf(e, el, "%s: out of memory", name);
             return -1;
         }
         if (l->n == 0) {
-            seterr(e, el, "%s: names no file", name);
+            pg_errf(e, el, "%s: names no file", name);
             return -1;
         }
         for (size_t i = 0; i < l->n; i++) {
@@ -362,9 +352,9 @@ static int apply(pg_config_t *cfg, const opt_t *o, const char *v, const char *na
                             : readable(l->v[i], &eno);
             if (rc < 0) {
                 if (eno == ENOMEM)
-                    seterr(e, el, "%s: out of memory", name);
+                    pg_errf(e, el, "%s: out of memory", name);
                 else
-                    seterr(e, el, "%s: cannot read \"%s\": %s", name, shown(l->v[i], sb),
+                    pg_errf(e, el, "%s: cannot read \"%s\": %s", name, shown(l->v[i], sb),
                            eno == EFBIG ? "larger than 1 MiB" : strerror(eno));
                 return -1;
             }
@@ -374,7 +364,7 @@ static int apply(pg_config_t *cfg, const opt_t *o, const char *v, const char *na
     case O_FILE: {
         int eno;
         if (readable(v, &eno) < 0) {
-            seterr(e, el, "%s: cannot read \"%s\": %s", name, shown(v, sb), strerror(eno));
+            pg_errf(e, el, "%s: cannot read \"%s\": %s", name, shown(v, sb), strerror(eno));
             return -1;
         }
         return 0;
@@ -382,7 +372,7 @@ static int apply(pg_config_t *cfg, const opt_t *o, const char *v, const char *na
     case O_BOOL: {
         int b = parse_bool(v);
         if (b < 0) {
-            seterr(e, el, "%s: \"%s\" is not true/false/1/0/yes/no/on/off", name, shown(v, sb));
+            pg_errf(e, el, "%s: \"%s\" is not true/false/1/0/yes/no/on/off", name, shown(v, sb));
             return -1;
         }
         *(int *)(base + o->val) = b;
@@ -393,7 +383,7 @@ static int apply(pg_config_t *cfg, const opt_t *o, const char *v, const char *na
     case O_UINT: {
         uint64_t n;
         if (pg_atou64(v, (size_t)-1, &n) < 0 || n < o->min || n > o->max) {
-            seterr(e, el, "%s: \"%s\" is not a whole number of %s (%llu..%llu)", name, shown(v, sb),
+            pg_errf(e, el, "%s: \"%s\" is not a whole number of %s (%llu..%llu)", name, shown(v, sb),
                  o->unit, (unsigned long long)o->min, (unsigned long long)o->max);
             return -1;
         }
@@ -408,7 +398,7 @@ static int apply(pg_config_t *cfg, const opt_t *o, const char *v, const char *na
     case O_LEVEL: {
         int l = pg_log_level_parse(v);
         if (l < 0) {
-            seterr(e, el, "%s: \"%s\" is not one of error, warn, info, debug", name, shown(v, sb));
+            pg_errf(e, el, "%s: \"%s\" is not one of error, warn, info, debug", name, shown(v, sb));
             return -1;
         }
         *(int *)(base + o->val) = l;
@@ -416,7 +406,7 @@ static int apply(pg_config_t *cfg, const opt_t *o, const char *v, const char *na
     }
     case O_FORMAT:
         if (strcmp(v, "text") != 0 && strcmp(v, "json") != 0) {
-            seterr(e, el, "%s: \"%s\" is not text or json", name, shown(v, sb));
+            pg_errf(e, el, "%s: \"%s\" is not text or json", name, shown(v, sb));
             return -1;
         }
         *(int *)(base + o->val) = strcmp(v, "json") == 0;
@@ -464,7 +454,7 @@ int pg_opt_parse(pg_config_t *cfg, int argc, char **argv, char **envp, char *err
         }
         char sb[80];
         if (strncmp(arg, "--", 2) != 0) {
-            seterr(err, errlen, "unexpected argument \"%s\" (options are --name value)", shown(arg, sb));
+            pg_errf(err, errlen, "unexpected argument \"%s\" (options are --name value)", shown(arg, sb));
             return PG_OPT_FAIL;
         }
         const char *nm = arg + 2;
@@ -477,7 +467,7 @@ int pg_opt_parse(pg_config_t *cfg, int argc, char **argv, char **envp, char *err
             size_t cut = nlen < 64 ? nlen : 64;
             memcpy(nb, nm, cut);
             nb[cut] = '\0';
-            seterr(err, errlen, "--%s: unknown option (see --help)", shown(nb, sb));
+            pg_errf(err, errlen, "--%s: unknown option (see --help)", shown(nb, sb));
             return PG_OPT_FAIL;
         }
         size_t i = (size_t)(o - opts);
@@ -491,7 +481,7 @@ int pg_opt_parse(pg_config_t *cfg, int argc, char **argv, char **envp, char *err
                 v = argv[++a];
         } else {
             if (a + 1 >= argc || strncmp(argv[a + 1], "--", 2) == 0) {
-                seterr(err, errlen, "--%s: missing value", o->name);
+                pg_errf(err, errlen, "--%s: missing value", o->name);
                 return PG_OPT_FAIL;
             }
             v = argv[++a];
@@ -530,12 +520,12 @@ int pg_opt_parse(pg_config_t *cfg, int argc, char **argv, char **envp, char *err
         char id[80];
         snprintf(id, sizeof id, "%.40s-%ld", host, (long)getpid());
         if (!(cfg->node_id = strdup(id))) {
-            seterr(err, errlen, "--node-id: out of memory");
+            pg_errf(err, errlen, "--node-id: out of memory");
             goto fail;
         }
     }
     if (!cfg->tls_cert != !cfg->tls_key) {
-        seterr(err, errlen, "--tls-cert and --tls-key go together: give both or neither");
+        pg_errf(err, errlen, "--tls-cert and --tls-key go together: give both or neither");
         goto fail;
     }
     return PG_OPT_RUN;

@@ -1,6 +1,7 @@
 /* pg_util.c - string lists, clocks, decimal conversions, assertions. */
 #include "pg_util.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -137,4 +138,14 @@ int pg_secure_equal(const void *a, size_t alen, const void *b, size_t blen)
         diff |= (unsigned char)(cx ^ cy);
     }
     return diff == 0;
+}
+
+void pg_errf(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err == NULL || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
 }

@@ -19,6 +19,10 @@
 void pg_assert_fail(const char *expr, const char *file, int line)
     __attribute__((noreturn));
 
+/* Format one error line into err (errlen bytes; NULL or 0: nothing), as
+ * every parser's err[] is filled. */
+void pg_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* An owned list of owned NUL-terminated strings. */
 typedef struct pg_strlist {
     char  **v;

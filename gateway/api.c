@@ -143,20 +143,30 @@ static void req_free(pg_api_req_t *r)
     free(r);
 }
 
+/* r's Redis work is over. Returns 1 when the caller answers success (and
+ * then frees r); otherwise the client left or the work failed, which is
+ * dealt with here, r included. */
+static int work_done(pg_api_req_t *r)
+{
+    if (r->wsi == NULL) {
+        req_free(r);
+        return 0;
+    }
+    r->h->api = NULL;
+    if (r->failed) {
+        answer_error(r->wsi, r->h, r->failed, r->err);
+        req_free(r);
+        return 0;
+    }
+    return 1;
+}
+
 static void finish(pg_api_req_t *r)
 {
+    if (!work_done(r))
+        return;
     struct lws *wsi = r->wsi;
     pg_http_t *h = r->h;
-    if (wsi == NULL) {
-        req_free(r);
-        return;
-    }
-    h->api = NULL;
-    if (r->failed) {
-        answer_error(wsi, h, r->failed, r->err);
-        req_free(r);
-        return;
-    }
     pg_buf_t b = PG_BUF_INIT;
     char num[24];
     pg_u64toa(r->ids[r->n - 1], num);
@@ -355,20 +365,11 @@ static void controlled(void *arg, int ok, long long value, const char *err)
             err += 4;
         snprintf(r->err, sizeof(r->err), "%s", err);
     }
-    struct lws *wsi = r->wsi;
-    pg_http_t *h = r->h;
-    if (wsi == NULL) {
-        req_free(r);
+    if (!work_done(r))
         return;
-    }
-    h->api = NULL;
-    if (r->failed) {
-        answer_error(wsi, h, r->failed, r->err);
-    } else {
-        char body[48];
-        int len = snprintf(body, sizeof(body), "{\"nodes\":%lld}", r->nodes);
-        answer(wsi, h, 200, body, (size_t)len);
-    }
+    char body[48];
+    int len = snprintf(body, sizeof(body), "{\"nodes\":%lld}", r->nodes);
+    answer(r->wsi, r->h, 200, body, (size_t)len);
     req_free(r);
 }
 
