@@ -33,6 +33,18 @@ static size_t view_len(const pg_conn_t *c, const pg_msg_t *m)
     return c->transport == PG_TR_WS ? m->json_len : m->sse_len;
 }
 
+/* The bytes m puts on c's wire: a complete pre-built WebSocket frame, or
+ * SSE text. */
+static const char *wire(const pg_conn_t *c, const pg_msg_t *m, size_t *len)
+{
+    if (c->transport == PG_TR_WS) {
+        *len = m->ws_hdr_len + m->json_len;
+        return m->json - m->ws_hdr_len;
+    }
+    *len = m->sse_len;
+    return m->sse;
+}
+
 /* --- keepalive -------------------------------------------------------------
  * Driven by the node's timer wheel, not by lws: lws 4.1 keeps its ping
  * ("validity") timers in one sorted list and re-inserts a connection on
@@ -59,6 +71,25 @@ static uint64_t interval_ticks(void)
     return (uint64_t)pg_node.cfg.ping_interval * PG_TICKS_PER_SEC;
 }
 
+static int out_write(pg_conn_t *c, unsigned char *buf, size_t len);
+
+/* With nothing queued and nothing left with lws, the ping's few bytes go
+ * out at once: an idle connection then never allocates a queue array (it
+ * would keep one for good) nor joins the flush list. Otherwise, or over
+ * TLS, it queues behind what is there, like any message. */
+static void send_keepalive(pg_conn_t *c)
+{
+    if (c->qlen == 0 && !(c->flags & PG_CONN_WANT_POLLOUT) && pg_node.cfg.tls_cert == NULL &&
+        !lws_partial_buffered(c->wsi)) {
+        size_t len;
+        const char *v = wire(c, keepalive_msg, &len);
+        if (out_write(c, (unsigned char *)v, len) < 0)
+            pg_conn_close(c, 0, NULL);   /* the peer is gone: no close frame */
+        return;
+    }
+    pg_conn_send(c, keepalive_msg);
+}
+
 static void keepalive_cb(pg_timer_t *t)
 {
     pg_conn_t *c = lws_container_of(t, pg_conn_t, keepalive);
@@ -76,7 +107,7 @@ static void keepalive_cb(pg_timer_t *t)
         c->ping_tick = now ? now : 1;
     }
     if ((c->transport == PG_TR_WS || (c->flags & PG_CONN_HDRS_SENT)) && keepalive_msg != NULL)
-        pg_conn_send(c, keepalive_msg);
+        send_keepalive(c);
     pg_wheel_arm(&pg_node.wheel, &c->keepalive, pg_node_tick() + interval_ticks());
 }
 
@@ -103,7 +134,12 @@ void pg_conn_open(pg_conn_t *c, struct lws *wsi, int transport)
 static void set_close(pg_conn_t *c, uint16_t code, const char *reason)
 {
     c->close_code = code;
-    snprintf(c->close_reason, sizeof(c->close_reason), "%s", reason ? reason : "");
+    /* a copy, allocated only for the close: 124 bytes in every connection
+     * would cost more than all the other per-connection state added to it */
+    if (reason == c->close_reason)
+        return;
+    free(c->close_reason);
+    c->close_reason = reason != NULL && *reason ? strdup(reason) : NULL;
 }
 
 void pg_conn_close(pg_conn_t *c, uint16_t code, const char *reason)
@@ -307,8 +343,8 @@ static int write_queue(pg_conn_t *c)
 
     while (c->qlen) {
         pg_msg_t *m = c->q[c->qhead];
-        const char *v = c->transport == PG_TR_WS ? m->json - m->ws_hdr_len : m->sse;
-        size_t vlen = c->transport == PG_TR_WS ? m->ws_hdr_len + m->json_len : m->sse_len;
+        size_t vlen;
+        const char *v = wire(c, m, &vlen);
         if (len + vlen > COALESCE_MAX) {
             if (len > 0)
                 break;              /* send what we have; the rest next time */
@@ -418,6 +454,8 @@ void pg_conn_destroy(pg_conn_t *c)
     c->q = NULL;
     c->qcap = 0;
     pg_buf_free(&c->rx);
+    free(c->close_reason);
+    c->close_reason = NULL;
     pg_node.metrics.connections[c->transport]--;
     pg_node.nconns--;
     lws_dll2_remove(&c->node);

@@ -58,7 +58,7 @@ typedef struct pg_conn {
     uint32_t         seen_tick;     /* WS: last pong or frame from the client */
     uint32_t         ping_tick;     /* WS: when the last ping was queued; 0 = none */
     uint16_t         close_code;    /* WebSocket close code for CLOSE_ASAP */
-    char             close_reason[124]; /* a copy: orders carry their own text */
+    char            *close_reason;  /* owned copy (orders carry their own text); NULL = none */
 
     /* --- hub.c --- */
     lws_dll2_owner_t members;       /* pg_member_t.conn_node: its channels */
