@@ -98,7 +98,7 @@ static const opt_t opts[] = {
     { "revoke-ttl",       O_UINT,    "86400",                    1, 31536000,     "seconds",     NONE,                   F(revoke_ttl),          "SECONDS",
       "how long a revocation (disconnect with revoke) refuses a user's older tokens" },
     { "token-refresh-window", O_UINT, "30",                      0, 86400,        "seconds",     NONE,                   F(token_refresh_window), "SECONDS",
-      "how long before a token's exp a WebSocket client is sent \"expiring\"" },
+      "how long before a token's exp a connection is sent \"expiring\" (WebSocket frame, SSE event)" },
     { "max-connections-per-user", O_UINT, "0",                   0, 1000000,      "connections", NONE,                   F(max_conns_per_user),  "N",
       "one user's WebSocket + SSE connections on this node; past it 4029 / 429 (0: no limit)" },
     { "recovery-timeout", O_UINT,    "10",                       1, 3600,         "seconds",     NONE,                   F(recovery_timeout),    "SECONDS",

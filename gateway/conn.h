@@ -37,6 +37,7 @@ struct pg_recovery;
 #define PG_CONN_WANT_POLLOUT (1u << 5) /* WRITEABLE requested; no direct writes meanwhile */
 #define PG_CONN_CLOSING     (1u << 6)  /* pg_conn_close_after_flush: queue nothing new */
 #define PG_CONN_EXPIRY_WARNED (1u << 7) /* session: "expiring" sent for the current token */
+#define PG_CONN_GAP_TOLD    (1u << 8)  /* recovery: within one pass, already sent the gap notice */
 
 typedef struct pg_conn {
     /* --- conn.c: the transport --- */

@@ -68,9 +68,13 @@ static void sub_connecting(int reconnect)
 
 static void sub_ready(int reconnect)
 {
-    /* after a reconnect, what the channels missed is in the history */
-    if (reconnect)
+    /* after a reconnect, what the channels missed is in the history, and
+     * orders may have been missed too: a revocation among them is in the
+     * hash (the command link may never have dropped, so reload here too) */
+    if (reconnect) {
         pg_recovery_replay_all();
+        pg_control_reload();
+    }
     pg_recovery_kick();
 }
 

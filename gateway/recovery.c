@@ -22,6 +22,7 @@ typedef struct rec_read {
     int       issued;     /* a FCALL is in flight */
     int       done;
     int       attempts;
+    int       incomplete; /* history did not reach back, or the read failed */
 } rec_read_t;
 
 /* A list of message references in arrival order, with their byte count. */
@@ -132,6 +133,35 @@ static void release_node_hold(void)
     list_free(&node_live);
 }
 
+static void notify_gap(pg_member_t *mb, void *arg)
+{
+    static const char notice[] = "{\"type\":\"recovery\",\"complete\":false}";
+    pg_conn_t *c = mb->conn;
+    (void)arg;
+    if (c->flags & PG_CONN_GAP_TOLD)
+        return;
+    c->flags |= PG_CONN_GAP_TOLD;
+    pg_conn_send_control(c, notice, sizeof(notice) - 1, "pushgate.recovery");
+}
+
+static void untell(pg_member_t *mb, void *arg)
+{
+    (void)arg;
+    mb->conn->flags &= ~PG_CONN_GAP_TOLD;
+}
+
+/* The node's replay could not deliver everything its channels missed:
+ * every member of such a channel is told once, as a resuming client is. */
+static void tell_gaps(pg_recovery_t *r)
+{
+    for (size_t i = 0; i < r->nreads; i++)
+        if (r->reads[i].incomplete || !r->reads[i].done)
+            pg_hub_foreach_member(r->reads[i].channel, notify_gap, NULL);
+    for (size_t i = 0; i < r->nreads; i++)
+        if (r->reads[i].incomplete || !r->reads[i].done)
+            pg_hub_foreach_member(r->reads[i].channel, untell, NULL);
+}
+
 static void finish_node(pg_recovery_t *r)
 {
     node_replay = NULL;
@@ -139,6 +169,8 @@ static void finish_node(pg_recovery_t *r)
         qsort(r->history.v, r->history.n, sizeof(*r->history.v), cmp_id);
     for (size_t i = 0; i < r->history.n; i++)
         pg_hub_publish(r->history.v[i]);
+    if (r->incomplete)
+        tell_gaps(r);
     pg_log(PG_LOG_INFO, "replayed %zu messages missed while Redis was unreachable%s",
            r->history.n, r->incomplete ? " (history did not reach back for some channels)" : "");
     list_free(&r->history);
@@ -225,6 +257,7 @@ static void read_cb(void *arg, int ok, int complete, pg_msg_t **msgs, size_t n)
     if (!ok) {
         if (++rd->attempts >= MAX_ATTEMPTS) {
             rd->done = 1;
+            rd->incomplete = 1;
             r->incomplete = 1;
         } else if (r->node.owner == NULL) {
             lws_dll2_add_tail(&r->node, &waiting);   /* retried on the next kick */
@@ -234,7 +267,7 @@ static void read_cb(void *arg, int ok, int complete, pg_msg_t **msgs, size_t n)
     }
     rd->done = 1;
     if (!complete)
-        r->incomplete = 1;
+        rd->incomplete = r->incomplete = 1;
     for (size_t i = 0; i < n; i++)
         if (list_push(&r->history, msgs[i]) != 0) {
             r->incomplete = 1;
@@ -419,8 +452,12 @@ void pg_recovery_hold_node(void)
 static void add_channel_cb(pg_channel_t *ch, void *arg)
 {
     pg_recovery_t *r = arg;
-    if (add_read(r, ch->name, ch->last_id) != 0)
+    if (add_read(r, ch->name, ch->last_id) != 0) {
+        /* not replayed at all: its members are told */
         r->incomplete = 1;
+        pg_hub_foreach_member(ch->name, notify_gap, NULL);
+        pg_hub_foreach_member(ch->name, untell, NULL);
+    }
 }
 
 void pg_recovery_replay_all(void)

@@ -13,8 +13,11 @@
  * client is told {"type":"recovery","complete":false} and gets the live
  * stream) when it has not finished within --recovery-timeout or when what
  * it holds passes --queue-limit-bytes; the node-wide hold is released,
- * logged as a gap, when its replay has not finished within the timeout or
- * holds more than NODE_HOLD_MAX_BYTES. */
+ * when its replay has not finished within the timeout or holds more than
+ * NODE_HOLD_MAX_BYTES. Whenever the node's replay cannot deliver all that a
+ * channel missed (history did not reach back, a read failed, time or room
+ * ran out), every member of that channel gets the same notice as a
+ * resuming client. */
 #ifndef PG_RECOVERY_H
 #define PG_RECOVERY_H
 

@@ -17,6 +17,7 @@ import redis as redis_py
 
 from faultkit import (RawWS, close_code, parse_frames, connections, fcall, metric, nodes,  # noqa: F401
                       open_stream, sse_request_bytes)
+import pgtest
 from pgtest import API_KEY, async_wait_until, run, wait_until
 
 BASE = ["--api-key", API_KEY, "--public-topics", "news"]
@@ -422,6 +423,70 @@ def test_cut_subscriber_link_loses_nothing_on_a_fresh_channel(nodes, rds):
     and must be replayed."""
     gw = nodes(BASE)
     run(_cut_rounds(gw, rds, warm=False), 80)
+
+
+def test_replay_after_a_cut_that_history_cannot_cover_tells_the_clients(nodes, rds):
+    """--history-size 2: while the subscriber link is cut, 4 messages go to
+    news. The node's replay gets only the last 2, so every client of news is
+    told once ({"type":"recovery","complete":false} / pushgate.recovery),
+    gets those 2 and then the live stream; a client of broadcast only, whose
+    channel lost nothing, is told nothing."""
+    gw = nodes(BASE + ["--history-size", "2"])
+
+    async def scenario():
+        news = [await open_stream(gw.port, kind, "channels=news", keep=True)
+                for kind in ("ws", "sse")]
+        other = await open_stream(gw.port, "ws", keep=True)
+        await async_wait_until(lambda: dict(rds.pubsub_numsub("pushgate:news"))
+                               .get("pushgate:news") == 1, 5, msg="node on news")
+        warm = int(fcall(rds, "news", {"event": "warm", "data": 0}))
+        for c in news:
+            await async_wait_until(lambda c=c: c.ids == [warm], 5, msg="warm-up")
+        # one pipeline: Redis runs the kill and the 4 publishes before it
+        # reads the node's reconnect
+        p = rds.pipeline(transaction=False)
+        p.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+        for i in range(4):
+            p.execute_command("FCALL", "pushgate_publish", 0, "news",
+                              json.dumps({"event": "cut", "data": i}))
+        res = p.execute()
+        assert res[0] >= 1
+        cut = [int(x) for x in res[1:]]
+        await async_wait_until(lambda: gw.readyz() == 200, 10, msg="ready again")
+        after = int(fcall(rds, "news", {"event": "after", "data": 0}))
+        for c in news:
+            await async_wait_until(lambda c=c: after in c.ids, 5, msg=f"{c.kind}: live again")
+            assert c.ids == [warm] + cut[2:] + [after], c.kind
+            assert len(c.notices) == 1, f"{c.kind}: notices {c.notices}"
+        assert other.notices == []
+        for c in news + [other]:
+            assert not c.done.done()
+            c.abort()
+
+    run(scenario(), 40)
+
+
+def test_revocation_missed_during_a_cut_applies_after_the_reconnect(nodes, rds):
+    """A revocation written while the node's subscriber link was cut (its
+    order published to nobody) is loaded when the link comes back, though
+    the command link never dropped: the user's open connection is closed
+    4003 "revoked" and the old token is refused with 401."""
+    gw = nodes(BASE + ["--jwt-secret", "s3cret"])
+    token = pgtest.mint_hs256("s3cret", {"sub": "42", "iat": int(time.time()) - 10})
+
+    async def scenario():
+        c = await open_stream(gw.port, "ws", "token=" + token, keep=True)
+        assert c.status == 101
+        p = rds.pipeline(transaction=False)
+        p.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+        p.execute_command("HSET", "pushgate:revoked", "42", int(time.time()))
+        assert p.execute()[0] >= 1
+        await async_wait_until(lambda: c.done.done(), 10, msg="the open connection closed")
+        assert c.close == (4003, "revoked")
+        again = await open_stream(gw.port, "ws", "token=" + token)
+        assert again.status == 401
+
+    run(scenario(), 30)
 
 
 def test_paused_redis_trips_the_liveness_probe(nodes, redis_server, rds):
