@@ -278,12 +278,18 @@ def http_request(port, method, path, headers=None, body=None, timeout=5.0):
         conn.close()
 
 
-def api_publish(port, body, api_key=API_KEY, timeout=5.0):
-    """POST /api/publish with the API key; returns the Response."""
+def api_request(port, path, body, api_key=API_KEY, method="POST", timeout=5.0):
+    """One /api/* request with the API key (None: no Authorization header);
+    body: dict/list (sent as JSON), str or bytes (sent as is) or None."""
     hdrs = {"Content-Type": "application/json"}
     if api_key is not None:
         hdrs["Authorization"] = f"Bearer {api_key}"
-    return http_request(port, "POST", "/api/publish", hdrs, body, timeout)
+    return http_request(port, method, path, hdrs, body, timeout)
+
+
+def api_publish(port, body, api_key=API_KEY, timeout=5.0):
+    """POST /api/publish with the API key; returns the Response."""
+    return api_request(port, "/api/publish", body, api_key, "POST", timeout)
 
 
 # --------------------------------------------------------------------------
@@ -397,6 +403,11 @@ class Gateway:
         return api_publish(self.port, body, self.api_key if api_key is None
                            else api_key, timeout)
 
+    def api(self, path, body, api_key=None, method="POST", timeout=5.0):
+        """/api/<path> with this node's API key unless api_key is given."""
+        return api_request(self.port, path, body, self.api_key if api_key is None
+                           else api_key, method, timeout)
+
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
@@ -493,6 +504,11 @@ class WSClient:
             await asyncio.wait_for(self.ws.close(), 5)
         except Exception:
             pass
+
+    async def wait_closed(self, timeout=5.0):
+        """Until the server has closed the connection: (code, reason)."""
+        await asyncio.wait_for(self.ws.wait_closed(), timeout)
+        return self.ws.close_code, self.ws.close_reason
 
     @property
     def close_code(self):
@@ -678,6 +694,17 @@ class SSEClient:
         assert ev is not None, "SSE stream ended"
         return ev, json.loads(ev["data"])
 
+    async def events_until_end(self, timeout=5.0):
+        """Every event until the server ends the stream; raises
+        asyncio.TimeoutError if it has not ended within timeout."""
+        deadline = time.monotonic() + timeout
+        out = []
+        while True:
+            ev = await self.next_event(max(0.01, deadline - time.monotonic()))
+            if ev is None:
+                return out
+            out.append(ev)
+
     async def close(self):
         if self.writer is not None:
             self.writer.close()
@@ -713,57 +740,83 @@ def _claims(claims, exp_in):
     return c
 
 
-def _signing_input(alg, claims):
+def _signing_input(alg, claims, kid=None):
     header = {"alg": alg, "typ": "JWT"}
+    if kid is not None:
+        header["kid"] = kid
     return (b64url(json.dumps(header, separators=(",", ":")).encode()) + "." +
             b64url(json.dumps(claims, separators=(",", ":")).encode()))
 
 
-def mint_hs256(secret, claims, exp_in=3600):
-    """An HS256 token for claims (exp added unless given or exp_in=None)."""
+def mint_hs256(secret, claims, exp_in=3600, kid=None):
+    """An HS256 token for claims (exp added unless given or exp_in=None;
+    a "kid" header when kid is given; the same for the RS/ES mints)."""
     if isinstance(secret, str):
         secret = secret.encode()
-    si = _signing_input("HS256", _claims(claims, exp_in))
+    si = _signing_input("HS256", _claims(claims, exp_in), kid)
     sig = hmac.new(secret, si.encode(), hashlib.sha256).digest()
     return si + "." + b64url(sig)
 
 
-def gen_rsa_key(tmpdir):
+def gen_rsa_key(tmpdir, name="rsa_pub.pem"):
     """(private key object, path of the PEM public key file)."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    path = Path(tmpdir) / "rsa_pub.pem"
+    path = Path(tmpdir) / name
     path.write_bytes(key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     return key, str(path)
 
 
-def gen_ec_key(tmpdir):
+def gen_ec_key(tmpdir, name="ec_pub.pem"):
     """(P-256 private key object, path of the PEM public key file)."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     key = ec.generate_private_key(ec.SECP256R1())
-    path = Path(tmpdir) / "ec_pub.pem"
+    path = Path(tmpdir) / name
     path.write_bytes(key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     return key, str(path)
 
 
-def mint_rs256(private_key, claims, exp_in=3600):
+def mint_rs256(private_key, claims, exp_in=3600, kid=None):
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import padding
-    si = _signing_input("RS256", _claims(claims, exp_in))
+    si = _signing_input("RS256", _claims(claims, exp_in), kid)
     sig = private_key.sign(si.encode(), padding.PKCS1v15(), hashes.SHA256())
     return si + "." + b64url(sig)
 
 
-def mint_es256(private_key, claims, exp_in=3600):
+def mint_es256(private_key, claims, exp_in=3600, kid=None):
     """ES256: the JWS signature is raw R||S (32 bytes each), not DER."""
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-    si = _signing_input("ES256", _claims(claims, exp_in))
+    si = _signing_input("ES256", _claims(claims, exp_in), kid)
     der = private_key.sign(si.encode(), ec.ECDSA(hashes.SHA256()))
     r, s = decode_dss_signature(der)
     return si + "." + b64url(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+
+
+def jwk(private_key, kid=None):
+    """The public JWK (RFC 7517/7518) of an RSA or P-256 private key, as a
+    dict for a JWKS document {"keys": [...]}; "kid" when given."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    pub = private_key.public_key()
+    if isinstance(pub, rsa.RSAPublicKey):
+        nums = pub.public_numbers()
+        def uint(v):
+            return b64url(v.to_bytes((v.bit_length() + 7) // 8, "big"))
+        out = {"kty": "RSA", "alg": "RS256", "use": "sig",
+               "n": uint(nums.n), "e": uint(nums.e)}
+    elif isinstance(pub, ec.EllipticCurvePublicKey):
+        nums = pub.public_numbers()
+        out = {"kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig",
+               "x": b64url(nums.x.to_bytes(32, "big")),
+               "y": b64url(nums.y.to_bytes(32, "big"))}
+    else:
+        raise TypeError(f"no JWK for {type(pub).__name__}")
+    if kid is not None:
+        out["kid"] = kid
+    return out
