@@ -18,48 +18,12 @@
 #include <openssl/pem.h>
 
 #include "pg_jwt.h"
+#include "test_keypair.h"
 
 #define NOW 1800000000LL
 
-typedef struct keypair {
-    char *priv;   /* PEM, NUL-terminated */
-    char *pub;
-    EVP_PKEY *pkey;
-} keypair_t;
-
 static keypair_t rsa1, rsa2, ec1, ec2, ec384;
 static char err[PG_ERRLEN];
-
-static char *bio_str(BIO *b)
-{
-    char *p;
-    long n = BIO_get_mem_data(b, &p);
-    char *s = malloc((size_t)n + 1);
-    memcpy(s, p, (size_t)n);
-    s[n] = '\0';
-    BIO_free(b);
-    return s;
-}
-
-static int make_pair(keypair_t *k, EVP_PKEY *pk)
-{
-    if (!pk)
-        return -1;
-    BIO *a = BIO_new(BIO_s_mem()), *b = BIO_new(BIO_s_mem());
-    PEM_write_bio_PrivateKey(a, pk, NULL, NULL, 0, NULL, NULL);
-    PEM_write_bio_PUBKEY(b, pk);
-    k->priv = bio_str(a);
-    k->pub = bio_str(b);
-    k->pkey = pk;
-    return 0;
-}
-
-static void free_pair(keypair_t *k)
-{
-    free(k->priv);
-    free(k->pub);
-    EVP_PKEY_free(k->pkey);
-}
 
 static int setup(void **state)
 {
