@@ -162,6 +162,10 @@ static void tell_gaps(pg_recovery_t *r)
             pg_hub_foreach_member(r->reads[i].channel, untell, NULL);
 }
 
+/* The node's replay is over: deliver its history. The node hold is the
+ * caller's to release: not when another reconnect asked for a replay
+ * meanwhile, since what was held must wait for that replay's history too,
+ * or a held message would advance the channel past the second gap. */
 static void finish_node(pg_recovery_t *r)
 {
     node_replay = NULL;
@@ -174,6 +178,17 @@ static void finish_node(pg_recovery_t *r)
     pg_log(PG_LOG_INFO, "replayed %zu messages missed while Redis was unreachable%s",
            r->history.n, r->incomplete ? " (history did not reach back for some channels)" : "");
     list_free(&r->history);
+}
+
+/* After a node replay: the one another reconnect asked for, or the end of
+ * the hold. */
+static void next_node_replay(void)
+{
+    if (replay_again) {
+        replay_again = 0;
+        pg_recovery_replay_all();   /* keeps holding */
+        return;
+    }
     release_node_hold();
 }
 
@@ -203,10 +218,7 @@ static void maybe_finish(pg_recovery_t *r)
     if (r == node_replay) {
         finish_node(r);
         release(r);
-        if (replay_again) {
-            replay_again = 0;
-            pg_recovery_replay_all();
-        }
+        next_node_replay();
         return;
     }
     finish_conn(r);
@@ -221,8 +233,15 @@ static void give_up(pg_recovery_t *r, const char *why)
     if (r == node_replay) {
         pg_log(PG_LOG_WARN, "history replay after reconnect %s: delivering live messages now; "
                "channels may have missed some", why);
+        /* none of its channels is known to be whole: all are told */
+        for (size_t i = 0; i < r->nreads; i++)
+            r->reads[i].incomplete = 1;
         finish_node(r);
         release(r);
+        /* what is held goes out now (the bound was reached), then a replay
+         * another reconnect asked for still runs */
+        release_node_hold();
+        next_node_replay();
         return;
     }
     conn_log(PG_LOG_INFO, r->conn, "recovery %s", why);
@@ -260,7 +279,11 @@ static void read_cb(void *arg, int ok, int complete, pg_msg_t **msgs, size_t n)
             rd->incomplete = 1;
             r->incomplete = 1;
         } else if (r->node.owner == NULL) {
-            lws_dll2_add_tail(&r->node, &waiting);   /* retried on the next kick */
+            /* retried now: an error reply leaves the link up, and nothing
+             * else would kick the recovery again before it times out */
+            lws_dll2_add_tail(&r->node, &waiting);
+            pg_recovery_kick();
+            return;
         }
         maybe_finish(r);
         return;
@@ -504,4 +527,5 @@ void pg_recovery_shutdown(void)
     }
     list_free(&node_live);
     node_holding = 0;
+    replay_again = 0;
 }
