@@ -24,11 +24,6 @@
 
 static uv_timer_t clock_timer;
 
-uint64_t pg_node_tick(void)
-{
-    return pg_mono_ms() / (1000 / PG_TICKS_PER_SEC);
-}
-
 static void clock_cb(uv_timer_t *t)
 {
     (void)t;

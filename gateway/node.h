@@ -48,7 +48,8 @@ typedef struct pg_node {
 
 extern pg_node_t pg_node;
 
-/* The current tick of pg_node.wheel's clock. */
+/* The current tick of pg_node.wheel's clock. In tick.c, at the bottom with
+ * this header, since every layer reads it (unit tests bring their own). */
 uint64_t pg_node_tick(void);
 /* Wire the layers together and start them: the hub, the HTTP server, the
  * Redis links, the wheel's clock. 0, or -1 (logged). */
