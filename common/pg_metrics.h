@@ -53,5 +53,13 @@ void pg_metrics_latency(pg_metrics_t *m, uint64_t ns);
  * pushgate_delivery_latency_seconds (histogram). node labels nothing: the
  * scraper adds instance. Returns 0 or -1 on out-of-memory. */
 int pg_metrics_render(const pg_metrics_t *m, pg_buf_t *out);
+/* The same for a node of several workers (SPEC §11): each family's samples
+ * for total first, then the same samples of each of the n workers with the
+ * label worker="<i>" (i from 1) added, so every family stays together. */
+int pg_metrics_render_workers(const pg_metrics_t *total, const pg_metrics_t *workers,
+                              size_t n, pg_buf_t *out);
+/* dst += src, field by field (gauges too: a total of connections is their
+ * sum, of redis_connected the number of workers connected). */
+void pg_metrics_add(pg_metrics_t *dst, const pg_metrics_t *src);
 
 #endif

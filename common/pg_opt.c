@@ -27,6 +27,7 @@ typedef enum {
     O_SIZE,      /* size_t, bounded */
     O_UINT,      /* unsigned, bounded */
     O_LEVEL,     /* error|warn|info|debug -> int */
+    O_WORKERS,   /* auto (0) or a whole number, bounded -> unsigned */
     O_FORMAT     /* text|json -> int */
 } otype_t;
 
@@ -95,6 +96,8 @@ static const opt_t opts[] = {
       "PEM private key for --tls-cert" },
     { "reuse-port",       O_BOOL,    "false",                    0, 0,            NULL,          NONE,                   F(reuse_port),          NULL,
       "set SO_REUSEPORT so several processes can share --listen" },
+    { "workers",          O_WORKERS, "1",                        1, 1024,         "processes",   NONE,                   F(workers),             "N|auto",
+      "worker processes sharing --listen under a supervisor (auto: one per CPU it may run on)" },
     { "revoke-ttl",       O_UINT,    "86400",                    1, 31536000,     "seconds",     NONE,                   F(revoke_ttl),          "SECONDS",
       "how long a revocation (disconnect with revoke) refuses a user's older tokens" },
     { "token-refresh-window", O_UINT, "30",                      0, 86400,        "seconds",     NONE,                   F(token_refresh_window), "SECONDS",
@@ -378,6 +381,13 @@ static int apply(pg_config_t *cfg, const opt_t *o, const char *v, const char *na
         *(int *)(base + o->val) = b;
         return 0;
     }
+    case O_WORKERS:
+        if (strcmp(v, "auto") == 0) {
+            *(unsigned *)(base + o->val) = 0;
+            return 0;
+        }
+        /* a number: as O_UINT */
+        __attribute__((fallthrough));
     case O_LONG:
     case O_SIZE:
     case O_UINT: {

@@ -46,6 +46,7 @@ typedef struct pg_config {
     unsigned     token_refresh_window; /* seconds before exp: "expiring" */
     unsigned     max_conns_per_user;  /* 0 = no limit */
     unsigned     recovery_timeout;    /* seconds a recovery may wait for Redis */
+    unsigned     workers;             /* worker processes; 0 = auto (one per CPU) */
 } pg_config_t;
 
 enum { PG_OPT_RUN = 0, PG_OPT_HELP = 1, PG_OPT_VERSION = 2, PG_OPT_FAIL = -1 };

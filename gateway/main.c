@@ -7,6 +7,8 @@
 
 #include "node.h"
 #include "server.h"
+#include "workers.h"
+#include "listener.h"
 #include "pg_log.h"
 #include "pg_util.h"
 
@@ -102,6 +104,12 @@ static void signal_cb(uv_signal_t *h, int signum)
     pg_log(PG_LOG_INFO, "signal %d: draining %zu connections (up to %u s)", signum,
            pg_conn_count(), pg_node.cfg.drain_timeout);
     pg_node.draining = 1;
+    /* A worker stops accepting at once, so that the port's other workers
+     * (SO_REUSEPORT) get the new connections; a lone node keeps its port to
+     * answer 503 and /readyz for its load balancer. */
+    if (pg_node.nworkers)
+        pg_listener_stop();
+    pg_workers_publish();
     pg_server_drain();
     uv_timer_start(&drain_timer, drain_timeout_cb, pg_node.cfg.drain_timeout * 1000ull, 0);
     uv_timer_start(&drain_poll, drain_poll_cb, 0, 20);
@@ -111,6 +119,7 @@ int main(int argc, char **argv)
 {
     extern char **environ;
     char err[512];
+    int rc = 0;
     pg_config_t *cfg = &pg_node.cfg;
 
     switch (pg_opt_parse(cfg, argc, argv, environ, err, sizeof(err))) {
@@ -137,6 +146,14 @@ int main(int argc, char **argv)
         fprintf(stderr, "pushgate: %s\n", err);
         pg_config_free(cfg);
         return 2;
+    }
+    /* --workers: from here on this is either the supervisor, which never
+     * returns, or one of its workers, which runs as a node */
+    unsigned nworkers = cfg->workers ? cfg->workers : pg_workers_auto();
+    if (nworkers >= 2 && pg_workers_run(nworkers, &rc) == 0) {
+        pg_keys_free(pg_node.keys);
+        pg_config_free(cfg);
+        return rc;
     }
     pg_node.max_connections = derive_max_connections();
     function_names();

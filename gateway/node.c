@@ -17,6 +17,7 @@
 #include "server.h"
 #include "session.h"
 #include "subscriber.h"
+#include "workers.h"
 #include "pg_log.h"
 #include "pg_util.h"
 
@@ -30,9 +31,14 @@ static void clock_cb(uv_timer_t *t)
     pg_wheel_advance(&pg_node.wheel, pg_node_tick());
 }
 
-int pg_node_ready(void)
+int pg_node_ready_here(void)
 {
     return pg_subscriber_ready() && pg_commands_ready() && !pg_node.draining;
+}
+
+int pg_node_ready(void)
+{
+    return pg_node_ready_here() && (pg_node.nworkers == 0 || pg_workers_all_ready());
 }
 
 void pg_node_reload_keys(void)
@@ -108,11 +114,12 @@ int pg_node_start(void)
         pg_log(PG_LOG_ERROR, "cannot start the Redis links");
         return -1;
     }
-    return 0;
+    return pg_workers_start();
 }
 
 void pg_node_stop(void)
 {
+    pg_workers_stop();
     uv_timer_stop(&clock_timer);
     uv_close((uv_handle_t *)&clock_timer, NULL);
     pg_subscriber_stop();

@@ -37,6 +37,9 @@ typedef struct pg_node {
     char                 fn_subscribe[96];
     char                 fn_unsubscribe[96];
     pg_wheel_t           wheel;        /* per-connection deadlines (pg_wheel.h) */
+    unsigned             worker;       /* --workers: this worker's index, 1..nworkers */
+    unsigned             nworkers;     /* 0: a single process, no supervisor */
+    struct pg_worker_slot *slots;      /* the workers' shared memory (workers.h) */
     long                 max_connections;
     int64_t              nconns;       /* WS + SSE connections held */
     uint64_t             next_conn_id;
@@ -61,7 +64,10 @@ void pg_node_free(void);
 /* SIGHUP: load every key again; swap the keyring in only when the load
  * succeeded (a failed reload keeps every old key and logs why). */
 void pg_node_reload_keys(void);
-/* /readyz: subscribed to everything, able to publish, not draining. */
+/* /readyz: subscribed to everything, able to publish, not draining; with
+ * --workers, every worker. */
 int pg_node_ready(void);
+/* The same for this process alone. */
+int pg_node_ready_here(void);
 
 #endif

@@ -14,6 +14,7 @@
 #include "listener.h"
 #include "node.h"
 #include "session.h"
+#include "workers.h"
 #include "pg_log.h"
 #include "pg_util.h"
 
@@ -28,7 +29,8 @@ static const lws_retry_bo_t no_lws_keepalive;
 static void serve_metrics(struct lws *wsi, pg_http_t *h)
 {
     pg_buf_t b = PG_BUF_INIT;
-    if (pg_metrics_render(&pg_node.metrics, &b) < 0)
+    int rc = pg_node.nworkers ? pg_workers_render_metrics(&b) : pg_metrics_render(&pg_node.metrics, &b);
+    if (rc < 0)
         pg_http_error(wsi, h, 500, "out of memory");
     else
         pg_http_answer(wsi, h, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len);

@@ -153,11 +153,51 @@ static void render_zero_and_appends(void **state)
     pg_test_fail_after = -1;
 }
 
+static void workers_totals_and_labelled_series_stay_grouped(void **state)
+{
+    (void)state;
+    pg_metrics_t w[2], total;
+    memset(w, 0, sizeof w);
+    memset(&total, 0, sizeof total);
+    w[0].connections[PG_TR_WS] = 3;
+    w[1].connections[PG_TR_WS] = 4;
+    w[0].redis_connected = 1;
+    w[1].redis_connected = 1;
+    w[1].session_closes[PG_CLOSE_4003] = 2;
+    pg_metrics_latency(&w[0], 0);
+    pg_metrics_add(&total, &w[0]);
+    pg_metrics_add(&total, &w[1]);
+    assert_int_equal(total.connections[PG_TR_WS], 7);
+    assert_int_equal(total.redis_connected, 2);
+    assert_int_equal(total.lat_count, 1);
+    pg_buf_t out = PG_BUF_INIT;
+    assert_int_equal(pg_metrics_render_workers(&total, w, 2, &out), 0);
+    const char *t = strstr(out.data, "pushgate_connections{transport=\"ws\"} 7\n");
+    const char *a = strstr(out.data, "pushgate_connections{transport=\"ws\",worker=\"1\"} 3\n");
+    const char *b = strstr(out.data, "pushgate_connections{transport=\"ws\",worker=\"2\"} 4\n");
+    assert_non_null(t);
+    assert_non_null(a);
+    assert_non_null(b);
+    /* a family's samples follow its HELP/TYPE, totals first, before the
+     * next family's HELP */
+    const char *next = strstr(out.data, "# HELP pushgate_messages_received_total");
+    assert_true(t < a && a < b && b < next);
+    assert_non_null(strstr(out.data, "pushgate_redis_connected{worker=\"2\"} 1\n"));
+    assert_non_null(strstr(out.data, "pushgate_session_closes_total{code=\"4003\",worker=\"2\"} 2\n"));
+    assert_non_null(strstr(out.data, "pushgate_delivery_latency_seconds_count{worker=\"1\"} 1\n"));
+    int helps = 0;
+    for (const char *p = out.data; (p = strstr(p, "# HELP ")); p++)
+        helps++;
+    assert_int_equal(helps, 14);   /* once per family, not per worker */
+    pg_buf_free(&out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(render_exact),
         cmocka_unit_test(render_zero_and_appends),
+        cmocka_unit_test(workers_totals_and_labelled_series_stay_grouped),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
