@@ -10,6 +10,9 @@
 #   memory     (a) idle WebSocket connections: 1k, 10k, 19k; server RSS per connection
 #   idle       the same held 55 s at the default --ping-interval (25 s): server CPU
 #              per connection per second while nothing is published (keepalive cost)
+#   workers    100k idle WebSocket connections on --workers 6 (bench: 6 processes over
+#              6 source addresses), held 55 s, then 3 broadcasts: RSS and CPU summed
+#              over the workers, and how long one broadcast takes to reach all
 #   light      10k conns x 2 msg/s: one frame queued per connection per message,
 #              the case to hold against the floor (calibrate) in CPU and p99
 #   broadcast  (b) 1k conns x 1000 msg/s, (c) 10k conns x 50 msg/s, raw PUBLISH
@@ -145,7 +148,7 @@ start_gateway() {
     redis-cli -p "$REDIS_PORT" flushall >/dev/null
     GW_PORT=$(free_port)
     taskset -c 0 "$GW" --listen "127.0.0.1:$GW_PORT" --redis-url "redis://127.0.0.1:$REDIS_PORT" \
-        --jwt-secret "$SECRET" --allow-anonymous --api-key "$APIKEY" --log-level warn \
+        --jwt-secret "$SECRET" --allow-anonymous --api-key "$APIKEY" --log-level warn "$@" \
         >>"$TMP/gateway.log" 2>&1 &
     GW_PID=$!
     PIDS+=("$GW_PID")
@@ -272,6 +275,17 @@ for set in "${SETS[@]}"; do
         for n in 1000 10000 19000; do
             gw_run "idle-ws-$n" --transport ws --path /ws -c "$n" --idle 55 --timeout 150
         done
+        ;;
+    workers)
+        # every worker on CPU 0 like a single node would be, so the per-connection
+        # figures compare; the bench processes share CPU 1
+        start_gateway --workers 6
+        pids=()
+        for p in $(pgrep -P "$GW_PID"); do pids+=(--server-pid "$p"); done
+        run_bench "workers6-idle-ws-100k" --host 127.0.0.1 --port "$GW_PORT" \
+            --redis-url "redis://127.0.0.1:$REDIS_PORT" "${pids[@]}" --transport ws --path /ws \
+            -c 100000 --procs 6 --idle 55 --publish raw --rate 1 --messages 3 --timeout 300
+        stop_gateway
         ;;
     light)
         gw_run "light-ws-10k-2" --transport ws --path /ws -c 10000 \
