@@ -10,7 +10,7 @@
 #include "pg_util.h"
 
 static const char *const codes[] = { "bad_json", "bad_command", "unknown_type",
-                                     "bad_channel", "bad_since" };
+                                     "bad_channel", "bad_since", "bad_token" };
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -25,6 +25,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (cmd.type == PG_CMD_SUBSCRIBE || cmd.type == PG_CMD_UNSUBSCRIBE) {
             size_t n = strnlen(cmd.channel, sizeof cmd.channel);
             if (n == sizeof cmd.channel || !pg_chan_valid(cmd.channel, n))
+                abort();
+        } else if (cmd.type == PG_CMD_REFRESH) {
+            size_t n = strnlen(cmd.token, sizeof cmd.token);
+            if (n == 0 || n == sizeof cmd.token)
                 abort();
         } else if (cmd.type != PG_CMD_PING) {
             abort();
