@@ -1,0 +1,185 @@
+"""HTTP/1.1 header fields (RFC 9112 §2.2, §3.2, §5; RFC 9110 §5).
+
+field-line = field-name ":" OWS field-value OWS, field-name a token
+(RFC 9112 §5). Names are case-insensitive (RFC 9110 §5.1); the value
+excludes leading and trailing whitespace (§5.5); "No whitespace is allowed
+between the field name and colon" (RFC 9112 §5.1, MUST 400); obs-fold is
+rejected or unfolded (§5.2); CR, LF and NUL in a value are rejected or
+replaced by SP (RFC 9110 §5.5); an HTTP/1.1 request has exactly one valid
+Host (RFC 9112 §3.2, MUST 400). Where the value decides something, the
+Authorization of a publish is used: its answer shows what the node made of
+the field (200 = the key was read as "Bearer testkey")."""
+
+import pytest
+
+from conformkit import (API_KEY, deviation, exchange, history_len, host, request)
+
+BODY = b'{"channel":"fields","data":"x"}'
+
+
+def publish_raw(node, head_lines):
+    """POST /api/publish: the request line, then head_lines (bytes, each
+    without its CRLF) as they are, Content-Length and the body."""
+    data = b"POST /api/publish HTTP/1.1\r\n"
+    for line in head_lines:
+        data += line + b"\r\n"
+    data += b"Content-Length: %d\r\n\r\n" % len(BODY) + BODY
+    return exchange(node, data)
+
+
+def std(node, authorization=b"Authorization: Bearer " + API_KEY.encode()):
+    """Host, Authorization (the given raw line), Content-Type."""
+    return [b"Host: 127.0.0.1:%d" % node.port, authorization,
+            b"Content-Type: application/json"]
+
+
+def test_field_names_are_case_insensitive(node, rds):
+    """RFC 9110 §5.1: "Field names are case-insensitive"."""
+    a, w = publish_raw(node, [b"hOST: 127.0.0.1:%d" % node.port,
+                              b"authorization: Bearer " + API_KEY.encode(),
+                              b"CONTENT-TYPE: application/json"])
+    with w:
+        assert a.status == 200, a
+    assert history_len(rds, "fields") == 1
+
+
+@deviation("trailing whitespace is kept in a field value: Authorization "
+           "'Bearer testkey <SP><HTAB>' is refused 401")
+def test_whitespace_around_a_value_is_not_part_of_it(node, rds):
+    """RFC 9110 §5.5: "A field value does not include leading or trailing
+    whitespace"; "a parsing implementation MUST exclude such whitespace
+    prior to evaluating the field value" (RFC 9112 §5.1)."""
+    a, w = publish_raw(node, std(node, b"Authorization: \t Bearer " +
+                                 API_KEY.encode() + b" \t"))
+    with w:
+        assert a.status == 200, a
+    assert history_len(rds, "fields") == 1
+
+
+@pytest.mark.parametrize("line", [
+    pytest.param(b"Authorization : Bearer " + API_KEY.encode(), id="authorization",
+                 marks=deviation("whitespace between a field name and the colon: the "
+                                 "field is ignored (401), not refused 400")),
+    pytest.param(b"X-Extra\t: 1", id="other_field",
+                 marks=deviation("whitespace between a field name and the colon: "
+                                 "accepted (200)")),
+])
+def test_whitespace_before_the_colon_is_400(node, rds, line):
+    """RFC 9112 §5.1: "A server MUST reject, with a response status code of
+    400 (Bad Request), any received request message that contains
+    whitespace between a header field name and colon"."""
+    lines = std(node)
+    if line.startswith(b"Authorization"):
+        lines[1] = line
+    else:
+        lines.append(line)
+    a, w = publish_raw(node, lines)
+    with w:
+        assert a.status == 400, a
+    assert history_len(rds, "fields") == 0
+
+
+@deviation("obs-fold inside Authorization is neither refused nor unfolded: 401")
+def test_obs_fold_is_refused_or_unfolded(node, rds):
+    """RFC 9112 §5.2: a server receiving obs-fold "MUST either reject the
+    message by sending a 400 (Bad Request) [...] or replace each received
+    obs-fold with one or more SP octets prior to interpreting the field
+    value". "Bearer" CRLF SP "testkey" is 400, or "Bearer testkey": 200."""
+    a, w = publish_raw(node, std(node, b"Authorization: Bearer\r\n " + API_KEY.encode()))
+    with w:
+        assert a.status in (400, 200), a
+    assert history_len(rds, "fields") == (1 if a.status == 200 else 0)
+
+
+@deviation("a folded line without a colon (X-Foo: bar CRLF SP baz): held with no answer")
+def test_obs_fold_on_any_field_is_refused_or_unfolded(node):
+    """RFC 9112 §5.2, on a field the node does not use: 400, or unfolded
+    and served (200). An answer either way."""
+    a, w = exchange(node, request("GET", "/healthz", [host(node), ("X-Foo", "bar\r\n baz")]))
+    with w:
+        assert a.status in (400, 200), a
+
+
+def test_obs_fold_cannot_smuggle_a_content_length(node, rds):
+    """RFC 9112 §5.2 and §6.3: a Content-Length hidden in a fold is not a
+    Content-Length: refused (400), or unfolded into X-Pad's value, leaving
+    a POST without a body (refused 400 / 411). Nothing is published."""
+    lines = std(node) + [b"X-Pad: 1", b" Content-Length: %d" % len(BODY)]
+    data = b"POST /api/publish HTTP/1.1\r\n" + b"\r\n".join(lines) + b"\r\n\r\n" + BODY
+    a, w = exchange(node, data)
+    with w:
+        assert 400 <= a.status < 500, a
+    assert history_len(rds, "fields") == 0
+
+
+@pytest.mark.parametrize("ctl", [
+    pytest.param(b"\x00", id="NUL",
+                 marks=deviation("a NUL in a field value cuts the value there: "
+                                 "'Bearer testkey<NUL>junk' is accepted (200)")),
+    pytest.param(b"\r", id="bare_CR",
+                 marks=deviation("a bare CR in a field value cuts the value there: "
+                                 "'Bearer testkey<CR>junk' is accepted (200)")),
+])
+def test_nul_or_cr_in_a_value_is_refused_or_made_a_space(node, rds, ctl):
+    """RFC 9110 §5.5: "a recipient of CR, LF, or NUL within a field value
+    MUST either reject the message or replace each of those characters
+    with SP before further processing"; RFC 9112 §2.2 says the same of a
+    bare CR. "Bearer testkey junk" is a wrong key (401), a rejection 400:
+    never 200."""
+    a, w = publish_raw(node, std(node, b"Authorization: Bearer " + API_KEY.encode() +
+                                 ctl + b"junk"))
+    with w:
+        assert a.status in (400, 401), a
+    assert history_len(rds, "fields") == 0
+
+
+def test_whitespace_before_the_first_field_is_refused_or_skipped(node, rds):
+    """RFC 9112 §2.2: "A recipient that receives whitespace between the
+    start-line and the first header field MUST either reject the message
+    as invalid or consume each whitespace-preceded line without further
+    processing of it": a leading " Authorization: ..." line is 400, or
+    skipped (no key: 401). Never 200."""
+    lines = std(node)
+    lines.insert(0, b" " + lines.pop(1))
+    a, w = publish_raw(node, lines)
+    with w:
+        assert a.status in (400, 401), a
+    assert history_len(rds, "fields") == 0
+
+
+@pytest.mark.parametrize("line", [
+    pytest.param(b"NoColonHere", id="no_colon",
+                 marks=deviation("a field line without a colon: held with no answer")),
+    pytest.param(b": value", id="empty_name",
+                 marks=deviation("a field line with an empty name: held with no answer")),
+    pytest.param(b"X(Foo): bar", id="name_not_a_token",
+                 marks=deviation("a field name that is not a token: accepted (200)")),
+])
+def test_malformed_field_line_is_400(node, line):
+    """RFC 9112 §5: field-name is a token followed by ":". A line that does
+    not match the grammar is a message the server "SHOULD respond [to]
+    with a 400 (Bad Request) response and close the connection" (§2.2).
+    (SHOULD; the issue asks for an answer, not a held or dropped socket.)"""
+    data = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n%s\r\n\r\n" % (node.port, line)
+    a, w = exchange(node, data)
+    with w:
+        assert a.status == 400, a
+
+
+@pytest.mark.parametrize("fields", [
+    pytest.param([], id="missing",
+                 marks=deviation("an HTTP/1.1 request without Host is served (200)")),
+    pytest.param([("Host", "127.0.0.1"), ("Host", "evil.example")], id="twice",
+                 marks=deviation("two Host lines are served (200)")),
+    pytest.param([("Host", "a b")], id="invalid",
+                 marks=deviation("an invalid Host value (a b) is served (200)")),
+])
+def test_host_missing_repeated_or_invalid_is_400(node, fields):
+    """RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request)
+    status code to any HTTP/1.1 request message that lacks a Host header
+    field and to any request message that contains more than one Host
+    header field line or a Host header field with an invalid field
+    value"."""
+    a, w = exchange(node, request("GET", "/healthz", fields))
+    with w:
+        assert a.status == 400, a
