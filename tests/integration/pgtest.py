@@ -134,6 +134,74 @@ def proc_cpu_seconds(pid):
     return (utime + stime) / os.sysconf("SC_CLK_TCK")
 
 
+def child_pids(pid):
+    """PIDs of the children of process pid right now (every thread's
+    /proc/<pid>/task/<tid>/children), sorted; [] when pid is gone."""
+    out = set()
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out.update(int(x) for x in f.read().split())
+        except OSError:
+            pass
+    return sorted(out)
+
+
+def proc_start_time(pid):
+    """Start time of process pid (clock ticks since boot, /proc/<pid>/stat
+    field 22), or None when there is no such process or it is a zombie.
+    (pid, start time) names one process even if the pid is reused later."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+def proc_alive(pid, start_time=None):
+    """True while process pid runs (not a zombie) and, when start_time is
+    given, is still the process that started then."""
+    st = proc_start_time(pid)
+    return st is not None and (start_time is None or st == start_time)
+
+
+def tcp_connection_owners(pids, server_port):
+    """{peer port: pid} for every established IPv4 TCP connection to
+    127.0.0.1:server_port whose server end is a descriptor of one of pids
+    (read from /proc/net/tcp and /proc/<pid>/fd): which of several processes
+    sharing a port accepted each client."""
+    want = f":{server_port:04X}"
+    inodes = {}
+    with open("/proc/net/tcp") as f:
+        for line in f.read().splitlines()[1:]:
+            fl = line.split()
+            # fl[1] local, fl[2] remote, fl[3] state (01 established), fl[9] inode
+            if fl[1].endswith(want) and fl[3] == "01" and fl[9] != "0":
+                inodes[fl[9]] = int(fl[2].rsplit(":", 1)[1], 16)
+    out = {}
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:[") and link[8:-1] in inodes:
+                out[inodes[link[8:-1]]] = pid
+    return out
+
+
 def port_listening(port):
     """True when something accepts TCP connections on 127.0.0.1:port."""
     try:
@@ -439,6 +507,21 @@ def metric_value(text, name, labels=None):
             continue
         return float(m.group(3))
     return None
+
+
+def metric_samples(text, name=None):
+    """Every Prometheus sample of text (of family `name` only, when given)
+    as (name, labels dict, value), in order."""
+    out = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)", line)
+        if not m or (name is not None and m.group(1) != name):
+            continue
+        labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+        out.append((m.group(1), labels, float(m.group(3))))
+    return out
 
 
 def run_pushgate(args, env=None, timeout=10):
