@@ -221,21 +221,25 @@ unsigned pg_workers_run(unsigned n, int *exit_code)
                     deaths[CRASH_MAX] = t;
                     if (ndeaths < CRASH_MAX + 1)
                         ndeaths++;
+                    if (ndeaths > CRASH_MAX && t - deaths[0] < CRASH_WINDOW_MS) {
+                        pg_log(PG_LOG_ERROR, "supervisor: worker %u (pid %d) died (%s %d); "
+                               "crash loop: %u workers died within %u s; stopping every worker "
+                               "and giving up", i, (int)pid,
+                               WIFEXITED(status) ? "exit code" : "signal",
+                               WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status),
+                               CRASH_MAX + 1, CRASH_WINDOW_MS / 1000);
+                        draining = 1;
+                        all_clean = 0;
+                        drain_deadline = t + pg_node.cfg.drain_timeout * 1000ull + DRAIN_GRACE_MS;
+                        signal_all(ws, n, SIGTERM);
+                        break;
+                    }
                     unsigned delay = pg_backoff_next(&w->backoff, sup_rng, NULL);
                     pg_log(PG_LOG_ERROR, "supervisor: worker %u (pid %d) died (%s %d); "
                            "restarting it in %u ms", i, (int)pid,
                            WIFEXITED(status) ? "exit code" : "signal",
                            WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status), delay);
                     w->restart_at = t + delay;
-                    if (ndeaths > CRASH_MAX && t - deaths[0] < CRASH_WINDOW_MS) {
-                        pg_log(PG_LOG_ERROR, "supervisor: crash loop: %u workers died within "
-                               "%u s; stopping every worker and giving up", CRASH_MAX + 1,
-                               CRASH_WINDOW_MS / 1000);
-                        draining = 1;
-                        all_clean = 0;
-                        drain_deadline = t + pg_node.cfg.drain_timeout * 1000ull + DRAIN_GRACE_MS;
-                        signal_all(ws, n, SIGTERM);
-                    }
                 }
             }
             break;
