@@ -60,32 +60,6 @@ static char *mint(jwt_alg_t alg, const char *key, const char *claims)
     return t;
 }
 
-static char *b64url(const unsigned char *p, size_t n)
-{
-    static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    char *o = malloc(n * 4 / 3 + 4), *q = o;
-    size_t i;
-    for (i = 0; i + 2 < n; i += 3) {
-        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
-        *q++ = a[v >> 18];
-        *q++ = a[(v >> 12) & 63];
-        *q++ = a[(v >> 6) & 63];
-        *q++ = a[v & 63];
-    }
-    if (n - i == 1) {
-        uint32_t v = (uint32_t)p[i] << 16;
-        *q++ = a[v >> 18];
-        *q++ = a[(v >> 12) & 63];
-    } else if (n - i == 2) {
-        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8;
-        *q++ = a[v >> 18];
-        *q++ = a[(v >> 12) & 63];
-        *q++ = a[(v >> 6) & 63];
-    }
-    *q = '\0';
-    return o;
-}
-
 static char *b64s(const char *s) { return b64url((const unsigned char *)s, strlen(s)); }
 
 /* header.payload, both base64url of the given JSON texts. */

@@ -1,11 +1,12 @@
 /* test_keypair.h - an OpenSSL key pair as PEM text, for the token and
  * keyring tests: keys are generated at run time, so nothing secret is
- * checked in. Header-only (static functions): each test executable that
+ * checked in; and the base64url both need for tokens and JWKS. Header-only (static functions): each test executable that
  * includes it gets its own copy. Uses the real malloc. */
 #ifndef PG_TEST_KEYPAIR_H
 #define PG_TEST_KEYPAIR_H
 
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -47,6 +48,33 @@ static void free_pair(keypair_t *k)
     free(k->priv);
     free(k->pub);
     EVP_PKEY_free(k->pkey);
+}
+
+/* base64url without padding (JWT segments, JWK members); malloc'd. */
+static char *b64url(const unsigned char *p, size_t n)
+{
+    static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    char *o = malloc(n * 4 / 3 + 4), *q = o;
+    size_t i;
+    for (i = 0; i + 2 < n; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
+        *q++ = a[v >> 18];
+        *q++ = a[(v >> 12) & 63];
+        *q++ = a[(v >> 6) & 63];
+        *q++ = a[v & 63];
+    }
+    if (n - i == 1) {
+        uint32_t v = (uint32_t)p[i] << 16;
+        *q++ = a[v >> 18];
+        *q++ = a[(v >> 12) & 63];
+    } else if (n - i == 2) {
+        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8;
+        *q++ = a[v >> 18];
+        *q++ = a[(v >> 12) & 63];
+        *q++ = a[(v >> 6) & 63];
+    }
+    *q = '\0';
+    return o;
 }
 
 #endif
