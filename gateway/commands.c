@@ -146,12 +146,30 @@ typedef struct pub_req {
 } pub_req_t;
 
 /* Both function calls have one shape: VERB fn 0 channel arg. */
-static int fcall(const char *verb, const char *fn, const char *channel,
-                 const char *arg, size_t arglen, redisCallbackFn *cb, void *priv)
+#define FCALL_MAXARGS 8
+
+/* VERB fn 0 args[0..argc): every function call of the node has this shape. */
+static int fcall(const char *verb, const char *fn, int argc, const char **args,
+                 const size_t *lens, redisCallbackFn *cb, void *priv)
 {
-    const char *argv[5] = { verb, fn, "0", channel, arg };
-    size_t argvlen[5] = { strlen(verb), strlen(fn), 1, strlen(channel), arglen };
-    return redisAsyncCommandArgv(cmd.ac, cb, priv, 5, argv, argvlen) == REDIS_OK ? 0 : -1;
+    const char *argv[FCALL_MAXARGS + 3] = { verb, fn, "0" };
+    size_t argvlen[FCALL_MAXARGS + 3] = { strlen(verb), strlen(fn), 1 };
+    if (argc > FCALL_MAXARGS)
+        return -1;
+    for (int i = 0; i < argc; i++) {
+        argv[3 + i] = args[i];
+        argvlen[3 + i] = lens[i];
+    }
+    return redisAsyncCommandArgv(cmd.ac, cb, priv, argc + 3, argv, argvlen) == REDIS_OK ? 0 : -1;
+}
+
+/* fcall with the common two arguments: a channel and one more. */
+static int fcall2(const char *verb, const char *fn, const char *channel,
+                  const char *arg, size_t arglen, redisCallbackFn *cb, void *priv)
+{
+    const char *args[2] = { channel, arg };
+    size_t lens[2] = { strlen(channel), arglen };
+    return fcall(verb, fn, 2, args, lens, cb, priv);
 }
 
 static void publish_cb(redisAsyncContext *ac, void *r, void *priv)
@@ -183,7 +201,7 @@ int pg_commands_publish(const char *channel, const char *payload, size_t len,
         return -1;
     p->cb = cb;
     p->arg = arg;
-    if (fcall("FCALL", pg_node.fn_publish, channel, payload, len, publish_cb, p) < 0) {
+    if (fcall2("FCALL", pg_node.fn_publish, channel, payload, len, publish_cb, p) < 0) {
         free(p);
         return -1;
     }
@@ -253,7 +271,7 @@ int pg_commands_history(const char *channel, uint64_t since, pg_history_cb cb, v
     h->arg = arg;
     char sbuf[24];
     size_t slen = pg_u64toa(since, sbuf);
-    if (fcall("FCALL_RO", pg_node.fn_history, channel, sbuf, slen, history_cb, h) < 0) {
+    if (fcall2("FCALL_RO", pg_node.fn_history, channel, sbuf, slen, history_cb, h) < 0) {
         free(h->channel);
         free(h);
         return -1;
@@ -332,24 +350,14 @@ static void int_cb(redisAsyncContext *ac, void *r, void *priv)
 int pg_commands_fcall_int(const char *fn, int argc, const char **argv, const size_t *lens,
                           pg_fcall_int_cb cb, void *arg)
 {
-    enum { MAXARGS = 8 };
-    const char *av[MAXARGS + 3];
-    size_t al[MAXARGS + 3];
-    if (cmd.state != PG_LINK_READY || argc > MAXARGS)
+    if (cmd.state != PG_LINK_READY)
         return -1;
     int_req_t *q = malloc(sizeof(*q));
     if (q == NULL)
         return -1;
     q->cb = cb;
     q->arg = arg;
-    av[0] = "FCALL"; al[0] = 5;
-    av[1] = fn;      al[1] = strlen(fn);
-    av[2] = "0";     al[2] = 1;
-    for (int i = 0; i < argc; i++) {
-        av[3 + i] = argv[i];
-        al[3 + i] = lens[i];
-    }
-    if (redisAsyncCommandArgv(cmd.ac, int_cb, q, argc + 3, av, al) != REDIS_OK) {
+    if (fcall("FCALL", fn, argc, argv, lens, int_cb, q) < 0) {
         free(q);
         return -1;
     }
