@@ -418,8 +418,6 @@ static void command(pg_conn_t *c, const char *buf, size_t len)
 
 void pg_session_message(pg_conn_t *c, const char *buf, size_t len)
 {
-    if (c->flags & (PG_CONN_CLOSE_ASAP | PG_CONN_CLOSING))
-        return;   /* closing: whatever else it sends is ignored */
     uint64_t now = pg_mono_ms();
     if (now - c->cmd_window_ms >= 1000) {
         c->cmd_window_ms = now;

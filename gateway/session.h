@@ -27,7 +27,9 @@ void pg_session_ws_open(pg_conn_t *c, struct lws *wsi);
  * request is refused with an answer queued in h (returns NULL). *fatal is
  * set when the stream's headers could not be written (close the wsi). */
 pg_conn_t *pg_session_sse_open(struct lws *wsi, pg_http_t *h, int *fatal);
-/* A whole WebSocket text message from the client: one command. */
+/* A whole WebSocket text message from the client: one command. The caller
+ * hands over none from a closing connection (server.c drops them before
+ * reassembly). */
 void pg_session_message(pg_conn_t *c, const char *buf, size_t len);
 /* The connection closed: every layer lets go of it (then the transport). */
 void pg_session_closed(pg_conn_t *c);
