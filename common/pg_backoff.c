@@ -1,6 +1,8 @@
 /* pg_backoff.c - capped exponential backoff with equal jitter. */
 #include "pg_backoff.h"
 
+#include <stdlib.h>
+
 void pg_backoff_init(pg_backoff_t *b, unsigned base_ms, unsigned cap_ms)
 {
     b->base_ms = base_ms;
@@ -29,4 +31,10 @@ unsigned pg_backoff_next(pg_backoff_t *b, uint32_t (*rng)(void *ctx), void *ctx)
 void pg_backoff_reset(pg_backoff_t *b)
 {
     b->attempt = 0;
+}
+
+uint32_t pg_backoff_random(void *ctx)
+{
+    (void)ctx;
+    return (uint32_t)random();
 }

@@ -18,4 +18,8 @@ unsigned pg_backoff_next(pg_backoff_t *b, uint32_t (*rng)(void *ctx), void *ctx)
 /* After a success: the next delay starts from base again. */
 void pg_backoff_reset(pg_backoff_t *b);
 
+/* An rng for pg_backoff_next from random(3): for callers that need no
+ * reproducible draw (tests pass their own). ctx is unused. */
+uint32_t pg_backoff_random(void *ctx);
+
 #endif

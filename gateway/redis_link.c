@@ -99,19 +99,13 @@ const char *pg_link_state_name(pg_link_state_t s)
     return "?";
 }
 
-static uint32_t link_rng(void *ctx)
-{
-    (void)ctx;
-    return (uint32_t)random();
-}
-
 static void reconnect_cb(uv_timer_t *t);
 
 static void schedule_reconnect(pg_link_t *l)
 {
     if (l->stopped || pg_node.stopping)
         return;
-    unsigned ms = pg_backoff_next(&l->backoff, link_rng, NULL);
+    unsigned ms = pg_backoff_next(&l->backoff, pg_backoff_random, NULL);
     link_log(PG_LOG_INFO, l, "reconnecting in %u ms", ms);
     uv_timer_start(&l->timer, reconnect_cb, ms, 0);
 }

@@ -47,12 +47,6 @@ typedef struct worker {
     int          status;       /* wait status of its last exit */
 } worker_t;
 
-static uint32_t sup_rng(void *ctx)
-{
-    (void)ctx;
-    return (uint32_t)random();
-}
-
 /* Fork worker i. Returns 0 in the parent (or -1), and 1 in the child. */
 static int spawn(worker_t *w, unsigned i, const sigset_t *oldmask)
 {
@@ -234,7 +228,7 @@ unsigned pg_workers_run(unsigned n, int *exit_code)
                         signal_all(ws, n, SIGTERM);
                         break;
                     }
-                    unsigned delay = pg_backoff_next(&w->backoff, sup_rng, NULL);
+                    unsigned delay = pg_backoff_next(&w->backoff, pg_backoff_random, NULL);
                     pg_log(PG_LOG_ERROR, "supervisor: worker %u (pid %d) died (%s %d); "
                            "restarting it in %u ms", i, (int)pid,
                            WIFEXITED(status) ? "exit code" : "signal",
