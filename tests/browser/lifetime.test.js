@@ -158,7 +158,7 @@ for (const transport of ['ws', 'sse', 'eventsource']) {
     const got = await h.until(`all ${ids.length} messages in the page`, async () => {
       const m = await page.evaluate(() => window.rec.msgs.map((x) => x.id));
       return m.length >= ids.length ? m : null;
-    }, 10000);
+    }, 30000); // a bound, not a wait: under ASan the SSE re-open and its replay took over 10 s once
     assert.deepEqual(got, ids, 'every message once, in order');
     assert.deepEqual(await events(page, 'close'), [], 'never closed');
 
