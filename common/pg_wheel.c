@@ -11,6 +11,8 @@ int pg_wheel_init(pg_wheel_t *w, unsigned nslots, uint64_t now)
     w->nslots = nslots ? nslots : 1;
     w->now = now;
     w->armed = 0;
+    w->wake = 0;
+    w->earlier = NULL;
     return 0;
 }
 
@@ -58,6 +60,8 @@ void pg_wheel_arm(pg_wheel_t *w, pg_timer_t *t, uint64_t due)
         due = w->now + 1;
     t->due = due;
     link_timer(w, &w->slots[due % w->nslots], t);
+    if (due < w->wake && w->earlier != NULL)
+        w->earlier(w, due);
 }
 
 static void link_timer(pg_wheel_t *w, pg_timer_t **head, pg_timer_t *t)
@@ -105,4 +109,12 @@ size_t pg_wheel_advance(pg_wheel_t *w, uint64_t now)
     }
     w->now = now;
     return fired;
+}
+
+uint64_t pg_wheel_next(const pg_wheel_t *w, unsigned limit)
+{
+    for (uint64_t tick = w->now + 1; tick <= w->now + limit; tick++)
+        if (w->slots[tick % w->nslots] != NULL)
+            return tick;
+    return w->now + limit;
 }

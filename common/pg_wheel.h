@@ -29,12 +29,20 @@ struct pg_timer {
     pg_timer_cb  cb;       /* what firing calls */
 };
 
-typedef struct pg_wheel {
+typedef struct pg_wheel pg_wheel_t;
+
+struct pg_wheel {
     pg_timer_t **slots;    /* nslots list heads; slot = due % nslots */
     unsigned     nslots;
     uint64_t     now;      /* last tick processed */
     size_t       armed;
-} pg_wheel_t;
+    /* The owner's clock need not tick when no slot is due: it sets wake to
+     * the tick it will next advance at, and earlier (if set) is called when
+     * a timer is armed to fire before that, so it can wake sooner.
+     * wake = 0 turns the calls off (e.g. while advancing). */
+    uint64_t     wake;
+    void       (*earlier)(pg_wheel_t *w, uint64_t due);
+};
 
 /* nslots > 0; now = the current tick. 0, or -1 on out-of-memory. */
 int pg_wheel_init(pg_wheel_t *w, unsigned nslots, uint64_t now);
@@ -51,5 +59,10 @@ static inline int pg_timer_armed(const pg_timer_t *t) { return t->pprev != NULL;
  * then its cb runs; cb may re-arm it, arm or cancel any other timer.
  * Returns how many fired. */
 size_t pg_wheel_advance(pg_wheel_t *w, uint64_t now);
+/* The first tick in (now, now + limit] whose slot holds a timer, else
+ * now + limit: the owner's clock can sleep until then. A slot holding only
+ * timers of a later lap counts as due (one wasted advance, no missed one).
+ * O(limit). */
+uint64_t pg_wheel_next(const pg_wheel_t *w, unsigned limit);
 
 #endif

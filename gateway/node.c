@@ -23,12 +23,39 @@
 
 #define WHEEL_SLOTS 4096   /* 409.6 s of 100 ms ticks per lap */
 
+/* The wheel's clock wakes the loop only for a slot that holds a timer, and
+ * at least once a second. A fixed 100 ms tick cost 10 wake-ups a second on
+ * an idle node, each ~30-50 us of kernel time on this VM (issue #15); with
+ * keepalives filed on whole seconds (conn.c) an idle node now wakes about
+ * once a second for all its pings. */
+#define CLOCK_MAX_SLEEP_TICKS PG_TICKS_PER_SEC
+
 static uv_timer_t clock_timer;
+static void clock_cb(uv_timer_t *t);
+
+static void clock_sleep_until(uint64_t tick)
+{
+    uint64_t at_ms = tick * (1000 / PG_TICKS_PER_SEC), now_ms = pg_mono_ms();
+    pg_node.wheel.wake = tick;
+    /* uv times the delay from its cached loop time: bring it up to now, or
+     * the wake comes early by however stale it was, before the tick. */
+    uv_update_time(pg_node.loop);
+    uv_timer_start(&clock_timer, clock_cb, at_ms > now_ms ? at_ms - now_ms : 0, 0);
+}
 
 static void clock_cb(uv_timer_t *t)
 {
     (void)t;
+    pg_node.wheel.wake = 0;   /* callbacks re-arming now need no earlier wake */
     pg_wheel_advance(&pg_node.wheel, pg_node_tick());
+    clock_sleep_until(pg_wheel_next(&pg_node.wheel, CLOCK_MAX_SLEEP_TICKS));
+}
+
+/* A timer armed before the planned wake (wheel.earlier) */
+static void clock_earlier(pg_wheel_t *w, uint64_t due)
+{
+    (void)w;
+    clock_sleep_until(due);
 }
 
 int pg_node_ready_here(void)
@@ -106,7 +133,8 @@ int pg_node_start(void)
     if (pg_wheel_init(&pg_node.wheel, WHEEL_SLOTS, pg_node_tick()) != 0 ||
         uv_timer_init(pg_node.loop, &clock_timer) != 0)
         return -1;
-    uv_timer_start(&clock_timer, clock_cb, 1000 / PG_TICKS_PER_SEC, 1000 / PG_TICKS_PER_SEC);
+    pg_node.wheel.earlier = clock_earlier;
+    clock_sleep_until(pg_wheel_next(&pg_node.wheel, CLOCK_MAX_SLEEP_TICKS));
     pg_control_init(&control_hooks);
     if (pg_hub_init(&hub_hooks) != 0 || pg_server_start() != 0)
         return -1;

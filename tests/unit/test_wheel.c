@@ -143,6 +143,64 @@ static void long_gap_fires_everything_once(void **state)
     pg_wheel_free(&w);
 }
 
+/* The owner's clock sleeps until the next non-empty slot, capped. */
+static void next_is_the_first_occupied_slot(void **state)
+{
+    (void)state;
+    pg_wheel_t w;
+    pg_timer_t a = { .cb = record }, b = { .cb = record };
+    fired_t f = { .w = &w };
+    cur = &f;
+    assert_int_equal(pg_wheel_init(&w, 16, 100), 0);
+    assert_int_equal(pg_wheel_next(&w, 10), 110);       /* empty: the cap */
+    pg_wheel_arm(&w, &a, 107);
+    pg_wheel_arm(&w, &b, 104);
+    assert_int_equal(pg_wheel_next(&w, 10), 104);
+    assert_int_equal(pg_wheel_next(&w, 3), 103);        /* beyond the cap */
+    assert_int_equal(pg_wheel_advance(&w, 104), 1);
+    assert_int_equal(pg_wheel_next(&w, 10), 107);
+    pg_wheel_cancel(&w, &a);
+    pg_wheel_arm(&w, &a, 104 + 16 + 2);                 /* a lap out, slot of 106 */
+    assert_int_equal(pg_wheel_next(&w, 10), 106);       /* counted: a spare wake, none missed */
+    assert_int_equal(pg_wheel_advance(&w, 106), 0);
+    pg_wheel_free(&w);
+}
+
+static uint64_t earlier_due[8];
+static size_t   earlier_n;
+
+static void note_earlier(pg_wheel_t *w, uint64_t due)
+{
+    earlier_due[earlier_n++] = due;
+    w->wake = due;
+}
+
+/* Arming before the owner's planned wake tells it; later or with wake 0 not. */
+static void arming_before_the_wake_calls_earlier(void **state)
+{
+    (void)state;
+    pg_wheel_t w;
+    pg_timer_t a = { .cb = record }, b = { .cb = record }, c = { .cb = record };
+    fired_t f = { .w = &w };
+    cur = &f;
+    earlier_n = 0;
+    assert_int_equal(pg_wheel_init(&w, 64, 100), 0);
+    w.earlier = note_earlier;
+    pg_wheel_arm(&w, &a, 105);                          /* wake 0: off */
+    assert_int_equal(earlier_n, 0);
+    w.wake = 110;
+    pg_wheel_arm(&w, &b, 115);                          /* after the wake */
+    assert_int_equal(earlier_n, 0);
+    pg_wheel_arm(&w, &c, 103);
+    assert_int_equal(earlier_n, 1);
+    assert_int_equal(earlier_due[0], 103);
+    assert_int_equal(w.wake, 103);
+    pg_wheel_arm(&w, &b, 50);                           /* past due: next tick */
+    assert_int_equal(earlier_n, 2);
+    assert_int_equal(earlier_due[1], 101);
+    pg_wheel_free(&w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -152,6 +210,8 @@ int main(void)
         cmocka_unit_test(callback_cancels_a_due_sibling),
         cmocka_unit_test(rearm_from_callback_waits_a_lap),
         cmocka_unit_test(long_gap_fires_everything_once),
+        cmocka_unit_test(next_is_the_first_occupied_slot),
+        cmocka_unit_test(arming_before_the_wake_calls_earlier),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
