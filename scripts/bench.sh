@@ -23,6 +23,11 @@
 #              with HTTP POST (Debian: apt-get install libnginx-mod-nchan)
 #   api        (f') (b) and (c) on pushgate published with POST /api/publish: the
 #              same publish path as Nchan's, for the comparison
+#   connect    connect rate: 19k WebSocket connections opened unpaced (256 handshakes
+#              in flight per bench process), each counted when accepted, upgraded
+#              and subscribed (pushgate: the answer to a subscribe command; Nchan,
+#              which answers nothing, at the upgrade), on pushgate --workers 1 and 2
+#              and on nginx + Nchan; 3 runs each, a fresh server per run
 #   smoke      1k WS conns, 100 msg/s for 5 s (the quick check)
 #   all        calibrate memory light broadcast users sse api nchan
 #
@@ -148,7 +153,8 @@ start_gateway() {
     redis-cli -p "$REDIS_PORT" flushall >/dev/null
     GW_PORT=$(free_port)
     taskset -c 0 "$GW" --listen "127.0.0.1:$GW_PORT" --redis-url "redis://127.0.0.1:$REDIS_PORT" \
-        --jwt-secret "$SECRET" --allow-anonymous --api-key "$APIKEY" --log-level warn "$@" \
+        --jwt-secret "$SECRET" --allow-anonymous --api-key "$APIKEY" --public-topics bench \
+        --log-level warn "$@" \
         >>"$TMP/gateway.log" 2>&1 &
     GW_PID=$!
     PIDS+=("$GW_PID")
@@ -243,7 +249,7 @@ nchan_run() { # label, transport, bench args (--users: one channel per user)
     shift 2
     ch=b$RANDOM$RANDOM
     case " $* " in *" --users "*) ch="$ch-{user}" ;; esac
-    case " $* " in *" --idle "*) pub=() ;; esac
+    case " $* " in *" --idle "* | *" --connect-rate "*) pub=() ;; esac
     start_nchan || return 0
     run_bench "$label" --transport "$tr" --host 127.0.0.1 --port "$NX_PORT" --path "/sub/$ch" \
         --server-pid "$NX_WORKER" "${pub[@]}" \
@@ -326,6 +332,22 @@ for set in "${SETS[@]}"; do
         nchan_run "f-nchan-sse-1k-1000" sse -c 1000 --rate 1000 --duration "$DUR" --timeout "$T"
         nchan_run "f-nchan-sse-10k-50" sse -c 10000 --rate 50 --duration "$DUR" --timeout "$T"
         ;;
+    connect)
+        for r in 1 2 3; do
+            gw_run "connect-pushgate-1w-19k-r$r" --transport ws --path /ws -c 19000 --connect-rate \
+                --subscribe bench --timeout 120
+            start_gateway --workers 2
+            pids=()
+            for p in $(pgrep -P "$GW_PID"); do pids+=(--server-pid "$p"); done
+            run_bench "connect-pushgate-2w-19k-r$r" --host 127.0.0.1 --port "$GW_PORT" "${pids[@]}" \
+                --transport ws --path /ws -c 19000 --connect-rate --subscribe bench --timeout 120
+            stop_gateway
+            # the same connections counted at the upgrade, as Nchan's are
+            gw_run "connect-pushgate-1w-19k-upgrade-r$r" --transport ws --path /ws?channels=bench \
+                -c 19000 --connect-rate --timeout 120
+            nchan_run "connect-nchan-19k-r$r" ws -c 19000 --connect-rate --timeout 120
+        done
+        ;;
     smoke)
         gw_run "smoke-ws-1k-100" --transport ws --path /ws -c 1000 \
             --publish raw --rate 100 --duration 5 --timeout 60
@@ -377,6 +399,15 @@ if run:
               f"{f(g(r,'latency_ms','max')):>10}{f(d.get('per_s'),'{:.0f}'):>10}"
               f"{f(g(r,'server','sched_cpu_us_per_delivery')):>9}{f(g(r,'server','rss_kb_per_conn')):>9}"
               f"{'y' if r.get('ok') else 'n':>4}")
+cr = [r for r in rows if r.get("mode") == "connect-rate"]
+if cr:
+    print("\nconnect rate (unpaced; ready = subscribe answer, or the upgrade)")
+    print(f"{'label':<38}{'ready':>17}{'conn':>7}{'fail':>6}{'per s':>9}{'hs p50ms':>10}{'hs p99ms':>10}{'us/conn':>9}{'wait s':>8}")
+    for r in cr:
+        print(f"{r.get('label','-'):<38}{g(r,'params','ready'):>17}{g(r,'connect','connected'):>7}"
+              f"{g(r,'connect','failed'):>6}{f(g(r,'connect','per_s'),'{:.0f}'):>9}"
+              f"{f(g(r,'connect','handshake_ms','p50')):>10}{f(g(r,'connect','handshake_ms','p99')):>10}"
+              f"{f(g(r,'server','cpu_us_per_connect'),'{:.1f}'):>9}{f(g(r,'server','sched_wait_s'),'{:.2f}'):>8}")
 idle = [r for r in run if g(r, 'server', 'idle_cpu_us_per_conn_s') is not None]
 if idle:
     print("\nidle (connections held, nothing published): server CPU")

@@ -419,6 +419,64 @@ def test_timeout_bounds_the_run(gateway_factory, bench):
 
 
 # --------------------------------------------------------------------------
+# 6b. --connect-rate: connections accepted, upgraded and subscribed per second
+
+
+def test_connect_rate_counts_subscribed_connections(gateway_factory, bench):
+    gw = gateway_factory(["--public-topics", "bench"])
+    n = 400
+    res = bench.run(gw_args(gw) + [
+        "-c", n, "--procs", 2, "--connect-rate", "--subscribe", "bench",
+        "--concurrency", 32, "--server-pid", gw.pid, "--timeout", 30], port=gw.port)
+    r = res.report
+    assert res.rc == 0 and r["ok"] is True, res
+    assert r["mode"] == "connect-rate", r
+    assert r["params"]["ready"] == "subscribe-answer", r["params"]
+    assert r["params"]["subscribe"] == "bench" and r["params"]["concurrency"] == 32, r["params"]
+    c = r["connect"]
+    assert (c["attempted"], c["connected"], c["failed"]) == (n, n, 0), c
+    assert c["handshake_ms"]["count"] == n, c
+    # the rate is the connections over the phase, as printed
+    assert c["seconds"] > 0
+    assert c["per_s"] == pytest.approx(n / c["seconds"], rel=0.02), c
+    # the answers are not deliveries, and nothing was published
+    d = r["deliveries"]
+    assert d["received"] == 0 and d["unparsed"] == 0, d
+    assert r["publish"]["sent"] == 0, r["publish"]
+    s = r["server"]
+    assert s["sched_cpu_s"] > 0 and s["cpu_us_per_connect"] > 0, s
+    assert s["sched_wait_s"] >= 0 and s["connect_window_s"] > 0, s
+    # the node saw them all come and, once the bench exited, go
+    wait_until(lambda: metric_value(gw.metrics(), "pushgate_connections",
+                                    {"transport": "ws"}) == 0, 10,
+               msg="the bench's connections to close")
+
+
+def test_connect_rate_refused_subscribe_fails_each_connection(gateway_factory, bench):
+    """A subscribe the node refuses (a reserved name) is an error frame: the
+    bench waited for the answer and counts every attempt failed."""
+    gw = gateway_factory([])
+    n = 100
+    res = bench.run(gw_args(gw) + [
+        "-c", n, "--connect-rate", "--subscribe", "_reserved",
+        "--server-pid", gw.pid, "--timeout", 30], port=gw.port)
+    r = res.report
+    assert res.rc == 1 and r["ok"] is False, res
+    c = r["connect"]
+    assert (c["connected"], c["failed"], c["fail_proto"]) == (0, n, n), c
+
+
+def test_connect_rate_without_subscribe_counts_the_upgrade(gateway_factory, bench):
+    gw = gateway_factory([])
+    n = 200
+    res = bench.run(gw_args(gw) + ["-c", n, "--connect-rate", "--timeout", 30],
+                    port=gw.port)
+    r = res.report
+    assert res.rc == 0 and r["params"]["ready"] == "upgrade", res
+    assert r["connect"]["connected"] == n and r["connect"]["per_s"] > 0, r["connect"]
+
+
+# --------------------------------------------------------------------------
 # 7. --calibrate: the machine's floor, no server
 
 
@@ -460,9 +518,13 @@ def test_calibrate(bench):
      "a user channel needs --jwt-secret, --user-tokens or {user} in the path"),
     (["-c", "many"], "bad value for --connections: many"),
     (["stray"], "unexpected argument stray"),
+    (["--connect-rate", "--publish", "raw", "--messages", "1"],
+     "--connect-rate publishes nothing"),
+    (["--transport", "sse", "--subscribe", "news"], "--subscribe is a WebSocket command"),
 ], ids=["unknown-option", "missing-value", "publish-without-count",
         "bad-publish-mode", "user-random-without-users",
-        "user-channel-without-tokens", "bad-number", "stray-argument"])
+        "user-channel-without-tokens", "bad-number", "stray-argument",
+        "connect-rate-with-publish", "subscribe-over-sse"])
 def test_bad_usage_exits_2(args, message):
     cmd = [bench_bin(), "--port", "1", "--timeout", "2"] + args
     p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True,

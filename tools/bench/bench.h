@@ -29,6 +29,9 @@ typedef struct bench_opts {
     double      ramp;               /* new connections per second in total; 0 = as fast as allowed */
     int         concurrency;        /* handshakes in flight per worker */
     double      hs_timeout;         /* seconds for connect + upgrade */
+    const char *subscribe;          /* WS: after the upgrade send a subscribe for this
+                                     * channel; the attempt succeeds at the answer */
+    int         connect_rate;       /* --connect-rate: the connect phase is the run */
     /* identity */
     const char *token;              /* one token for every connection */
     const char *user_tokens_file;   /* line k = token of user u<k> */

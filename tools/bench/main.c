@@ -60,6 +60,7 @@ typedef struct coord {
     int64_t sched_start[BENCH_MAX_PIDS], sched_end[BENCH_MAX_PIDS];
     int64_t wait_start[BENCH_MAX_PIDS], wait_end[BENCH_MAX_PIDS];
     int cpu_sampled;
+    int conn_cpu_sampled;       /* --connect-rate: cpu_start/end span the connect phase */
     uint64_t total_connected, expected_live, drain_seen;
     uint64_t *user_conns;       /* connections per user, from the workers' maps */
 } coord_t;
@@ -88,7 +89,14 @@ static void usage(FILE *f)
 "                          127.0.0.(2 + g%%K); default P for a 127/8 host, else 0 (no bind)\n"
 "  --ramp R                new connections per second in total, 0 = unpaced (default)\n"
 "  --concurrency C         handshakes in flight per worker, default 256\n"
-"  --handshake-timeout S   default 10\n"
+"  --handshake-timeout S   default 10 (with --subscribe: until the answer)\n"
+"  --subscribe CH          WebSocket: after the upgrade send {\"type\":\"subscribe\",\n"
+"                          \"channel\":CH}; a connection counts as connected at the\n"
+"                          first text frame back (the answer), failed on an error\n"
+"  --connect-rate          the connect phase is the run: unpaced (--concurrency in\n"
+"                          flight per worker), nothing published; the report's\n"
+"                          connect.per_s is connections accepted, upgraded (and\n"
+"                          subscribed) per second, server CPU over that phase\n"
 "identity\n"
 "  --token T               the same token for every connection\n"
 "  --users U               connection g is user u<g %% U>\n"
@@ -221,6 +229,7 @@ enum {
     O_HST, O_TOKEN, O_USERS, O_JWT, O_UTOK, O_TIQ, O_PUBLISH, O_MESSAGES, O_RATE, O_DURATION,
     O_CHANNEL, O_REDIS, O_PREFIX, O_APIKEY, O_PUBURL, O_PUBCONNS, O_WINDOW, O_SIZE, O_SEED,
     O_IDLE, O_SETTLE, O_DRAIN, O_TIMEOUT, O_SPID, O_LABEL, O_CAL, O_ROUNDS, O_FRAME, O_CALCPU,
+    O_SUBSCRIBE, O_CONNRATE,
 };
 
 static const struct option longopts[] = {
@@ -237,6 +246,7 @@ static const struct option longopts[] = {
     {"drain", 1, 0, O_DRAIN}, {"timeout", 1, 0, O_TIMEOUT}, {"server-pid", 1, 0, O_SPID},
     {"label", 1, 0, O_LABEL}, {"quiet", 0, 0, 'q'}, {"calibrate", 0, 0, O_CAL},
     {"rounds", 1, 0, O_ROUNDS}, {"frame-bytes", 1, 0, O_FRAME}, {"cal-cpus", 1, 0, O_CALCPU},
+    {"subscribe", 1, 0, O_SUBSCRIBE}, {"connect-rate", 0, 0, O_CONNRATE},
     {"help", 0, 0, 'h'}, {0, 0, 0, 0},
 };
 
@@ -336,6 +346,12 @@ static void parse_opts(bench_opts_t *o, int argc, char **argv)
             if (sscanf(optarg, "%d,%d", &o->cal_cpu_send, &o->cal_cpu_recv) != 2)
                 die("bad --cal-cpus %s (want S,R)", optarg);
             break;
+        case O_SUBSCRIBE:
+            if (!*optarg || strlen(optarg) > 128 || strpbrk(optarg, "\"\\"))
+                die("bad --subscribe %s (a channel name)", optarg);
+            o->subscribe = optarg;
+            break;
+        case O_CONNRATE: o->connect_rate = 1; break;
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); exit(2);
         }
@@ -363,6 +379,12 @@ static void parse_opts(bench_opts_t *o, int argc, char **argv)
         o->sources = (ntohl(ia.s_addr) >> 24) == 127 ? o->procs : 0;
     if (!have_messages && o->duration > 0)
         o->messages = (long)(o->duration * o->rate);
+    if (o->connect_rate && o->publish != PUB_NONE)
+        die("--connect-rate publishes nothing: drop --publish");
+    if (o->connect_rate && o->ramp > 0)
+        die("--connect-rate is unpaced: drop --ramp");
+    if (o->subscribe && o->transport != TR_WS)
+        die("--subscribe is a WebSocket command");
     if (o->publish == PUB_NONE)
         o->messages = 0;
     if (o->publish != PUB_NONE && o->messages == 0)
@@ -471,6 +493,14 @@ static void all_connected(coord_t *c)
     say(o, "connected %llu/%ld in %.2f s (%llu failed)", (unsigned long long)c->total_connected,
         o->connections, secs(c->t_connected - c->t_start), (unsigned long long)sum_prog(c, 1));
     sample_cpu_only(c, c->idle_cpu_start);
+    if (o->connect_rate) {
+        sample_cpu(c, c->cpu_end);
+        c->conn_cpu_sampled = 1;
+        sample_rss(c, c->rss_after);
+        c->t_drain_end = mono_ns();
+        phase_to(c, PH_COLLECT, 10);
+        return;
+    }
     phase_to(c, PH_SETTLE, o->settle + o->idle);
 }
 
@@ -744,7 +774,7 @@ static int report(coord_t *c)
     json_object *j = json_object_new_object(), *x;
     json_object_object_add(j, "tool", json_object_new_string("pushgate-bench"));
     json_object_object_add(j, "version", json_object_new_string(BENCH_VERSION));
-    json_object_object_add(j, "mode", json_object_new_string("run"));
+    json_object_object_add(j, "mode", json_object_new_string(o->connect_rate ? "connect-rate" : "run"));
     if (o->label)
         json_object_object_add(j, "label", json_object_new_string(o->label));
 
@@ -757,6 +787,11 @@ static int report(coord_t *c)
     json_object_object_add(x, "procs", json_object_new_int(o->procs));
     json_object_object_add(x, "sources", json_object_new_int(o->sources));
     json_object_object_add(x, "ramp", json_fixed(o->ramp, 1));
+    json_object_object_add(x, "concurrency", json_object_new_int(o->concurrency));
+    /* what "connected" means in this run */
+    json_object_object_add(x, "ready", json_object_new_string(o->subscribe ? "subscribe-answer" : "upgrade"));
+    if (o->subscribe)
+        json_object_object_add(x, "subscribe", json_object_new_string(o->subscribe));
     json_object_object_add(x, "users", ju((uint64_t)o->users));
     json_object_object_add(x, "auth", json_object_new_string(
         o->token ? "token" : o->user_tokens_file ? "user-tokens" : o->jwt_secret ? "jwt-hs256" : "none"));
@@ -873,6 +908,21 @@ static int report(coord_t *c)
                                        json_fixed(t->connected ? (double)icpu / iwall / (double)t->connected : 0, 3));
             }
         }
+        if (c->conn_cpu_sampled) {
+            int ok = 1;
+            for (int i = 0; i < o->n_server_pids; i++)
+                if (c->cpu_start[i] < 0 || c->cpu_end[i] < 0)
+                    ok = 0;
+            if (ok) {
+                /* the connect phase: accept, upgrade, subscribe */
+                json_object_object_add(x, "connect_cpu_s", json_fixed((double)cpu / 1e6, 3));
+                json_object_object_add(x, "connect_window_s", json_fixed(secs(c->t_connected - c->t_start), 3));
+                json_object_object_add(x, "sched_cpu_s", json_fixed((double)sch / 1e9, 4));
+                json_object_object_add(x, "sched_wait_s", json_fixed((double)wt / 1e9, 4));
+                json_object_object_add(x, "cpu_us_per_connect",
+                                       json_fixed(t->connected ? (double)sch / 1e3 / (double)t->connected : 0, 3));
+            }
+        }
         if (cpu_ok && c->t_pub_start) {
             double wall = secs(c->t_drain_end - c->t_pub_start);
             json_object_object_add(x, "cpu_s", json_fixed((double)cpu / 1e6, 3));
@@ -928,6 +978,8 @@ static int run(bench_opts_t *o)
     c->t_start = mono_ns();
     o->t0_ns = c->t_start;
     sample_rss(c, c->rss_before);
+    if (o->connect_rate)
+        sample_cpu(c, c->cpu_start);
     for (int i = 0; i < o->n_server_pids; i++)
         if (c->rss_before[i] < 0)
             say(o, "warning: cannot read /proc/%d", (int)o->server_pids[i]);

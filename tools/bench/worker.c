@@ -29,6 +29,10 @@
  * duplicate check is skipped (and reported off) rather than risk the box. */
 #define DUP_BUDGET ((size_t)768 << 20)
 
+/* The two answers to a subscribe command (SPEC 4), as the gateway spells them. */
+#define ANS_OK "\"type\":\"subscribed\""
+#define ANS_ERROR "\"type\":\"error\""
+
 enum { CS_NEW = 0, CS_CONNECTING, CS_HANDSHAKE, CS_OPEN, CS_CLOSING, CS_FAILED, CS_CLOSED };
 
 typedef struct conn {
@@ -41,6 +45,7 @@ typedef struct conn {
     uint8_t state;              /* CS_* */
     uint8_t chunked;            /* SSE body is chunked */
     uint8_t frag_op;            /* opcode of the fragmented message in aux, 0 = none */
+    uint8_t await;              /* --subscribe: upgraded, the answer not in yet */
     chunker_t ch;
     char accept[32];            /* expected Sec-WebSocket-Accept */
 } conn_t;
@@ -158,6 +163,12 @@ static void conn_fail(worker_t *w, conn_t *c, int why)
 /* An open connection ended: by the server, a reset, or a protocol error. */
 static void conn_lost(worker_t *w, conn_t *c)
 {
+    if (c->await) {
+        /* upgraded but never subscribed: the attempt failed */
+        c->await = 0;
+        conn_fail(w, c, F_PROTO);
+        return;
+    }
     conn_drop(c);
     if (c->state == CS_OPEN || c->state == CS_CLOSING) {
         w->r.disconnects++;
@@ -245,19 +256,29 @@ count:
 /* A client frame: always masked (RFC 6455 5.3); control frames only here. */
 static void ws_send(worker_t *w, conn_t *c, int op, const unsigned char *p, size_t n)
 {
-    unsigned char f[6 + 125];
-    if (n > 125)
-        n = 125;
+    unsigned char f[8 + 1024];
+    size_t hl = 2;
+    if (n > 1024)
+        n = 1024;
     uint64_t r = rng_next(&w->rng);
     unsigned char m[4];
     memcpy(m, &r, 4);
     f[0] = (unsigned char)(0x80 | op);
-    f[1] = (unsigned char)(0x80 | n);
-    memcpy(f + 2, m, 4);
+    if (n <= 125) {
+        f[1] = (unsigned char)(0x80 | n);
+    } else {
+        f[1] = 0x80 | 126;
+        f[2] = (unsigned char)(n >> 8);
+        f[3] = (unsigned char)n;
+        hl = 4;
+    }
+    memcpy(f + hl, m, 4);
     for (size_t i = 0; i < n; i++)
-        f[6 + i] = p[i] ^ m[i & 3];
-    bufferevent_write(c->bev, f, 6 + n);
+        f[hl + 4 + i] = p[i] ^ m[i & 3];
+    bufferevent_write(c->bev, f, hl + 4 + n);
 }
+
+static void conn_ready(worker_t *w, conn_t *c);
 
 static void event_cb(struct bufferevent *bev, short what, void *arg);
 
@@ -327,7 +348,18 @@ static int ws_feed(worker_t *w, conn_t *c, struct evbuffer *in)
             break;
         case 0x1:
         case 0x2:
-            if (fin) {
+            if (fin && op == 1 && c->await) {
+                /* --subscribe: the first text frame is the answer (or a
+                 * message that beat it, which proves the same) */
+                c->await = 0;
+                if (memmem(p, len, ANS_ERROR, sizeof ANS_ERROR - 1)) {
+                    conn_fail(w, c, F_PROTO);
+                    return -1;
+                }
+                conn_ready(w, c);
+                if (!memmem(p, len, ANS_OK, sizeof ANS_OK - 1))
+                    on_message(w, c, p, len);
+            } else if (fin) {
                 if (op == 1)
                     on_message(w, c, p, len);
             } else {
@@ -436,6 +468,21 @@ static void handshake(worker_t *w, conn_t *c, struct evbuffer *in)
         c->chunked = v && memmem(v, vl, "chunked", 7);
     }
     c->state = CS_OPEN;
+    if (w->o->subscribe && w->o->transport == TR_WS) {
+        /* ready when subscribed: the handshake timeout still runs */
+        char cmd[512];
+        int n = snprintf(cmd, sizeof cmd, "{\"type\":\"subscribe\",\"channel\":\"%s\"}",
+                         w->o->subscribe);
+        c->await = 1;
+        ws_send(w, c, 0x1, (const unsigned char *)cmd, (size_t)n);
+        return;
+    }
+    conn_ready(w, c);
+}
+
+/* The attempt succeeded: upgraded (and with --subscribe, subscribed). */
+static void conn_ready(worker_t *w, conn_t *c)
+{
     bufferevent_set_timeouts(c->bev, NULL, NULL);
     w->r.connected++;
     w->open++;
@@ -531,7 +578,12 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
         conn_fail(w, c, (what & BEV_EVENT_TIMEOUT) ? F_TIMEOUT : F_PROTO);
         break;
     default:
-        conn_lost(w, c);
+        if (c->await) {
+            c->await = 0;
+            conn_fail(w, c, (what & BEV_EVENT_TIMEOUT) ? F_TIMEOUT : F_PROTO);
+        } else {
+            conn_lost(w, c);
+        }
         break;
     }
 }
