@@ -13,11 +13,13 @@
 --   FCALL    @FN@subscribe   0 <user> <channel> [<since>] -> nodes reached
 --   FCALL    @FN@unsubscribe 0 <user> <channel>           -> nodes reached
 --
--- Every function but history also takes a one-key form (SPEC §10) whose key
--- only routes the call in Redis Cluster: <prefix>{<channel>}:history for
--- publish, <prefix>{_control}:revoked for the control orders.
+-- Every function also takes a one-key form (SPEC §10) whose key only
+-- routes the call in Redis Cluster: <prefix>{<channel>}:history for publish
+-- and history, <prefix>{_control}:revoked for the control orders. The same
+-- one-key call works on one Redis; in cluster mode it is the only form.
 --
--- Ids are decimal integers max(last + 1, now_ms * 1000) kept in <prefix>seq.
+-- Ids are decimal integers max(last + 1, now_ms * 1000), last kept in
+-- <prefix>seq on one Redis and per channel in cluster mode (see KEY below).
 -- Lua numbers are doubles: ids stay below 2^53, and they are always written
 -- with string.format('%.0f') because tostring() would give 1.8e+15.
 
@@ -27,13 +29,58 @@ local HISTORY_TTL = @HISTORY_TTL@
 local MAX_BYTES = @MAX_BYTES@
 local REVOKE_TTL = @REVOKE_TTL@
 
-local SEQ_KEY = PREFIX .. 'seq'
--- Orders reach every node on this pub/sub channel (SPEC §7); nodes listen
--- with PSUBSCRIBE of the exact name, which PUBLISH counts like SUBSCRIBE.
-local CONTROL_CHANNEL = PREFIX .. '_control'
--- field <user> -> unix second of the revocation
-local REVOKED_KEY = PREFIX .. 'revoked'
-local CONTROL_ROUTING_KEY = PREFIX .. '{_control}:revoked'
+-- The topology (SPEC §10), baked in when the gateway renders the template:
+-- 'cluster' for a redis+cluster:// URL, anything else for one Redis or
+-- Sentinel. Asking at call time was turned down: a CLUSTER INFO (or a pcall
+-- of one, which fails on a Redis without cluster support) would cost every
+-- publish a command, and the caller's key cannot tell, since the one-key form
+-- must do the same on one Redis as in a cluster. A renderer that does not
+-- know @TOPOLOGY@ leaves it as it is, which reads as one Redis, so the
+-- template stays loadable by a gateway that has no cluster mode.
+local CLUSTER = ('@TOPOLOGY@' == 'cluster')
+
+-- Every Redis name the library uses, one helper per kind (the SPEC §10
+-- table); no function builds a name of its own. In cluster mode a channel's
+-- names all carry the hash tag {C}, so they share C's slot and one shard
+-- holds C's pub/sub, history, id and presence; the one-key forms route by
+-- the tagged names in both modes.
+local KEY = {}
+-- pub/sub channel of C: PUBLISH, or SPUBLISH on the shard that owns C
+function KEY.channel(ch)
+    if CLUSTER then return PREFIX .. '{' .. ch .. '}' end
+    return PREFIX .. ch
+end
+-- C's history stream; in cluster mode its last-generated-id is C's last id
+function KEY.history(ch)
+    if CLUSTER then return PREFIX .. '{' .. ch .. '}:history' end
+    return PREFIX .. 'history:' .. ch
+end
+-- C's presence hash (SPEC §8)
+function KEY.presence(ch)
+    if CLUSTER then return PREFIX .. '{' .. ch .. '}:presence' end
+    return PREFIX .. 'presence:' .. ch
+end
+-- the routing keys of the one-key forms, the same in both modes
+function KEY.history_route(ch) return PREFIX .. '{' .. ch .. '}:history' end
+function KEY.presence_route(ch) return PREFIX .. '{' .. ch .. '}:presence' end
+KEY.CONTROL_ROUTE = PREFIX .. '{_control}:revoked'
+-- Orders reach every node on this pub/sub channel (SPEC §7). On one Redis
+-- nodes listen with PSUBSCRIBE of the exact name, which PUBLISH counts like
+-- SUBSCRIBE; in a cluster they SSUBSCRIBE it at the one shard owning
+-- {_control}, so SPUBLISH's count is still every node.
+KEY.CONTROL = CLUSTER and (PREFIX .. '{_control}') or (PREFIX .. '_control')
+-- field <user> -> unix second of the revocation; beside CONTROL's slot
+KEY.REVOKED = CLUSTER and (PREFIX .. '{_control}:revoked') or (PREFIX .. 'revoked')
+-- the events stream of SPEC §9 (written by the gateways, named here too)
+KEY.EVENTS = CLUSTER and (PREFIX .. '{_events}') or (PREFIX .. 'events')
+-- the last id of every channel; one Redis only (a cluster keeps one per
+-- channel, since one key for all would make every publish cross slots)
+KEY.SEQ = PREFIX .. 'seq'
+
+local SEQ_KEY = KEY.SEQ
+local CONTROL_CHANNEL = KEY.CONTROL
+local REVOKED_KEY = KEY.REVOKED
+local CONTROL_ROUTING_KEY = KEY.CONTROL_ROUTE
 -- A WebSocket close frame carries at most 123 bytes of reason; 100 leaves
 -- room and is what SPEC §7 promises.
 local MAX_REASON = 100
@@ -330,6 +377,12 @@ local function bad_call(keys, args, shape)
         or (#keys == 1 and not shape.key_of) then
         return redis.error_reply('ERR wrong number of arguments: ' .. shape.usage)
     end
+    -- A cluster runs a zero-key call on whichever node got it, which need
+    -- not own the channel's slot: refused rather than done on the wrong shard.
+    if CLUSTER and #keys == 0 then
+        return redis.error_reply('ERR Redis Cluster takes only the one-key form: ' ..
+            shape.usage)
+    end
     if #keys == 1 and keys[1] ~= shape.key_of(args) then
         return redis.error_reply('ERR wrong key for these arguments: need ' ..
             shape.key_text)
@@ -369,11 +422,30 @@ local function bad_since(since)
     return nil
 end
 
+local function history_route(args) return KEY.history_route(args[1]) end
 local PUBLISH = call_shape('FCALL @FN@publish', '<channel> <payload>', 2, 2,
-    PREFIX .. '{<channel>}:history',
-    function(args) return PREFIX .. '{' .. args[1] .. '}:history' end)
--- history is the gateway's own call, always made in the zero-key form.
-local HISTORY = call_shape('FCALL_RO @FN@history', '<channel> <since>', 2, 2)
+    PREFIX .. '{<channel>}:history', history_route)
+-- history is the gateway's own call: zero keys on one Redis, the one-key
+-- form in a cluster, where the stream lives on the channel's shard.
+local HISTORY = call_shape('FCALL_RO @FN@history', '<channel> <since>', 2, 2,
+    PREFIX .. '{<channel>}:history', history_route)
+
+-- The last id issued on channel: the one counter of all channels on one
+-- Redis; in a cluster the channel's own, its stream's last-generated-id,
+-- which XADD keeps even when MAXLEN trims every entry. A stream that has
+-- expired forgets it, but only --history-ttl after its last message, by
+-- when now_ms * 1000 has long passed it.
+local function last_id(hkey)
+    if not CLUSTER then
+        return tonumber(redis.call('GET', SEQ_KEY) or '')
+    end
+    if redis.call('EXISTS', hkey) == 0 then return nil end
+    local info = redis.call('XINFO', 'STREAM', hkey)
+    for k = 1, #info - 1, 2 do
+        if info[k] == 'last-generated-id' then return stream_ms(info[k + 1]) end
+    end
+    return nil
+end
 
 local function publish(keys, args)
     local bad = bad_call(keys, args, PUBLISH) or bad_channel(args[1], false)
@@ -384,16 +456,16 @@ local function publish(keys, args)
             ' bytes, limit ' .. MAX_BYTES)
     end
 
+    local hkey = KEY.history(channel)
     local id = now_ms() * 1000
-    local last = tonumber(redis.call('GET', SEQ_KEY) or '')
+    local last = last_id(hkey)
     if last and last + 1 > id then
         id = last + 1
     end
     id = fmt_id(id)
-    redis.call('SET', SEQ_KEY, id)
+    if not CLUSTER then redis.call('SET', SEQ_KEY, id) end
 
     local env = envelope(payload, id)
-    local hkey = PREFIX .. 'history:' .. channel
     local sid = id .. '-0'
     local trimmed = trimmed_by_next_add(hkey, sid)
     redis.call('XADD', hkey, 'MAXLEN', HISTORY_SIZE, sid, 'p', env)
@@ -401,7 +473,7 @@ local function publish(keys, args)
         redis.call('XSETID', hkey, sid, 'MAXDELETEDID', trimmed)
     end
     redis.call('EXPIRE', hkey, HISTORY_TTL)
-    redis.call('PUBLISH', PREFIX .. channel, env)
+    redis.call(CLUSTER and 'SPUBLISH' or 'PUBLISH', KEY.channel(channel), env)
     return id
 end
 
@@ -412,7 +484,7 @@ local function history(keys, args)
     if bad then return bad end
     local channel, since = args[1], args[2]
     local since_n = tonumber(since)
-    local hkey = PREFIX .. 'history:' .. channel
+    local hkey = KEY.history(channel)
 
     local complete = 1
     local reaches_back = false
@@ -474,7 +546,7 @@ local UNSUBSCRIBE = call_shape('FCALL @FN@unsubscribe', '<user> <channel>',
 -- reason is cut before it is encoded, so escapes never count against its
 -- 100 bytes and a cut can never split one.
 local function send_order(order)
-    return redis.call('PUBLISH', CONTROL_CHANNEL, order)
+    return redis.call(CLUSTER and 'SPUBLISH' or 'PUBLISH', CONTROL_CHANNEL, order)
 end
 
 -- The longest prefix of the valid UTF-8 text s that has at most max bytes

@@ -1,0 +1,330 @@
+"""clusterkit - a real Redis Cluster for the integration tests (SPEC §10).
+
+Masters (and optionally one replica each) are redis-server processes with
+--cluster-enabled yes on free loopback ports picked at run time, joined with
+`redis-cli --cluster create ... --cluster-yes`, and stopped by PID. Each node
+gets its cluster bus on a second free port (--cluster-port, Redis 7), since
+port + 10000 may be taken or past 65535.
+
+Also here: the key-slot function of Redis Cluster (CRC16/XMODEM of the hash
+tag) to choose channels on given shards, a raw sharded-pub/sub subscriber
+(redis-py 4.3 has no SSUBSCRIBE), and the function library rendered for
+cluster mode.
+"""
+
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+import redis as redis_py
+
+import pgtest
+from pgtest import free_port, render_functions, stop_process, tail, wait_until
+
+PREFIX = pgtest.DEFAULT_PREFIX
+NSLOTS = 16384
+
+
+# --------------------------------------------------------------------------
+# Key slots, as Redis Cluster computes them
+
+
+def crc16(data):
+    """CRC16/XMODEM (poly 0x1021, init 0), the checksum Redis Cluster uses."""
+    crc = 0
+    for b in data:
+        crc ^= b << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else (crc << 1)
+            crc &= 0xFFFF
+    return crc
+
+
+def key_slot(key):
+    """The hash slot of key: only the part inside the first {...} counts,
+    when that part is not empty."""
+    if isinstance(key, str):
+        key = key.encode()
+    s = key.find(b"{")
+    if s >= 0:
+        e = key.find(b"}", s + 1)
+        if e > s + 1:
+            key = key[s + 1:e]
+    return crc16(key) % NSLOTS
+
+
+def render_cluster_functions(prefix=PREFIX, **kw):
+    """gateway/functions.lua rendered for a redis+cluster:// node: the usual
+    placeholders plus @TOPOLOGY@ = cluster."""
+    return render_functions(prefix, **kw).replace("@TOPOLOGY@", "cluster")
+
+
+# --------------------------------------------------------------------------
+# One cluster node
+
+
+class ClusterNode:
+    """A redis-server with cluster support on 127.0.0.1, no persistence,
+    its own directory. Has .port and .logfile, so pgfixtures' report hook
+    attaches its log to a failing test."""
+
+    def __init__(self, tmpdir, idx):
+        self.dir = Path(tmpdir) / f"node{idx}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.idx = idx
+        self.port = None
+        self.bus_port = None
+        self.proc = None
+        self.logfile = self.dir / "redis.log"
+        self.name = f"cluster-node{idx}"
+
+    @property
+    def addr(self):
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, node_timeout_ms):
+        for _ in range(5):
+            self.port, self.bus_port = free_port(), free_port()
+            if self.port == self.bus_port:
+                continue
+            # a fresh nodes.conf every start: a node never rejoins by itself
+            conf = self.dir / "nodes.conf"
+            if conf.exists():
+                conf.unlink()
+            self.proc = subprocess.Popen(
+                ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                 "--cluster-enabled", "yes", "--cluster-port", str(self.bus_port),
+                 "--cluster-config-file", str(conf),
+                 "--cluster-node-timeout", str(node_timeout_ms),
+                 "--save", "", "--appendonly", "no", "--dir", str(self.dir),
+                 "--logfile", str(self.logfile), "--daemonize", "no",
+                 "--protected-mode", "no"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, cwd=str(self.dir))
+            wait_until(self._ping_or_dead, timeout=10, msg=f"{self.name} PING")
+            if self.proc.poll() is None:
+                return self
+            # most likely a port was taken between free_port() and bind
+        raise RuntimeError(f"{self.name} did not start:\n{tail(self.logfile)}")
+
+    def _ping_or_dead(self):
+        if self.proc.poll() is not None:
+            return True
+        try:
+            return self.client().ping()
+        except redis_py.exceptions.RedisError:
+            return False
+
+    def client(self, decode=True):
+        return redis_py.Redis(host="127.0.0.1", port=self.port,
+                              decode_responses=decode, socket_timeout=5)
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self):
+        if self.proc is not None:
+            stop_process(self.proc, signal.SIGTERM, timeout=10)
+
+
+# --------------------------------------------------------------------------
+# The cluster
+
+
+class RedisCluster:
+    """masters x (1 + replicas) cluster nodes joined by redis-cli. start()
+    returns once every node reports cluster_state:ok and agrees on who owns
+    every slot; stop() stops every node by PID."""
+
+    def __init__(self, tmpdir=None, masters=3, replicas=0, node_timeout_ms=2000):
+        self.dir = Path(tmpdir or tempfile.mkdtemp(prefix="pg-cluster-"))
+        self.nmasters = masters
+        self.replicas = replicas
+        self.node_timeout_ms = node_timeout_ms
+        self.nodes = [ClusterNode(self.dir, i)
+                      for i in range(masters * (1 + replicas))]
+        self._clients = {}
+
+    def start(self):
+        for n in self.nodes:
+            pgtest.ACTIVE.append(n)
+            n.start(self.node_timeout_ms)
+        cmd = ["redis-cli", "--cluster", "create", *[n.addr for n in self.nodes],
+               "--cluster-replicas", str(self.replicas), "--cluster-yes"]
+        res = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True,
+                             text=True, timeout=60)
+        if res.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster create failed:\n{res.stdout}\n{res.stderr}")
+        self.wait_consistent(timeout=30)
+        if self.replicas:
+            wait_until(lambda: all(self._replicas_linked()), timeout=30,
+                       msg="every replica linked to its master")
+        return self
+
+    def stop(self):
+        for c in self._clients.values():
+            c.close()
+        self._clients.clear()
+        for n in self.nodes:
+            n.stop()
+            if n in pgtest.ACTIVE:
+                pgtest.ACTIVE.remove(n)
+
+    # -- views of the topology ------------------------------------------------
+
+    def node_by_port(self, port):
+        for n in self.nodes:
+            if n.port == port:
+                return n
+        raise KeyError(port)
+
+    def client(self, port):
+        """A cached redis-py client (str replies) on the node at port."""
+        c = self._clients.get(port)
+        if c is None:
+            c = self._clients[port] = redis_py.Redis(
+                host="127.0.0.1", port=port, decode_responses=True, socket_timeout=5)
+        return c
+
+    def slot_map(self, port=None):
+        """{slot range (lo, hi): master port} as the node at port (default:
+        the first live node) sees it, from CLUSTER SLOTS."""
+        port = port or next(n.port for n in self.nodes if n.alive())
+        out = {}
+        for lo, hi, master, *_ in self.client(port).execute_command("CLUSTER", "SLOTS"):
+            out[(int(lo), int(hi))] = int(master[1])
+        return out
+
+    def owner_port(self, slot, port=None):
+        for (lo, hi), p in self.slot_map(port).items():
+            if lo <= slot <= hi:
+                return p
+        raise KeyError(f"slot {slot} has no owner")
+
+    def masters(self):
+        """Ports of the masters that own slots, in slot order."""
+        seen = []
+        for (_lo, _hi), p in sorted(self.slot_map().items()):
+            if p not in seen:
+                seen.append(p)
+        return seen
+
+    def owner_of_key(self, key):
+        """The redis-py client of the master owning key's slot."""
+        return self.client(self.owner_port(key_slot(key)))
+
+    def wait_consistent(self, timeout=30):
+        """Until every live node says cluster_state:ok and all of them map
+        every slot to the same master."""
+        def ok():
+            views = []
+            for n in self.nodes:
+                if not n.alive():
+                    continue
+                info = self.client(n.port).execute_command("CLUSTER", "INFO")
+                if isinstance(info, bytes):
+                    info = info.decode()
+                if "cluster_state:ok" not in info:
+                    return False
+                views.append(sorted(self.slot_map(n.port).items()))
+            return all(v == views[0] for v in views)
+        wait_until(ok, timeout=timeout, interval=0.05, msg="cluster consistent")
+
+    def _replicas_linked(self):
+        for n in self.nodes:
+            info = self.client(n.port).info("replication")
+            if info.get("role") == "slave" and info.get("master_link_status") != "up":
+                yield False
+            else:
+                yield True
+
+    def channels_on_shards(self, count_per_shard=1, stem="ch", prefix=PREFIX):
+        """{master port: [channel, ...]}: channel names whose {C} slot lives
+        on each master, count_per_shard of them each."""
+        smap = sorted(self.slot_map().items())
+        want = {p: [] for p in self.masters()}
+        i = 0
+        while any(len(v) < count_per_shard for v in want.values()):
+            ch = f"{stem}{i}"
+            i += 1
+            slot = key_slot(f"{prefix}{{{ch}}}")
+            for (lo, hi), p in smap:
+                if lo <= slot <= hi and len(want[p]) < count_per_shard:
+                    want[p].append(ch)
+        return want
+
+    def load_functions(self, prefix=PREFIX, **kw):
+        """FUNCTION LOAD REPLACE the cluster-mode library on every master
+        (replicas get it by replication), as a node in cluster mode will."""
+        lib = render_cluster_functions(prefix, **kw)
+        for p in self.masters():
+            self.client(p).execute_command("FUNCTION", "LOAD", "REPLACE", lib)
+
+
+# --------------------------------------------------------------------------
+# Sharded pub/sub, raw
+
+
+class ShardSubscriber:
+    """A raw connection to one node for SSUBSCRIBE / SUNSUBSCRIBE, reading
+    the pushes (ssubscribe, smessage, sunsubscribe) as lists of str."""
+
+    def __init__(self, port):
+        self.port = port
+        self.conn = redis_py.Connection(host="127.0.0.1", port=port,
+                                        decode_responses=True, socket_timeout=5)
+        self.conn.connect()
+
+    def ssubscribe(self, *channels):
+        """SSUBSCRIBE each channel and return the confirmations, in order.
+        One command per channel, pipelined: channels of one SSUBSCRIBE must
+        share a slot (else CROSSSLOT), not just a shard."""
+        for ch in channels:
+            self.conn.send_command("SSUBSCRIBE", ch)
+        return [self.read() for _ in channels]
+
+    def sunsubscribe(self, *channels):
+        for ch in channels:
+            self.conn.send_command("SUNSUBSCRIBE", ch)
+        return [self.read() for _ in channels]
+
+    def read(self, timeout=5.0):
+        """The next push, or AssertionError after timeout."""
+        if not self.conn.can_read(timeout=timeout):
+            raise AssertionError(f"no push within {timeout}s on :{self.port}")
+        return self.conn.read_response()
+
+    def poll(self, timeout=0.0):
+        """The next push if one arrives within timeout, else None."""
+        if self.conn.can_read(timeout=timeout):
+            return self.conn.read_response()
+        return None
+
+    def close(self):
+        self.conn.disconnect()
+
+
+# --------------------------------------------------------------------------
+# Fixtures (import them into a test module by name)
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory):
+    """Three masters, no replicas, started once per test module; the tests
+    of a module use channel names of their own."""
+    c = RedisCluster(tmp_path_factory.mktemp("cluster"), masters=3, replicas=0)
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()
+
+
+def sh(*args, **kw):
+    """Run a command (redis-cli ...) and return its CompletedProcess."""
+    kw.setdefault("timeout", 60)
+    return subprocess.run(list(args), stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, **kw)
+
