@@ -14,6 +14,7 @@
 #include "control.h"
 #include "hub.h"
 #include "recovery.h"
+#include "sentinel.h"
 #include "server.h"
 #include "session.h"
 #include "subscriber.h"
@@ -138,7 +139,9 @@ int pg_node_start(void)
     pg_control_init(&control_hooks);
     if (pg_hub_init(&hub_hooks) != 0 || pg_server_start() != 0)
         return -1;
-    if (pg_subscriber_start(&sub_hooks) != 0 || pg_commands_start(commands_ready) != 0) {
+    /* the Sentinel locator first: the links ask it where to connect */
+    if (pg_sentinel_start() != 0 || pg_subscriber_start(&sub_hooks) != 0 ||
+        pg_commands_start(commands_ready) != 0) {
         pg_log(PG_LOG_ERROR, "cannot start the Redis links");
         return -1;
     }
@@ -152,6 +155,7 @@ void pg_node_stop(void)
     uv_close((uv_handle_t *)&clock_timer, NULL);
     pg_subscriber_stop();
     pg_commands_stop();
+    pg_sentinel_stop();
     pg_server_stop();
 }
 
