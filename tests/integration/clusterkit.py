@@ -255,6 +255,31 @@ class RedisCluster:
                     want[p].append(ch)
         return want
 
+    def node_id(self, port):
+        return self.client(port).execute_command("CLUSTER", "MYID")
+
+    def move_slot(self, slot, dst_port):
+        """Move one slot and its keys to the master at dst_port, the way
+        redis-cli --cluster reshard does it (IMPORTING / MIGRATING, MIGRATE
+        the keys, SETSLOT NODE on both ends), then wait until every node
+        agrees. The old owner pushes sunsubscribe to the slot's shard
+        subscribers when it learns the slot is gone."""
+        src_port = self.owner_port(slot)
+        if src_port == dst_port:
+            return
+        src, dst = self.client(src_port), self.client(dst_port)
+        src_id, dst_id = self.node_id(src_port), self.node_id(dst_port)
+        dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+        src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+        while True:
+            keys = src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100)
+            if not keys:
+                break
+            src.execute_command("MIGRATE", "127.0.0.1", dst_port, "", 0, 5000, "KEYS", *keys)
+        dst.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+        src.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+        self.wait_consistent()
+
     def load_functions(self, prefix=PREFIX, **kw):
         """FUNCTION LOAD REPLACE the cluster-mode library on every master
         (replicas get it by replication), as a node in cluster mode will."""

@@ -1,0 +1,285 @@
+"""gateway/shard.c (one sharded pub/sub link), gateway/topology.c (CLUSTER
+SLOTS into a slot map) and common/pg_slot.c against a real Redis Cluster
+(SPEC §10), through pg-shard-probe, a small C program that drives them line
+by line (tests/integration/shard_probe.c): SSUBSCRIBE two channels of one
+shard and receive what is SPUBLISHed, see the sunsubscribe Redis pushes when
+a channel's slot moves (CLUSTER SETSLOT, and redis-cli --cluster reshard),
+and subscribe again at the new owner."""
+
+import os
+import queue
+import random
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from clusterkit import PREFIX, key_slot, redis_cluster, sh  # noqa: F401
+from pgtest import free_port, pushgate_bin, stop_process
+
+
+def probe_bin():
+    """$PG_SHARD_PROBE, else beside the gateway in the same build tree."""
+    env = os.environ.get("PG_SHARD_PROBE")
+    if env:
+        return env
+    build = Path(pushgate_bin()).resolve().parent.parent
+    return str(build / "tests" / "integration" / "pg-shard-probe")
+
+
+class Probe:
+    """One pg-shard-probe process: send() a command line, expect() a line."""
+
+    def __init__(self, port, password=None):
+        self.port = port
+        args = [probe_bin(), "127.0.0.1", str(port)] + ([password] if password else [])
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, bufsize=1)
+        self.lines = queue.Queue()
+        self.seen = []
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self):
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def send(self, line):
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def expect(self, pred, timeout=5.0, what="line"):
+        """The next line for which pred(line) is true; the lines skipped on
+        the way are kept in self.seen."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no {what} within {timeout}s; saw {self.seen[-20:]}")
+            try:
+                line = self.lines.get(timeout=left)
+            except queue.Empty:
+                continue
+            if line is None:
+                raise AssertionError(f"probe exited ({self.proc.poll()}) before {what}; "
+                                     f"saw {self.seen[-20:]}")
+            self.seen.append(line)
+            if pred(line):
+                return line
+
+    def expect_line(self, text, timeout=5.0):
+        return self.expect(lambda ln: ln == text, timeout, repr(text))
+
+    def nothing_more(self, pred, wait=0.3):
+        """No line matching pred within wait seconds."""
+        try:
+            self.expect(pred, wait, "unexpected line")
+        except AssertionError as e:
+            if "no unexpected line" in str(e):
+                return
+            raise
+        raise AssertionError(f"unexpected line: {self.seen[-1]}")
+
+    def close(self):
+        if self.proc.poll() is None:
+            try:
+                self.send("quit")
+                self.proc.wait(timeout=5)
+            except (BrokenPipeError, subprocess.TimeoutExpired):
+                pass
+        rc = stop_process(self.proc, signal.SIGKILL, timeout=5)
+        return rc
+
+
+@pytest.fixture
+def probes():
+    made = []
+
+    def make(port, password=None):
+        p = Probe(port, password)
+        made.append(p)
+        return p
+    try:
+        yield make
+    finally:
+        bad = [(p.port, p.close(), p.proc.stderr.read()) for p in made]
+        assert all(rc == 0 for _, rc, _ in bad), f"probe exit codes: {bad}"
+
+
+def chan(name):
+    return f"{PREFIX}{{{name}}}"
+
+
+def name_in_slot(slot, stem):
+    """A channel name whose pub/sub channel <prefix>{name} hashes to slot
+    (about 16384 tries)."""
+    i = 0
+    while key_slot(chan(f"{stem}{i}")) != slot:
+        i += 1
+    return f"{stem}{i}"
+
+
+def test_slot_of_key_matches_cluster_keyslot(redis_cluster, probes):
+    port = redis_cluster.masters()[0]
+    p = probes(port)
+    p.expect_line("up")
+    rnd = random.Random(12)
+    keys = ["somekey", "foo{hash_tag}", "{user1000}.following", "foo{}{bar}",
+            "foo{{bar}}zap", "{}", "}{", "{a}{b}", "x{", PREFIX + "{_control}"]
+    alphabet = "abcXYZ019_-.:@{}"
+    keys += ["".join(rnd.choice(alphabet) for _ in range(rnd.randint(1, 20)))
+             for _ in range(300)]
+    r = redis_cluster.client(port)
+    for k in keys:
+        p.send(f"slot {k}")
+        want = r.execute_command("CLUSTER", "KEYSLOT", k)
+        assert p.expect(lambda ln: ln.startswith("slot ")) == f"slot {k} {want}"
+
+
+def test_slot_map_from_cluster_slots_names_every_owner(redis_cluster, probes):
+    port = redis_cluster.masters()[1]
+    p = probes(port)
+    p.expect_line("up")
+    for slot in (0, 1, 5460, 5461, 10922, 10923, 16383, 777, 12345):
+        p.send(f"owner {slot}")
+        want = redis_cluster.owner_port(slot)
+        assert p.expect(lambda ln: ln.startswith("owner ")) == \
+            f"owner {slot} 127.0.0.1:{want} complete=1"
+
+
+def test_two_channels_of_one_shard_receive_what_is_spublished(redis_cluster, probes):
+    cl = redis_cluster
+    port = cl.masters()[0]
+    a, b = cl.channels_on_shards(2, stem="two")[port]
+    assert key_slot(chan(a)) != key_slot(chan(b)), "two slots, one shard"
+    p = probes(port)
+    p.expect_line("up")
+    p.send(f"sub {chan(a)}")
+    p.send(f"sub {chan(b)}")
+    p.expect_line(f"subscribed {chan(a)}")
+    p.expect_line(f"subscribed {chan(b)}")
+    r = cl.client(port)
+    assert r.execute_command("PUBSUB", "SHARDNUMSUB", chan(a), chan(b)) == [chan(a), 1, chan(b), 1]
+    for i in range(5):
+        for c in (a, b):
+            assert r.execute_command("SPUBLISH", chan(c), f'{{"data":{i}}}') == 1
+    for i in range(5):
+        for c in (a, b):
+            p.expect_line(f'msg {chan(c)} {{"data":{i}}}')
+    # a message of another shard's channel never crosses this link
+    other = next(q for q in cl.masters() if q != port)
+    (c2,) = cl.channels_on_shards(1, stem="two-other")[other]
+    assert cl.client(other).execute_command("SPUBLISH", chan(c2), "x") == 0
+    p.send(f"unsub {chan(a)}")
+    p.expect_line(f"unsubscribed {chan(a)} asked")
+    assert r.execute_command("SPUBLISH", chan(a), "gone") == 0
+    assert r.execute_command("SPUBLISH", chan(b), "still") == 1
+    p.expect_line(f"msg {chan(b)} still")
+    p.nothing_more(lambda ln: ln.startswith("msg "))
+
+
+def test_ssubscribe_at_a_master_not_owning_the_slot_is_moved(redis_cluster, probes):
+    cl = redis_cluster
+    here, there = cl.masters()[0], cl.masters()[2]
+    (c,) = cl.channels_on_shards(1, stem="moved")[there]
+    p = probes(here)
+    p.expect_line("up")
+    p.send(f"sub {chan(c)}")
+    p.expect_line(f"error MOVED {key_slot(chan(c))} 127.0.0.1:{there}")
+    # the link stays usable
+    (mine,) = cl.channels_on_shards(1, stem="moved-mine")[here]
+    p.send(f"sub {chan(mine)}")
+    p.expect_line(f"subscribed {chan(mine)}")
+
+
+def test_slot_moved_with_setslot_pushes_sunsubscribe_then_new_owner_delivers(redis_cluster, probes):
+    cl = redis_cluster
+    cl.load_functions()
+    src, dst = cl.masters()[0], cl.masters()[1]
+    moving, staying = cl.channels_on_shards(2, stem="mv")[src]
+    slot = key_slot(chan(moving))
+    hkey = f"{PREFIX}{{{moving}}}:history"
+    first = cl.client(src).execute_command("FCALL", "pushgate_publish", 1, hkey, moving, "1")
+    p = probes(src)
+    p.expect_line("up")
+    for c in (moving, staying):
+        p.send(f"sub {chan(c)}")
+        p.expect_line(f"subscribed {chan(c)}")
+
+    cl.move_slot(slot, dst)
+    p.expect_line(f"unsubscribed {chan(moving)} pushed", timeout=3)
+    # the other channel of the old shard is untouched
+    assert cl.client(src).execute_command("SPUBLISH", chan(staying), "s") == 1
+    p.expect_line(f"msg {chan(staying)} s")
+    # the slot map now names the new owner, and a link there delivers
+    p.send(f"owner {slot}")
+    p.expect_line(f"owner {slot} 127.0.0.1:{dst} complete=1")
+    p.send(f"sub {chan(moving)}")
+    p.expect_line(f"error MOVED {slot} 127.0.0.1:{dst}")
+    q = probes(dst)
+    q.expect_line("up")
+    q.send(f"sub {chan(moving)}")
+    q.expect_line(f"subscribed {chan(moving)}")
+    second = cl.client(dst).execute_command("FCALL", "pushgate_publish", 1, hkey, moving, "2")
+    q.expect_line(f'msg {chan(moving)} {{"data":2,"id":"{second}"}}')
+    # the history moved with the slot: a replay from the first id finds the second
+    res = cl.client(dst).execute_command("FCALL_RO", "pushgate_history", 1, hkey, moving, first)
+    assert res[0] == 1 and res[1] == second
+    assert int(second) > int(first)
+    p.nothing_more(lambda ln: ln.startswith(f"msg {chan(moving)}"))
+
+
+def test_slot_moved_by_redis_cli_reshard_pushes_sunsubscribe(redis_cluster, probes):
+    cl = redis_cluster
+    masters = cl.masters()
+    src, dst = masters[2], masters[0]
+    # redis-cli moves the source's lowest slots first
+    lo = min(lo for (lo, _hi), p in cl.slot_map().items() if p == src)
+    c = name_in_slot(lo, stem="rs")
+    p = probes(src)
+    p.expect_line("up")
+    p.send(f"sub {chan(c)}")
+    p.expect_line(f"subscribed {chan(c)}")
+    res = sh("redis-cli", "--cluster", "reshard", f"127.0.0.1:{src}",
+             "--cluster-from", cl.node_id(src), "--cluster-to", cl.node_id(dst),
+             "--cluster-slots", "1", "--cluster-yes")
+    assert res.returncode == 0, res.stdout + res.stderr
+    p.expect_line(f"unsubscribed {chan(c)} pushed", timeout=5)
+    cl.wait_consistent()
+    assert cl.owner_port(lo) == dst
+    assert cl.client(dst).execute_command("PUBSUB", "SHARDNUMSUB", chan(c)) == [chan(c), 0]
+
+
+def test_connection_killed_by_the_server_is_down_then_reconnects(redis_cluster, probes):
+    cl = redis_cluster
+    port = cl.masters()[1]
+    (c,) = cl.channels_on_shards(1, stem="kill")[port]
+    p = probes(port)
+    p.expect_line("up")
+    p.send(f"sub {chan(c)}")
+    p.expect_line(f"subscribed {chan(c)}")
+    r = cl.client(port)
+    assert r.execute_command("CLIENT", "KILL", "TYPE", "pubsub") >= 1
+    p.expect(lambda ln: ln.startswith("down "), what="down")
+    p.send(f"sub {chan(c)}")
+    p.expect_line(f"refused sub {chan(c)}")
+    p.send("connect")
+    p.expect_line("up")
+    p.send(f"sub {chan(c)}")
+    p.expect_line(f"subscribed {chan(c)}")
+    assert r.execute_command("SPUBLISH", chan(c), "back") == 1
+    p.expect_line(f"msg {chan(c)} back")
+
+
+def test_connect_refused_and_auth_refused_are_down(redis_cluster, probes):
+    p = probes(free_port())
+    line = p.expect(lambda ln: ln.startswith("down "), what="down")
+    assert "refused" in line.lower()
+    # the cluster has no password: AUTH is refused and the link goes down
+    q = probes(redis_cluster.masters()[0], password="nope")
+    assert q.expect(lambda ln: ln in ("up",) or ln.startswith("down ")) == \
+        "down AUTH refused (wrong user or password?)"
+
