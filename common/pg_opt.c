@@ -106,6 +106,16 @@ static const opt_t opts[] = {
       "one user's WebSocket + SSE connections on this node; past it 4029 / 429 (0: no limit)" },
     { "recovery-timeout", O_UINT,    "10",                       1, 3600,         "seconds",     NONE,                   F(recovery_timeout),    "SECONDS",
       "how long a resuming connection waits for history before it gets the live stream" },
+    { "presence-topics",  O_TOPICS,  "",                         0, 0,            NULL,          F(presence_topics),     F(presence_globs),      "LIST",
+      "comma list of topic names or globs whose members are recorded in presence and get join/leave" },
+    { "presence-ttl",     O_UINT,    "60",                       3, 86400,        "seconds",     NONE,                   F(presence_ttl),        "SECONDS",
+      "a node that stops without closing drops out of presence within this time" },
+    { "events",           O_BOOL,    "false",                    0, 0,            NULL,          NONE,                   F(events),              NULL,
+      "append connect, disconnect, subscribe, unsubscribe and client messages to <prefix>events" },
+    { "events-max-len",   O_UINT,    "100000",                   1, 1000000000,   "entries",     NONE,                   F(events_max_len),      "N",
+      "approximate cap of the events stream (XADD MAXLEN ~)" },
+    { "client-send-rate", O_UINT,    "20",                       1, 100000,       "messages",    NONE,                   F(client_send_rate),    "N",
+      "\"send\" commands a second one connection may make before they are refused" },
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 
@@ -582,6 +592,7 @@ void pg_config_free(pg_config_t *cfg)
     }
     pg_strlist_free(&cfg->origins);
     pg_strlist_free(&cfg->public_globs);
+    pg_strlist_free(&cfg->presence_globs);
     pg_strlist_free(&cfg->jwt_public_keys);
     free(cfg->jwt_public_pem);
     /* The redis password and the secrets lived here too: wipe, not just zero

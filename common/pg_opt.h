@@ -47,6 +47,12 @@ typedef struct pg_config {
     unsigned     max_conns_per_user;  /* 0 = no limit */
     unsigned     recovery_timeout;    /* seconds a recovery may wait for Redis */
     unsigned     workers;             /* worker processes; 0 = auto (one per CPU) */
+    char        *presence_topics;     /* SPEC §8: topics with presence and join/leave */
+    pg_strlist_t presence_globs;      /* split presence_topics */
+    unsigned     presence_ttl;        /* seconds a dead node's entries still count */
+    int          events;              /* SPEC §9: append to <prefix>events */
+    unsigned     events_max_len;      /* the stream's approximate cap */
+    unsigned     client_send_rate;    /* "send" commands a second per connection */
 } pg_config_t;
 
 enum { PG_OPT_RUN = 0, PG_OPT_HELP = 1, PG_OPT_VERSION = 2, PG_OPT_FAIL = -1 };

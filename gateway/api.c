@@ -3,6 +3,7 @@
 #include <string.h>
 #include <strings.h>
 #include <json-c/json.h>
+#include <hiredis/hiredis.h>
 
 #include "api.h"
 #include "commands.h"
@@ -63,8 +64,21 @@ static void refuse_early(struct lws *wsi, pg_http_t *h, int status, const char *
 }
 
 static const char *const routes[] = {
-    "/api/publish", "/api/disconnect", "/api/subscribe", "/api/unsubscribe"
+    "/api/publish", "/api/disconnect", "/api/subscribe", "/api/unsubscribe",
+    "/api/presence", "/api/presence/stats"
 };
+
+/* The presence queries (SPEC §8) are reads: GET with the channel in the
+ * query string, no body. */
+static int is_presence(const char *route)
+{
+    return strncmp(route, "/api/presence", 13) == 0;
+}
+
+int pg_api_is_get(const char *route)
+{
+    return is_presence(route);
+}
 
 const char *pg_api_route(const char *path)
 {
@@ -74,14 +88,15 @@ const char *pg_api_route(const char *path)
     return NULL;
 }
 
-int pg_api_begin(struct lws *wsi, pg_http_t *h, const char *route)
+/* The API key and the Origin: 1 when the request may go on, else 0 with
+ * the refusal queued. */
+static int authorized(struct lws *wsi, pg_http_t *h)
 {
     char auth[1024];
 
-    h->path = route;
     if (!pg_keys_has_api(pg_node.keys)) {
         refuse_early(wsi, h, 403, "the API is disabled: no --api-key configured");
-        return 1;
+        return 0;
     }
     int n = pg_http_header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, auth, sizeof(auth));
     const char *given = NULL;
@@ -89,12 +104,20 @@ int pg_api_begin(struct lws *wsi, pg_http_t *h, const char *route)
         given = auth + 7;
     if (given == NULL || !pg_keys_api_ok(pg_node.keys, given, strlen(given))) {
         refuse_early(wsi, h, 401, "missing or wrong API key");
-        return 1;
+        return 0;
     }
     if (!pg_http_origin_ok(wsi)) {
         refuse_early(wsi, h, 403, "origin not allowed");
-        return 1;
+        return 0;
     }
+    return 1;
+}
+
+int pg_api_begin(struct lws *wsi, pg_http_t *h, const char *route)
+{
+    h->path = route;
+    if (!authorized(wsi, h))
+        return 1;
     /* lws 4.1 reads request bodies by Content-Length only: a chunked body
      * would never complete, so it is refused up front. */
     char cl[32];
@@ -477,8 +500,85 @@ out:
     json_object_put(root);
 }
 
+/* --- presence (SPEC §8) ----------------------------------------------------
+ * GET /api/presence?channel=C -> {"clients":[...]}; GET /api/presence/stats
+ * ?channel=C -> {"clients":N,"users":M}: the same functions a backend calls
+ * with FCALL, so both answers always agree. */
+
+static void presence_answered(void *arg, const struct redisReply *reply)
+{
+    pg_api_req_t *r = arg;
+    if (reply == NULL) {
+        r->failed = 503;
+        snprintf(r->err, sizeof(r->err), "redis connection lost");
+    } else if (reply->type == REDIS_REPLY_ERROR) {
+        r->failed = 400;
+        snprintf(r->err, sizeof(r->err), "%s",
+                 strncmp(reply->str, "ERR ", 4) == 0 ? reply->str + 4 : reply->str);
+    } else if (reply->type != REDIS_REPLY_STRING) {
+        r->failed = 502;
+        snprintf(r->err, sizeof(r->err), "unexpected reply from the presence function");
+    }
+    if (!work_done(r))
+        return;
+    if (strcmp(r->h->path, "/api/presence") == 0) {
+        pg_buf_t b = PG_BUF_INIT;
+        pg_buf_puts(&b, "{\"clients\":");
+        pg_buf_append(&b, reply->str, reply->len);
+        if (pg_buf_puts(&b, "}") < 0)
+            answer_error(r->wsi, r->h, 500, "out of memory");
+        else
+            answer(r->wsi, r->h, 200, b.data, b.len);
+        pg_buf_free(&b);
+    } else {
+        answer(r->wsi, r->h, 200, reply->str, reply->len);
+    }
+    req_free(r);
+}
+
+void pg_api_get(struct lws *wsi, pg_http_t *h, const char *route)
+{
+    char buf[PG_CHAN_MAX + 16], err[PG_ERRLEN], fn[128];
+
+    h->path = route;
+    if (!authorized(wsi, h))
+        return;
+    /* lws copies "channel=<value>" into buf and points past the name */
+    const char *chan = lws_get_urlarg_by_name(wsi, "channel=", buf, (int)sizeof(buf));
+    if (chan == NULL) {
+        answer_error(wsi, h, 400, "missing ?channel=");
+        return;
+    }
+    if (!channel_ok(chan, err, sizeof(err))) {
+        answer_error(wsi, h, 400, err);
+        return;
+    }
+    int stats = strcmp(route, "/api/presence/stats") == 0;
+    snprintf(fn, sizeof(fn), "%s%s", pg_node.fn_prefix, stats ? "presence_stats" : "presence");
+    const char *argv[4] = { "FCALL_RO", fn, "0", chan };
+    size_t lens[4] = { 8, strlen(fn), 1, strlen(chan) };
+    pg_api_req_t *r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        answer_error(wsi, h, 500, "out of memory");
+        return;
+    }
+    r->wsi = wsi;
+    r->h = h;
+    if (pg_commands_argv(4, argv, lens, presence_answered, r) != 0) {
+        free(r);
+        answer_error(wsi, h, 503, "redis unavailable");
+        return;
+    }
+    h->api = r;
+}
+
 void pg_api_complete(struct lws *wsi, pg_http_t *h)
 {
+    if (is_presence(h->path)) {   /* a POST: the router takes GET only */
+        h->allow = "GET";
+        answer_error(wsi, h, 405, "use GET");
+        return;
+    }
     if (h->too_big) {
         answer_error(wsi, h, 413, "body over --max-message-bytes");
         return;

@@ -1,4 +1,5 @@
 /* commands.c - the command role of a pg_link_t. See commands.h. */
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -412,4 +413,58 @@ int pg_commands_hgetall(const char *key, pg_hash_cb cb, void *arg)
         return -1;
     }
     return 0;
+}
+
+/* --- any command, pipelined (presence, events) ----------------------------- */
+
+typedef struct argv_req {
+    pg_reply_cb cb;
+    void       *arg;
+} argv_req_t;
+
+static void argv_cb(redisAsyncContext *ac, void *r, void *priv)
+{
+    argv_req_t *q = priv;
+    (void)ac;
+    q->cb(q->arg, r);
+    free(q);
+}
+
+int pg_commands_argv(int argc, const char **argv, const size_t *lens, pg_reply_cb cb, void *arg)
+{
+    if (cmd.state != PG_LINK_READY)
+        return -1;
+    argv_req_t *q = NULL;
+    if (cb != NULL) {
+        if ((q = malloc(sizeof(*q))) == NULL)
+            return -1;
+        q->cb = cb;
+        q->arg = arg;
+    }
+    if (redisAsyncCommandArgv(cmd.ac, q ? argv_cb : NULL, q, argc, argv, lens) != REDIS_OK) {
+        free(q);
+        return -1;
+    }
+    return 0;
+}
+
+void pg_commands_flush_sync(int timeout_ms)
+{
+    if (cmd.ac == NULL || cmd.state != PG_LINK_READY)
+        return;
+    redisContext *c = &cmd.ac->c;
+    uint64_t end = pg_mono_ms() + (uint64_t)timeout_ms;
+    int done = 0;
+    while (!done) {
+        if (redisBufferWrite(c, &done) == REDIS_ERR)
+            return;
+        if (done)
+            break;
+        uint64_t now = pg_mono_ms();
+        if (now >= end)
+            return;
+        struct pollfd p = { .fd = c->fd, .events = POLLOUT };
+        if (poll(&p, 1, (int)(end - now)) <= 0)
+            return;
+    }
 }

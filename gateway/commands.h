@@ -54,4 +54,17 @@ int pg_commands_fcall_int(const char *fn, int argc, const char **argv, const siz
 typedef void (*pg_hash_cb)(void *arg, int ok, const char **fields, const char **values, size_t n);
 int pg_commands_hgetall(const char *key, pg_hash_cb cb, void *arg);
 
+/* Any command on the command link, pipelined behind what is queued (the
+ * presence and events services batch their writes per loop iteration with
+ * it). cb may be NULL; otherwise it gets the reply (borrowed: valid during
+ * cb), or NULL when the link dropped before it. Returns -1 (cb never called)
+ * when the link is not ready. */
+struct redisReply;
+typedef void (*pg_reply_cb)(void *arg, const struct redisReply *reply);
+int pg_commands_argv(int argc, const char **argv, const size_t *lens, pg_reply_cb cb, void *arg);
+/* Shutdown only: write what is queued on the command link now, waiting up
+ * to timeout_ms for the socket, so that a stopping node's last writes (its
+ * presence removed) are not dropped with the link. Replies are not read. */
+void pg_commands_flush_sync(int timeout_ms);
+
 #endif

@@ -673,3 +673,193 @@ redis.register_function{
 redis.register_function('@FN@disconnect', disconnect)
 redis.register_function('@FN@subscribe', subscribe)
 redis.register_function('@FN@unsubscribe', unsubscribe)
+
+-- Presence (SPEC §8) ---------------------------------------------------------
+--
+-- Per channel C a hash (field <node-id>/<conn-id>, value the entry's JSON);
+-- beside all of them one sorted set of nodes scored with the unix ms at which
+-- each node's entries stop counting, which every node pushes forward with
+-- presence_beat every --presence-ttl / 3. A dead node's entries are skipped by
+-- every read at once and deleted by the next beat of any live node, through
+-- the node's index (a set of the channels it has entries in). One heartbeat
+-- per node costs Redis the same at ten connections as at a million; a score
+-- per entry would cost one sorted-set write per connection per interval.
+--
+-- The gateway sends only channel names and its node id: every presence key
+-- is named by the KEY helpers here. The heartbeats and the node's index are
+-- one Redis's (and Sentinel's) layout: in a cluster a function may read only
+-- its channel's slot, so there the heartbeats would have to sit beside each
+-- channel's hash ({C}:presence-nodes, one per node and channel), which the
+-- gateway does not write yet (cluster mode is not wired into the node).
+function KEY.presence_nodes(ch)
+    if CLUSTER then return PREFIX .. '{' .. ch .. '}:presence-nodes' end
+    return PREFIX .. 'presence-nodes'
+end
+-- the set of channels a node has entries in (one Redis)
+function KEY.presence_index(node) return PREFIX .. 'presence-node:' .. node end
+local presence_key = KEY.presence
+local presence_index = KEY.presence_index
+local PRESENCE_NODES = KEY.presence_nodes('')
+
+local PRESENCE = call_shape('FCALL @FN@presence', '<channel>', 1, 1,
+    PREFIX .. '{<channel>}:presence',
+    function(args) return KEY.presence_route(args[1]) end)
+local PRESENCE_STATS = call_shape('FCALL @FN@presence_stats', '<channel>', 1, 1,
+    PREFIX .. '{<channel>}:presence',
+    function(args) return KEY.presence_route(args[1]) end)
+-- the gateway's own calls, always in the zero-key form
+local PRESENCE_UPDATE = call_shape('FCALL @FN@presence_update',
+    '<node> (+ <channel> <conn> <value> | - <channel> <conn> | ! <channel> <conn>)...',
+    1, 1000000)
+local PRESENCE_BEAT = call_shape('FCALL @FN@presence_beat', '<node> <ttl ms>', 2, 2)
+local PRESENCE_RESET = call_shape('FCALL @FN@presence_reset', '<node>', 1, 1)
+
+-- The node of a field "<node>/<conn>": node ids may hold '/', conn ids not.
+local function field_node(f)
+    return string.match(f, '^(.*)/[^/]*$')
+end
+
+-- The live entries of channel: a list of values, and how many users they
+-- hold (anonymous entries, whose user is null, count as none). A node is
+-- live while its heartbeat score is in the future; each is looked up once.
+local function presence_live(channel)
+    local all = redis.call('HGETALL', presence_key(channel))
+    local now = now_ms()
+    local alive, vals, users, nusers = {}, {}, {}, 0
+    local match = string.match
+    for k = 1, #all - 1, 2 do
+        local node = field_node(all[k]) or ''
+        local a = alive[node]
+        if a == nil then
+            local score = tonumber(redis.call('ZSCORE', KEY.presence_nodes(channel), node) or '')
+            a = score ~= nil and score > now
+            alive[node] = a
+        end
+        if a then
+            local v = all[k + 1]
+            vals[#vals + 1] = v
+            -- the gateway writes "user" first; user ids need no JSON escapes
+            local u = match(v, '^{"user":"([^"]*)"')
+            if u and not users[u] then
+                users[u] = true
+                nusers = nusers + 1
+            end
+        end
+    end
+    return vals, nusers
+end
+
+local function presence(keys, args)
+    local bad = bad_call(keys, args, PRESENCE) or bad_channel(args[1], false)
+    if bad then return bad end
+    local vals = presence_live(args[1])
+    return '[' .. table.concat(vals, ',') .. ']'
+end
+
+local function presence_stats(keys, args)
+    local bad = bad_call(keys, args, PRESENCE_STATS) or bad_channel(args[1], false)
+    if bad then return bad end
+    local vals, nusers = presence_live(args[1])
+    return '{"clients":' .. #vals .. ',"users":' .. nusers .. '}'
+end
+
+-- Adds and removes one node's entries, in order. "!" is a removal of the
+-- node's last entry in that channel, which also takes the channel out of the
+-- node's index.
+local function presence_update(keys, args)
+    local bad = bad_call(keys, args, PRESENCE_UPDATE)
+    if bad then return bad end
+    local node = args[1]
+    local index = presence_index(node)
+    local i, n = 2, 0
+    while i <= #args do
+        local op, channel, conn = args[i], args[i + 1], args[i + 2]
+        if not conn or not valid_channel(channel) then
+            return redis.error_reply('ERR bad presence update at argument ' .. i)
+        end
+        local field = node .. '/' .. conn
+        if op == '+' then
+            if not args[i + 3] then
+                return redis.error_reply('ERR presence update: value missing')
+            end
+            redis.call('HSET', presence_key(channel), field, args[i + 3])
+            redis.call('SADD', index, channel)
+            i = i + 4
+        elseif op == '-' or op == '!' then
+            redis.call('HDEL', presence_key(channel), field)
+            if op == '!' then redis.call('SREM', index, channel) end
+            i = i + 3
+        else
+            return redis.error_reply('ERR bad presence update op at argument ' .. i)
+        end
+        n = n + 1
+    end
+    return n
+end
+
+-- Deletes up to budget channels' worth of a node's entries; true when none
+-- are left (the node and its index are then gone too).
+local function presence_drop_node(node, budget)
+    local index = presence_index(node)
+    local prefix = node .. '/'
+    local chans = redis.call('SPOP', index, budget)
+    for _, channel in ipairs(chans) do
+        local key = presence_key(channel)
+        local fields = redis.call('HKEYS', key)
+        for _, f in ipairs(fields) do
+            if string.sub(f, 1, #prefix) == prefix and field_node(f) == node then
+                redis.call('HDEL', key, f)
+            end
+        end
+    end
+    if redis.call('SCARD', index) == 0 then
+        redis.call('ZREM', PRESENCE_NODES, node)
+        return true
+    end
+    return false
+end
+
+-- A node's heartbeat: its entries count for ttl ms more (Redis's clock, so
+-- nodes' clocks need not agree). Also sweeps a few dead nodes' entries.
+-- Returns 1 when the node was still alive, 0 when its entries may have been
+-- swept already (it must then reset and write them again).
+local function presence_beat(keys, args)
+    local bad = bad_call(keys, args, PRESENCE_BEAT)
+    if bad then return bad end
+    local node, ttl = args[1], tonumber(args[2])
+    if not ttl or ttl < 1 then
+        return redis.error_reply('ERR ttl must be a positive number of ms')
+    end
+    local now = now_ms()
+    local old = tonumber(redis.call('ZSCORE', PRESENCE_NODES, node) or '')
+    redis.call('ZADD', PRESENCE_NODES, now + ttl, node)
+    local dead = redis.call('ZRANGEBYSCORE', PRESENCE_NODES, '-inf', now, 'LIMIT', 0, 4)
+    for _, d in ipairs(dead) do
+        presence_drop_node(d, 1000)
+    end
+    if old and old > now then return 1 end
+    return 0
+end
+
+-- Every entry of the node goes: a node that stops, or that writes all its
+-- entries again after a reconnect.
+local function presence_reset(keys, args)
+    local bad = bad_call(keys, args, PRESENCE_RESET)
+    if bad then return bad end
+    while not presence_drop_node(args[1], 10000) do end
+    return 1
+end
+
+redis.register_function{
+    function_name = '@FN@presence',
+    callback = presence,
+    flags = { 'no-writes' },
+}
+redis.register_function{
+    function_name = '@FN@presence_stats',
+    callback = presence_stats,
+    flags = { 'no-writes' },
+}
+redis.register_function('@FN@presence_update', presence_update)
+redis.register_function('@FN@presence_beat', presence_beat)
+redis.register_function('@FN@presence_reset', presence_reset)

@@ -12,7 +12,9 @@
 #include "node.h"
 #include "commands.h"
 #include "control.h"
+#include "events.h"
 #include "hub.h"
+#include "presence.h"
 #include "recovery.h"
 #include "sentinel.h"
 #include "server.h"
@@ -111,6 +113,7 @@ static void commands_ready(void)
 {
     pg_recovery_kick();
     pg_control_reload();
+    pg_presence_link_ready();
 }
 
 int pg_node_start(void)
@@ -137,7 +140,7 @@ int pg_node_start(void)
     pg_node.wheel.earlier = clock_earlier;
     clock_sleep_until(pg_wheel_next(&pg_node.wheel, CLOCK_MAX_SLEEP_TICKS));
     pg_control_init(&control_hooks);
-    if (pg_hub_init(&hub_hooks) != 0 || pg_server_start() != 0)
+    if (pg_hub_init(&hub_hooks) != 0 || pg_presence_init() != 0 || pg_server_start() != 0)
         return -1;
     /* the Sentinel locator first: the links ask it where to connect */
     if (pg_sentinel_start() != 0 || pg_subscriber_start(&sub_hooks) != 0 ||
@@ -154,6 +157,7 @@ void pg_node_stop(void)
     uv_timer_stop(&clock_timer);
     uv_close((uv_handle_t *)&clock_timer, NULL);
     pg_subscriber_stop();
+    pg_presence_stop();   /* before the command link: its last writes go out */
     pg_commands_stop();
     pg_sentinel_stop();
     pg_server_stop();
@@ -162,6 +166,8 @@ void pg_node_stop(void)
 void pg_node_free(void)
 {
     pg_recovery_shutdown();
+    pg_events_free();
+    pg_presence_free();
     pg_hub_free();
     pg_control_free();
     pg_wheel_free(&pg_node.wheel);

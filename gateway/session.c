@@ -6,8 +6,10 @@
 #include "session.h"
 #include "auth.h"
 #include "control.h"
+#include "events.h"
 #include "hub.h"
 #include "node.h"
+#include "presence.h"
 #include "recovery.h"
 #include "pg_chan.h"
 #include "pg_cmd.h"
@@ -16,6 +18,8 @@
 
 #define MAX_SUBS_PER_CONN  256
 #define CMD_RATE_PER_SEC   100   /* client commands per second before we close */
+
+static int is_implicit(const pg_conn_t *c, const char *name);
 
 static int64_t now_s(void)
 {
@@ -197,6 +201,14 @@ static void start(pg_conn_t *c, pg_auth_result_t *res)
     for (size_t i = 0; i < res->channels.n; i++)
         if (pg_hub_join(c, res->channels.v[i]) == NULL)
             goto oom;
+    /* presence and events see the connection with all its channels */
+    pg_events_connect(c);
+    lws_start_foreach_dll(struct lws_dll2 *, d, lws_dll2_get_head(&c->members)) {
+        pg_member_t *mb = lws_container_of(d, pg_member_t, conn_node);
+        pg_presence_join(c, mb->chan->name);
+        if (!is_implicit(c, mb->chan->name))
+            pg_events_subscribe(c, mb->chan->name, 1);
+    } lws_end_foreach_dll(d);
     if (res->has_since) {
         lws_start_foreach_dll_safe(struct lws_dll2 *, d, d1, lws_dll2_get_head(&c->members)) {
             pg_member_t *mb = lws_container_of(d, pg_member_t, conn_node);
@@ -286,6 +298,20 @@ void pg_session_closed(pg_conn_t *c)
     /* reverse order of acquisition: timer, recovery, channels, identity */
     pg_wheel_cancel(&pg_node.wheel, &c->life);
     pg_recovery_abandon(c);
+    if (c->members.count > 0) {   /* it was admitted: presence and events saw it */
+        unsigned code = c->close_code;
+        const char *why = c->close_reason;
+        if (code == 0 && (c->flags & PG_CONN_DRAINING)) {
+            code = 1001;
+            why = "going away";
+        } else if (code == 0) {
+            code = 1005;   /* the client closed; its own code is not kept */
+            why = "closed by the client";
+        }
+        pg_presence_leave_all(c);
+        pg_events_disconnect(c, code, why);
+    }
+    pg_events_closed(c);
     pg_hub_leave_all(c);
     pg_identity_free(&c->who);
     pg_conn_destroy(c);
@@ -307,6 +333,8 @@ static void drop_forbidden(pg_conn_t *c)
         if (!mb->granted && !is_implicit(c, mb->chan->name) &&
             !pg_auth_may_read(&c->who, mb->chan->name)) {
             send_ack(c, "unsubscribed", mb->chan->name, "forbidden");
+            pg_presence_leave(c, mb->chan->name);
+            pg_events_subscribe(c, mb->chan->name, 0);
             pg_hub_leave_member(mb);
         }
     } lws_end_foreach_dll_safe(d, d1);
@@ -356,10 +384,15 @@ static void refresh(pg_conn_t *c, const char *token)
 static pg_member_t *subscribe(pg_conn_t *c, const char *name, int has_since, uint64_t since,
                               int granted)
 {
+    int was_member = pg_hub_member(c, name) != NULL;
     pg_member_t *mb = pg_hub_join(c, name);
     if (mb == NULL) {
         pg_conn_close(c, 1011, "out of memory");
         return NULL;
+    }
+    if (!was_member) {
+        pg_presence_join(c, name);
+        pg_events_subscribe(c, name, 1);
     }
     if (granted)
         mb->granted = 1;
@@ -379,6 +412,9 @@ static void command(pg_conn_t *c, const char *buf, size_t len)
     char err[PG_ERRLEN];
 
     if (pg_cmd_parse(buf, len, &cmd, &code, err, sizeof(err)) != 0) {
+        /* "send" (SPEC §9) is the events service's; pg_cmd knows the rest */
+        if (strcmp(code, "unknown_type") == 0 && pg_events_send(c, buf, len))
+            return;
         send_error(c, code, err);
         return;
     }
@@ -411,6 +447,8 @@ static void command(pg_conn_t *c, const char *buf, size_t len)
             send_error(c, "not_subscribed", "not subscribed to that channel");
             return;
         }
+        pg_presence_leave(c, cmd.channel);
+        pg_events_subscribe(c, cmd.channel, 0);
         send_ack(c, "unsubscribed", cmd.channel, NULL);
         return;
     }
@@ -451,8 +489,11 @@ static void apply_one(pg_member_t *um, void *arg)
         subscribe(c, o->channel, o->has_since, o->since, 1);
         return;
     case PG_ORDER_UNSUBSCRIBE:
-        if (!is_implicit(c, o->channel) && pg_hub_leave(c, o->channel) == 0)
+        if (!is_implicit(c, o->channel) && pg_hub_leave(c, o->channel) == 0) {
+            pg_presence_leave(c, o->channel);
+            pg_events_subscribe(c, o->channel, 0);
             send_ack(c, "unsubscribed", o->channel, NULL);
+        }
         return;
     }
 }

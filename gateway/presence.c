@@ -1,0 +1,446 @@
+/* presence.c - presence entries and join/leave. See presence.h. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+#include <uthash.h>
+#include <hiredis/hiredis.h>
+
+#include "presence.h"
+#include "commands.h"
+#include "hub.h"
+#include "node.h"
+#include "pg_buf.h"
+#include "pg_chan.h"
+#include "pg_log.h"
+#include "pg_util.h"
+
+/* One FCALL carries at most this many changes, so that one script never
+ * holds Redis for long (a mass disconnect of 10 000 goes out in 10). */
+#define OPS_PER_CALL 1000
+
+/* This node's entries in one channel. Freed when the count drops to 0. */
+typedef struct pchan {
+    UT_hash_handle hh;
+    unsigned       count;
+    char           name[];
+} pchan_t;
+
+/* A connection with at least one entry: when it first appeared (the
+ * entries' "since", kept so that a rewrite does not move it). */
+typedef struct pconn {
+    UT_hash_handle hh;
+    uint64_t       id;
+    uint64_t       since_ms;
+    unsigned       n;          /* its entries */
+} pconn_t;
+
+/* A change waiting for the end of the loop iteration. */
+typedef struct op {
+    char     kind;             /* '+' add, '-' remove, '!' remove the last here */
+    char     conn[24];
+    char    *chan;             /* owned */
+    char    *value;            /* owned, '+' only */
+    size_t   value_len;
+} op_t;
+
+/* A join or leave message to PUBLISH after the changes. */
+typedef struct pub {
+    char    *chan;
+    char    *payload;
+    size_t   len;
+} pub_t;
+
+static pchan_t   *chans;
+static pconn_t   *conns;
+static op_t      *ops;
+static size_t     nops, capops;
+static pub_t     *pubs;
+static size_t     npubs, cappubs;
+static uv_prepare_t flush_prep;
+static uv_timer_t   beat_timer;
+static int        started;
+/* <prefix as identifier>presence_update and its kin (functions.lua) */
+static char       fn_update[96], fn_beat[96], fn_reset[96];
+
+/* --- which memberships have presence ---------------------------------------- */
+
+static int is_topic_tracked(const char *ch)
+{
+    /* broadcast and every user channel stay out of topic presence: a join
+     * per connection to everyone, or one user in another's list, is never
+     * what a --presence-topics glob like "*" meant */
+    if (strcmp(ch, "broadcast") == 0 || strncmp(ch, "user:", 5) == 0 || ch[0] == '_')
+        return 0;
+    return pg_node.cfg.presence_globs.n > 0 && pg_glob_list_match(&pg_node.cfg.presence_globs, ch);
+}
+
+static int tracked(const pg_conn_t *c, const char *ch)
+{
+    return pg_chan_is_user(ch, c->who.sub) || is_topic_tracked(ch);
+}
+
+/* --- the value and the messages --------------------------------------------- */
+
+static void put_user(pg_buf_t *b, const pg_conn_t *c)
+{
+    if (c->who.sub)
+        pg_buf_json_str(b, c->who.sub, strlen(c->who.sub));
+    else
+        pg_buf_puts(b, "null");
+}
+
+/* {"user":"42","node":"n","conn":"17","info":...,"since":ms}: "user" first,
+ * functions.lua counts users by that. */
+static char *entry_value(const pg_conn_t *c, uint64_t since_ms, size_t *len)
+{
+    pg_buf_t b = PG_BUF_INIT;
+    pg_buf_puts(&b, "{\"user\":");
+    put_user(&b, c);
+    pg_buf_puts(&b, ",\"node\":");
+    pg_buf_json_str(&b, pg_node.cfg.node_id, strlen(pg_node.cfg.node_id));
+    pg_buf_printf(&b, ",\"conn\":\"%llu\",\"info\":%s,\"since\":%llu}", (unsigned long long)c->id,
+                  c->who.info ? c->who.info : "null", (unsigned long long)since_ms);
+    return pg_buf_steal(&b, len);
+}
+
+/* The live (never history-backed) envelope of a join or leave. */
+static char *join_payload(const pg_conn_t *c, const char *event, size_t *len)
+{
+    pg_buf_t b = PG_BUF_INIT;
+    pg_buf_printf(&b, "{\"event\":\"%s\",\"data\":{\"user\":", event);
+    put_user(&b, c);
+    pg_buf_puts(&b, ",\"node\":");
+    pg_buf_json_str(&b, pg_node.cfg.node_id, strlen(pg_node.cfg.node_id));
+    pg_buf_printf(&b, ",\"conn\":\"%llu\",\"info\":%s}}", (unsigned long long)c->id,
+                  c->who.info ? c->who.info : "null");
+    return pg_buf_steal(&b, len);
+}
+
+/* --- the queue --------------------------------------------------------------- */
+
+static void op_free(op_t *o)
+{
+    free(o->chan);
+    free(o->value);
+}
+
+static void drop_queue(void)
+{
+    for (size_t i = 0; i < nops; i++)
+        op_free(&ops[i]);
+    nops = 0;
+    for (size_t i = 0; i < npubs; i++) {
+        free(pubs[i].chan);
+        free(pubs[i].payload);
+    }
+    npubs = 0;
+}
+
+static int push_op(char kind, const pg_conn_t *c, const char *chan, uint64_t since_ms)
+{
+    if (nops == capops) {
+        size_t n = capops ? capops * 2 : 64;
+        op_t *p = realloc(ops, n * sizeof(*p));
+        if (p == NULL)
+            return -1;
+        ops = p;
+        capops = n;
+    }
+    op_t *o = &ops[nops];
+    memset(o, 0, sizeof(*o));
+    o->kind = kind;
+    pg_u64toa(c->id, o->conn);
+    if ((o->chan = strdup(chan)) == NULL)
+        return -1;
+    if (kind == '+' && (o->value = entry_value(c, since_ms, &o->value_len)) == NULL) {
+        free(o->chan);
+        return -1;
+    }
+    nops++;
+    return 0;
+}
+
+static void push_pub(const pg_conn_t *c, const char *chan, const char *event)
+{
+    if (npubs == cappubs) {
+        size_t n = cappubs ? cappubs * 2 : 16;
+        pub_t *p = realloc(pubs, n * sizeof(*p));
+        if (p == NULL)
+            return;
+        pubs = p;
+        cappubs = n;
+    }
+    pub_t *p = &pubs[npubs];
+    if ((p->chan = strdup(chan)) == NULL)
+        return;
+    if ((p->payload = join_payload(c, event, &p->len)) == NULL) {
+        free(p->chan);
+        return;
+    }
+    npubs++;
+}
+
+static void published(void *arg, int ok)
+{
+    (void)arg;
+    (void)ok;   /* best effort, like any live PUBLISH */
+}
+
+static void updated(void *arg, const struct redisReply *r)
+{
+    (void)arg;
+    if (r != NULL && r->type == REDIS_REPLY_ERROR)
+        pg_log(PG_LOG_WARN, "presence update refused by Redis: %s", r->str);
+}
+
+/* Everything queued goes out: FCALLs of up to OPS_PER_CALL changes, in
+ * order, then the join/leave messages, all pipelined. With the command link
+ * down the queue is dropped: the rewrite at its next ready restores Redis
+ * from what the node holds then. */
+static void flush(void)
+{
+    if (nops == 0 && npubs == 0)
+        return;
+    if (!pg_commands_ready()) {
+        drop_queue();
+        return;
+    }
+    const char **argv = NULL;
+    size_t *lens = NULL;
+    size_t max = 4 + 4 * (nops < OPS_PER_CALL ? nops : OPS_PER_CALL);
+    if (nops && ((argv = malloc(max * sizeof(*argv))) == NULL ||
+                 (lens = malloc(max * sizeof(*lens))) == NULL)) {
+        pg_log(PG_LOG_ERROR, "presence: out of memory, %zu changes dropped", nops);
+        goto out;
+    }
+    for (size_t i = 0; i < nops;) {
+        size_t argc = 0;
+        argv[argc] = "FCALL"; lens[argc++] = 5;
+        argv[argc] = fn_update; lens[argc++] = strlen(fn_update);
+        argv[argc] = "0"; lens[argc++] = 1;
+        argv[argc] = pg_node.cfg.node_id; lens[argc++] = strlen(pg_node.cfg.node_id);
+        for (size_t k = 0; k < OPS_PER_CALL && i < nops; k++, i++) {
+            op_t *o = &ops[i];
+            argv[argc] = o->kind == '+' ? "+" : o->kind == '-' ? "-" : "!";
+            lens[argc++] = 1;
+            argv[argc] = o->chan; lens[argc++] = strlen(o->chan);
+            argv[argc] = o->conn; lens[argc++] = strlen(o->conn);
+            if (o->kind == '+') {
+                argv[argc] = o->value;
+                lens[argc++] = o->value_len;
+            }
+        }
+        if (pg_commands_argv((int)argc, argv, lens, updated, NULL) != 0)
+            pg_log(PG_LOG_WARN, "presence: an update could not be queued");
+    }
+    for (size_t i = 0; i < npubs; i++)
+        pg_commands_raw_publish(pubs[i].chan, pubs[i].payload, pubs[i].len, published, NULL);
+out:
+    free(argv);
+    free(lens);
+    drop_queue();
+}
+
+static void flush_cb(uv_prepare_t *h)
+{
+    (void)h;
+    flush();
+}
+
+/* --- joins and leaves ----------------------------------------------------------- */
+
+void pg_presence_join(pg_conn_t *c, const char *channel)
+{
+    if (!started || !tracked(c, channel))
+        return;
+    pconn_t *pc;
+    HASH_FIND(hh, conns, &c->id, sizeof(c->id), pc);
+    if (pc == NULL) {
+        if ((pc = calloc(1, sizeof(*pc))) == NULL)
+            return;
+        pc->id = c->id;
+        pc->since_ms = pg_wall_ms();
+        HASH_ADD(hh, conns, id, sizeof(pc->id), pc);
+    }
+    pchan_t *ch;
+    HASH_FIND_STR(chans, channel, ch);
+    if (ch == NULL) {
+        size_t n = strlen(channel);
+        if ((ch = calloc(1, sizeof(*ch) + n + 1)) == NULL)
+            return;
+        memcpy(ch->name, channel, n + 1);
+        HASH_ADD_STR(chans, name, ch);
+    }
+    ch->count++;
+    pc->n++;
+    push_op('+', c, channel, pc->since_ms);
+    if (is_topic_tracked(channel))
+        push_pub(c, channel, "pushgate.join");
+}
+
+void pg_presence_leave(pg_conn_t *c, const char *channel)
+{
+    if (!started || !tracked(c, channel))
+        return;
+    pchan_t *ch;
+    pconn_t *pc;
+    HASH_FIND_STR(chans, channel, ch);
+    HASH_FIND(hh, conns, &c->id, sizeof(c->id), pc);
+    if (ch == NULL || pc == NULL)
+        return;   /* joined while out of memory */
+    int last = --ch->count == 0;
+    if (last) {
+        HASH_DEL(chans, ch);
+        free(ch);
+    }
+    if (--pc->n == 0) {
+        HASH_DEL(conns, pc);
+        free(pc);
+    }
+    push_op(last ? '!' : '-', c, channel, 0);
+    if (is_topic_tracked(channel))
+        push_pub(c, channel, "pushgate.leave");
+}
+
+void pg_presence_leave_all(pg_conn_t *c)
+{
+    lws_start_foreach_dll(struct lws_dll2 *, d, lws_dll2_get_head(&c->members)) {
+        pg_member_t *mb = lws_container_of(d, pg_member_t, conn_node);
+        pg_presence_leave(c, mb->chan->name);
+    } lws_end_foreach_dll(d);
+}
+
+/* --- heartbeat and rewrite --------------------------------------------------------- */
+
+static void rewrite_conn(pg_conn_t *c, void *arg)
+{
+    (void)arg;
+    pconn_t *pc;
+    HASH_FIND(hh, conns, &c->id, sizeof(c->id), pc);
+    if (pc == NULL)
+        return;
+    lws_start_foreach_dll(struct lws_dll2 *, d, lws_dll2_get_head(&c->members)) {
+        pg_member_t *mb = lws_container_of(d, pg_member_t, conn_node);
+        if (tracked(c, mb->chan->name))
+            push_op('+', c, mb->chan->name, pc->since_ms);
+    } lws_end_foreach_dll(d);
+}
+
+static int beat(pg_reply_cb cb);
+
+/* Redis may hold stale entries of ours (removals lost with the link) or
+ * none (restarted empty, or swept while we were cut off): drop them all
+ * and write what we hold, in one pipeline. */
+static void rewrite(void)
+{
+    const char *argv[4] = { "FCALL", fn_reset, "0", pg_node.cfg.node_id };
+    size_t lens[4] = { 5, strlen(argv[1]), 1, strlen(argv[3]) };
+    for (size_t i = 0; i < nops; i++)
+        op_free(&ops[i]);
+    nops = 0;   /* superseded; join/leave messages still go */
+    /* reset forgets the node's heartbeat too: beat again before writing */
+    if (pg_commands_argv(4, argv, lens, updated, NULL) != 0 || beat(updated) != 0)
+        return;
+    pg_conn_foreach(-1, rewrite_conn, NULL);
+    flush();
+}
+
+static void beaten(void *arg, const struct redisReply *r)
+{
+    (void)arg;
+    if (r == NULL)
+        return;
+    if (r->type == REDIS_REPLY_ERROR) {
+        pg_log(PG_LOG_WARN, "presence heartbeat refused by Redis: %s", r->str);
+        return;
+    }
+    /* 0: we had been dead for a moment (a stalled loop, a slow link), and
+     * another node may have swept our entries */
+    if (r->type == REDIS_REPLY_INTEGER && r->integer == 0 && HASH_COUNT(conns) > 0) {
+        pg_log(PG_LOG_WARN, "presence: heartbeat came late, writing every entry again");
+        rewrite();
+    }
+}
+
+static int beat(pg_reply_cb cb)
+{
+    char ttl[24];
+    size_t tl = pg_u64toa((uint64_t)pg_node.cfg.presence_ttl * 1000, ttl);
+    const char *argv[5] = { "FCALL", fn_beat, "0", pg_node.cfg.node_id, ttl };
+    size_t lens[5] = { 5, strlen(argv[1]), 1, strlen(argv[3]), tl };
+    return pg_commands_argv(5, argv, lens, cb, NULL);
+}
+
+static void beat_cb(uv_timer_t *t)
+{
+    (void)t;
+    if (pg_commands_ready())
+        beat(beaten);
+}
+
+void pg_presence_link_ready(void)
+{
+    if (started)
+        rewrite();
+}
+
+/* --- life ------------------------------------------------------------------------------ */
+
+int pg_presence_init(void)
+{
+    snprintf(fn_update, sizeof(fn_update), "%spresence_update", pg_node.fn_prefix);
+    snprintf(fn_beat, sizeof(fn_beat), "%spresence_beat", pg_node.fn_prefix);
+    snprintf(fn_reset, sizeof(fn_reset), "%spresence_reset", pg_node.fn_prefix);
+    if (uv_prepare_init(pg_node.loop, &flush_prep) != 0)
+        return -1;
+    if (uv_timer_init(pg_node.loop, &beat_timer) != 0) {
+        uv_close((uv_handle_t *)&flush_prep, NULL);
+        return -1;
+    }
+    uv_prepare_start(&flush_prep, flush_cb);
+    /* a third of the ttl: one late or lost beat never lets us expire */
+    uint64_t every = (uint64_t)pg_node.cfg.presence_ttl * 1000 / 3;
+    uv_timer_start(&beat_timer, beat_cb, every, every);
+    uv_unref((uv_handle_t *)&beat_timer);
+    started = 1;
+    return 0;
+}
+
+void pg_presence_stop(void)
+{
+    if (!started)
+        return;
+    started = 0;
+    flush();
+    if (pg_commands_ready()) {
+        const char *argv[4] = { "FCALL", fn_reset, "0", pg_node.cfg.node_id };
+        size_t lens[4] = { 5, strlen(argv[1]), 1, strlen(argv[3]) };
+        pg_commands_argv(4, argv, lens, NULL, NULL);
+        pg_commands_flush_sync(500);
+    }
+    uv_prepare_stop(&flush_prep);
+    uv_close((uv_handle_t *)&flush_prep, NULL);
+    uv_timer_stop(&beat_timer);
+    uv_close((uv_handle_t *)&beat_timer, NULL);
+}
+
+void pg_presence_free(void)
+{
+    drop_queue();
+    free(ops);
+    free(pubs);
+    ops = NULL;
+    pubs = NULL;
+    capops = cappubs = 0;
+    pchan_t *ch, *tch;
+    HASH_ITER(hh, chans, ch, tch) {
+        HASH_DEL(chans, ch);
+        free(ch);
+    }
+    pconn_t *pc, *tpc;
+    HASH_ITER(hh, conns, pc, tpc) {
+        HASH_DEL(conns, pc);
+        free(pc);
+    }
+}
