@@ -283,3 +283,34 @@ def test_connect_refused_and_auth_refused_are_down(redis_cluster, probes):
     assert q.expect(lambda ln: ln in ("up",) or ln.startswith("down ")) == \
         "down AUTH refused (wrong user or password?)"
 
+
+
+def test_failover_unsubscribes_at_the_old_master_and_the_replica_keeps_its_own(tmp_path, probes):
+    """CLUSTER FAILOVER under a subscriber: the demoted master pushes
+    sunsubscribe, while a link that subscribed at the replica keeps hearing
+    the channel after the promotion (and heard it before, by replication)."""
+    from clusterkit import RedisCluster
+    cl = RedisCluster(tmp_path / "cluster-rep", masters=3, replicas=1)
+    try:
+        cl.start()
+        master = cl.masters()[0]
+        (c,) = cl.channels_on_shards(1, stem="fo")[master]
+        replica = next(n.port for n in cl.nodes
+                       if cl.client(n.port).info("replication").get("master_port") == master)
+        old, new = probes(master), probes(replica)
+        for p in (old, new):
+            p.expect_line("up")
+            p.send(f"sub {chan(c)}")
+            p.expect_line(f"subscribed {chan(c)}")
+        assert cl.client(master).execute_command("SPUBLISH", chan(c), "before") == 1
+        for p in (old, new):
+            p.expect_line(f"msg {chan(c)} before")
+        assert cl.client(replica).execute_command("CLUSTER", "FAILOVER") == "OK"
+        old.expect_line(f"unsubscribed {chan(c)} pushed", timeout=10)
+        cl.wait_consistent()
+        assert cl.owner_port(key_slot(chan(c))) == replica
+        assert cl.client(replica).execute_command("SPUBLISH", chan(c), "after") == 1
+        new.expect_line(f"msg {chan(c)} after")
+        new.nothing_more(lambda ln: ln.startswith("unsubscribed"))
+    finally:
+        cl.stop()
