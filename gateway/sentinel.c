@@ -14,6 +14,10 @@
  * followed within 2 s (SPEC §10) even with one Sentinel frozen. */
 #define QUERY_TIMEOUT_MS 700
 #define SWEEP_MS         100
+/* How long the links keep to a replica being promoted without hearing
+ * +switch-master or an abort (a watch link lost meanwhile): longer than a
+ * promotion takes, short enough that a missed abort heals on its own. */
+#define PROMOTE_MAX_MS   15000
 
 /* One locate in progress for one data link: Sentinels are asked one at a
  * time, each over its own short-lived connection. */
@@ -31,8 +35,11 @@ static const pg_url_t *url;
 static query_t        *queries;
 static int             preferred;   /* the Sentinel that answered last */
 static uv_timer_t      sweep;       /* query deadlines */
-static pg_link_t       watch;       /* SUBSCRIBE +switch-master */
-static int             watch_next;  /* the Sentinel the watch link tries next */
+static pg_link_t       watches[PG_URL_MAX_HOSTS]; /* one per Sentinel, in URL order */
+static int             nwatches;    /* initialised so far */
+static pg_hostport_t   moved;       /* the last +switch-master's address */
+static pg_hostport_t   promote;     /* a replica being promoted; port 0: none */
+static uint64_t        promote_until;
 static int             started;
 
 static void try_sentinel(query_t *q);
@@ -189,8 +196,15 @@ static void sweep_cb(uv_timer_t *t)
 }
 
 /* The data links' locator (redis_link's seam). */
+static int promoting(void);
+
 static void locate(pg_link_t *l)
 {
+    if (promoting()) {
+        /* no Sentinel names the replica before the promotion is done */
+        pg_link_located(l, promote.host, promote.port, NULL);
+        return;
+    }
     query_t *q = calloc(1, sizeof(*q));
     if (q == NULL) {
         pg_link_located(l, NULL, 0, "out of memory");
@@ -215,56 +229,116 @@ static void cancel(pg_link_t *l)
     }
 }
 
-/* --- the watch link ----------------------------------------------------- */
+/* --- the watch links ------------------------------------------------------
+ * One per Sentinel: each Sentinel announces +switch-master only once it
+ * learnt the new configuration, and only the leader of a failover announces
+ * its steps, so listening to one would leave the node waiting on whichever
+ * it picked. A few idle connections are cheap next to a late failover. */
 
 static void watch_locate(pg_link_t *l)
 {
-    const pg_hostport_t *s = &url->hosts[watch_next];
-    /* the next connect, if this one fails or drops, tries the next Sentinel */
-    watch_next = (watch_next + 1) % url->nhosts;
+    const pg_hostport_t *s = &url->hosts[l - watches];
     pg_link_located(l, s->host, s->port, NULL);
 }
 
-static void switch_master(const char *payload)
+static int promoting(void)
 {
-    /* "<name> <old-ip> <old-port> <new-ip> <new-port>" */
+    return promote.port != 0 && pg_mono_ms() < promote_until;
+}
+
+/* "+switch-master <name> <old-ip> <old-port> <new-ip> <new-port>" */
+static void switch_master(int from, const char *payload)
+{
     char name[128], oldip[256], newip[256];
     int oldport, newport;
-    if (sscanf(payload, "%127s %255s %d %255s %d", name, oldip, &oldport, newip, &newport) != 5)
+    if (sscanf(payload, "%127s %255s %d %255s %d", name, oldip, &oldport, newip, &newport) != 5 ||
+        strcmp(name, url->master) != 0)
         return;
-    if (strcmp(name, url->master) != 0)
-        return;
-    pg_log(PG_LOG_WARN, "sentinel: master %s moved from %s:%d to %s:%d", name, oldip, oldport,
-           newip, newport);
+    preferred = from;      /* this one surely answers with the new address */
+    promote.port = 0;
+    if (newport == moved.port && strcmp(newip, moved.host) == 0)
+        return;            /* another Sentinel announcing the same switch */
+    snprintf(moved.host, sizeof moved.host, "%s", newip);
+    moved.port = newport;
+    pg_log(PG_LOG_WARN, "sentinel %s:%d: master %s moved from %s:%d to %s:%d",
+           url->hosts[from].host, url->hosts[from].port, name, oldip, oldport, newip, newport);
     pg_link_master_moved(newip, newport);
+}
+
+/* "+failover-state-send-slaveof-noone slave <ip:port> <ip> <port> @ <name> ..."
+ * The leader is about to promote that replica. From here on, whatever the
+ * old master acknowledges is lost when the replica takes over, so the links
+ * leave it now, not a second later at +switch-master: they connect to the
+ * replica and retry until its ROLE says master. */
+static void promoting_now(int from, const char *payload)
+{
+    char kind[16], rname[280], ip[256], name[128];
+    int port;
+    if (sscanf(payload, "%15s %279s %255s %d @ %127s", kind, rname, ip, &port, name) != 5 ||
+        strcmp(kind, "slave") != 0 || strcmp(name, url->master) != 0)
+        return;
+    snprintf(promote.host, sizeof promote.host, "%s", ip);
+    promote.port = port;
+    promote_until = pg_mono_ms() + PROMOTE_MAX_MS;
+    pg_log(PG_LOG_WARN, "sentinel %s:%d: promoting %s:%d to master of %s",
+           url->hosts[from].host, url->hosts[from].port, ip, port, name);
+    pg_link_master_moved(ip, port);
+}
+
+/* "-failover-abort-slave-timeout master <name> <ip> <port>": the promotion
+ * did not happen; ask the Sentinels again. */
+static void promotion_aborted(int from, const char *payload)
+{
+    char kind[16], name[128];
+    if (sscanf(payload, "%15s %127s", kind, name) != 2 || strcmp(name, url->master) != 0 ||
+        !promoting())
+        return;
+    pg_log(PG_LOG_WARN, "sentinel %s:%d: the promotion of %s:%d was aborted",
+           url->hosts[from].host, url->hosts[from].port, promote.host, promote.port);
+    promote.port = 0;
+    moved.port = 0;
+    pg_link_master_moved("", 0);
 }
 
 static void watch_reply(redisAsyncContext *ac, void *r, void *priv)
 {
     redisReply *reply = r;
+    pg_link_t *l = priv;
     (void)ac;
-    (void)priv;
     if (reply == NULL)
         return;
     if (reply->type == REDIS_REPLY_ERROR) {
-        link_log(PG_LOG_ERROR, &watch, "SUBSCRIBE +switch-master failed: %s", reply->str);
-        pg_link_fail(&watch, "SUBSCRIBE failed");
+        link_log(PG_LOG_ERROR, l, "SUBSCRIBE failed: %s", reply->str);
+        pg_link_fail(l, "SUBSCRIBE failed");
         return;
     }
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 ||
-        reply->element[0]->type != REDIS_REPLY_STRING)
+        reply->element[0]->type != REDIS_REPLY_STRING ||
+        reply->element[1]->type != REDIS_REPLY_STRING)
         return;
-    const char *kind = reply->element[0]->str;
-    if (strcmp(kind, "subscribe") == 0 && watch.state != PG_LINK_READY)
-        pg_link_ready(&watch);
-    else if (strcmp(kind, "message") == 0 && reply->element[2]->type == REDIS_REPLY_STRING)
-        switch_master(reply->element[2]->str);
+    const char *kind = reply->element[0]->str, *chan = reply->element[1]->str;
+    int from = (int)(l - watches);
+    if (strcmp(kind, "subscribe") == 0) {
+        if (l->state != PG_LINK_READY)
+            pg_link_ready(l);
+        return;
+    }
+    if (strcmp(kind, "message") != 0 || reply->element[2]->type != REDIS_REPLY_STRING)
+        return;
+    const char *payload = reply->element[2]->str;
+    if (strcmp(chan, "+switch-master") == 0)
+        switch_master(from, payload);
+    else if (strcmp(chan, "+failover-state-send-slaveof-noone") == 0)
+        promoting_now(from, payload);
+    else if (strcmp(chan, "-failover-abort-slave-timeout") == 0)
+        promotion_aborted(from, payload);
 }
 
 static void watch_setup(pg_link_t *l)
 {
     l->state = PG_LINK_SUBSCRIBING;
-    redisAsyncCommand(l->ac, watch_reply, NULL, "SUBSCRIBE +switch-master");
+    redisAsyncCommand(l->ac, watch_reply, l, "SUBSCRIBE +switch-master "
+                      "+failover-state-send-slaveof-noone -failover-abort-slave-timeout");
 }
 
 int pg_sentinel_start(void)
@@ -275,18 +349,23 @@ int pg_sentinel_start(void)
     if (uv_timer_init(pg_node.loop, &sweep) != 0)
         return -1;
     uv_timer_start(&sweep, sweep_cb, SWEEP_MS, SWEEP_MS);
-    pg_link_set_locator(locate, cancel);
-    watch.role = "sentinel";
-    watch.setup = watch_setup;
-    watch.locate = watch_locate;
-    watch.user = NULL;
-    watch.password = url->sentinel_password;
-    watch.aux = 1;
-    if (pg_link_init(&watch) != 0)
-        return -1;
     started = 1;
+    pg_link_set_locator(locate, cancel);
+    for (int i = 0; i < url->nhosts; i++) {
+        pg_link_t *w = &watches[i];
+        w->role = "sentinel";
+        w->setup = watch_setup;
+        w->locate = watch_locate;
+        w->user = NULL;
+        w->password = url->sentinel_password;
+        w->aux = 1;
+        if (pg_link_init(w) != 0)
+            return -1;
+        nwatches++;
+    }
     pg_log(PG_LOG_INFO, "sentinel: %d Sentinel(s), master %s", url->nhosts, url->master);
-    pg_link_start(&watch);
+    for (int i = 0; i < url->nhosts; i++)
+        pg_link_start(&watches[i]);
     return 0;
 }
 
@@ -295,7 +374,9 @@ void pg_sentinel_stop(void)
     if (!started)
         return;
     started = 0;
-    pg_link_stop(&watch);
+    for (int i = 0; i < nwatches; i++)
+        pg_link_stop(&watches[i]);
+    nwatches = 0;
     while (queries != NULL) {
         queries->l = NULL;
         finish(queries, NULL, 0);
