@@ -59,7 +59,8 @@ static const char *labels(char *buf, size_t len, const char *own, unsigned w)
 }
 
 enum { F_CONNS, F_RECEIVED, F_DROPPED, F_DELIVERIES, F_SLOW, F_PUBLISH, F_REJECTED,
-       F_REDIS_UP, F_RECONNECTS, F_CHANNELS, F_ORDERS, F_CLOSES, F_RELOADS, F_LATENCY,
+       F_REDIS_UP, F_RECONNECTS, F_CHANNELS, F_ORDERS, F_CLOSES, F_RELOADS,
+       F_HREADS, F_HCOALESCED, F_LATENCY,
        F_COUNT };
 
 static const struct { const char *name, *type, *help; } fams[F_COUNT] = {
@@ -80,6 +81,10 @@ static const struct { const char *name, *type, *help; } fams[F_COUNT] = {
     [F_CLOSES] = { "pushgate_session_closes_total", "counter",
                    "Connections closed by the session with its own codes: 4000/4003 backend, 4001 expired, 4029 per-user limit." },
     [F_RELOADS] = { "pushgate_key_reloads_total", "counter", "Key reloads on SIGHUP by result." },
+    [F_HREADS] = { "pushgate_history_reads_total", "counter",
+                   "History reads issued to Redis for resuming connections and replays." },
+    [F_HCOALESCED] = { "pushgate_history_reads_coalesced_total", "counter",
+                       "Channel recoveries served by a read another connection's recovery issued, or from its result kept in memory." },
     [F_LATENCY] = { "pushgate_delivery_latency_seconds", "histogram",
                     "Time from arrival from Redis to the socket write." },
 };
@@ -161,6 +166,8 @@ static int samples(pg_buf_t *o, int f, const pg_metrics_t *m, unsigned w)
                    : f == F_DROPPED ? m->messages_dropped_total
                    : f == F_SLOW ? m->slow_consumer_disconnects_total
                    : f == F_REJECTED ? m->connections_rejected_total
+                   : f == F_HREADS ? m->history_reads_total
+                   : f == F_HCOALESCED ? m->history_reads_coalesced_total
                    : m->redis_reconnects_total;
         return pg_buf_printf(o, "%s%s %llu\n", n, labels(lb, sizeof(lb), "", w),
                              (unsigned long long)v);
@@ -178,6 +185,11 @@ int pg_metrics_render_workers(const pg_metrics_t *total, const pg_metrics_t *wor
 {
     int rc = 0;
     for (int f = 0; f < F_COUNT; f++) {
+        /* the history-read counters appear once a node has read history
+         * (issue 13): an exposition without recoveries stays as it was */
+        if ((f == F_HREADS || f == F_HCOALESCED) &&
+            total->history_reads_total == 0 && total->history_reads_coalesced_total == 0)
+            continue;
         rc |= head(o, fams[f].name, fams[f].type, fams[f].help);
         rc |= samples(o, f, total, 0);
         for (size_t i = 0; i < n; i++)
@@ -207,6 +219,8 @@ void pg_metrics_add(pg_metrics_t *dst, const pg_metrics_t *src)
         dst->session_closes[i] += src->session_closes[i];
     dst->key_reloads_ok += src->key_reloads_ok;
     dst->key_reloads_failed += src->key_reloads_failed;
+    dst->history_reads_total += src->history_reads_total;
+    dst->history_reads_coalesced_total += src->history_reads_coalesced_total;
     for (int i = 0; i <= PG_LAT_NBUCKETS; i++)
         dst->lat_buckets[i] += src->lat_buckets[i];
     dst->lat_count += src->lat_count;

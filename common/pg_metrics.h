@@ -32,6 +32,8 @@ typedef struct pg_metrics {
     uint64_t control_orders_invalid_total;      /* orders that did not parse */
     uint64_t session_closes[PG_CLOSE_COUNT];    /* by PG_CLOSE_* */
     uint64_t key_reloads_ok, key_reloads_failed;
+    uint64_t history_reads_total;               /* history reads issued to Redis */
+    uint64_t history_reads_coalesced_total;     /* channel recoveries served by another's read */
     uint64_t lat_buckets[PG_LAT_NBUCKETS + 1];  /* last = +Inf; non-cumulative */
     uint64_t lat_count;
     uint64_t lat_sum_ns;
@@ -50,6 +52,7 @@ void pg_metrics_latency(pg_metrics_t *m, uint64_t ns);
  * pushgate_control_orders_total{result="applied|invalid"},
  * pushgate_session_closes_total{code="4000|4001|4003|4029"},
  * pushgate_key_reloads_total{result="ok|failed"},
+ * pushgate_history_reads_total, pushgate_history_reads_coalesced_total,
  * pushgate_delivery_latency_seconds (histogram). node labels nothing: the
  * scraper adds instance. Returns 0 or -1 on out-of-memory. */
 int pg_metrics_render(const pg_metrics_t *m, pg_buf_t *out);

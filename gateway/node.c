@@ -116,10 +116,19 @@ static void commands_ready(void)
     pg_presence_link_ready();
 }
 
+/* A channel's first member came or its last left. On leaving, recovery's
+ * window of the channel goes too: unsubscribed, it would miss messages. */
+static void channel_wanted(const char *name, int on)
+{
+    pg_subscriber_want(name, on);
+    if (!on)
+        pg_recovery_forget(name);
+}
+
 int pg_node_start(void)
 {
     static const pg_hub_hooks_t hub_hooks = {
-        .channel_wanted = pg_subscriber_want,
+        .channel_wanted = channel_wanted,
         .hold = pg_recovery_hold,
     };
     static const pg_subscriber_hooks_t sub_hooks = {

@@ -17,7 +17,13 @@
  * NODE_HOLD_MAX_BYTES. Whenever the node's replay cannot deliver all that a
  * channel missed (history did not reach back, a read failed, time or room
  * ran out), every member of that channel gets the same notice as a
- * resuming client. */
+ * resuming client.
+ *
+ * Connections resuming the same channel share one read per loop iteration
+ * (from the lowest since among them), and the result, kept with the live
+ * messages that follow it, serves later resumers from memory for ~10 s
+ * after its last use: a reconnect storm costs a few reads per channel, not
+ * one per connection. */
 #ifndef PG_RECOVERY_H
 #define PG_RECOVERY_H
 
@@ -35,6 +41,15 @@ void pg_recovery_hold(pg_conn_t *c, pg_msg_t *m);
 void pg_recovery_abandon(pg_conn_t *c);
 /* Links or subscriptions changed: issue the reads that can go now. */
 void pg_recovery_kick(void);
+/* Issue the history reads gathered since the last flush: one per channel,
+ * from the lowest since asked (a reconnect storm's resumers of a channel
+ * share it, and later ones are served from its result while it is in use).
+ * Runs by itself at the end of each loop iteration that gathered some;
+ * without a loop (tests) the caller runs it. */
+void pg_recovery_flush(void);
+/* The node no longer subscribes to channel: its kept history goes (what is
+ * published meanwhile would be missing from it). */
+void pg_recovery_forget(const char *channel);
 
 /* A live message from the subscriber: to the hub, or held while the node
  * replays (in arrival order, which is id order on one Redis). */

@@ -24,7 +24,7 @@
 pg_node_t pg_node;
 
 #define MAXREC 256
-#define NCONNS 3
+#define NCONNS 5
 #define TICK0  1000
 
 static const char notice[] = "{\"type\":\"recovery\",\"complete\":false}";
@@ -153,14 +153,37 @@ static void live(const char *channel, uint64_t id)
     pg_msg_unref(&m);
 }
 
-/* Join c to channel at since and start its recovery, as session.c does. */
-static void must_recover(pg_conn_t *c, const char *channel, uint64_t since)
+/* The end of a loop iteration: the node flushes the reads gathered in it
+ * (recovery.c's own prepare handle; there is no loop here). */
+static void end_iteration(void)
+{
+    pg_recovery_flush();
+}
+
+/* A link or a subscription changed, then the iteration ends. */
+static void kick(void)
+{
+    pg_recovery_kick();
+    end_iteration();
+}
+
+/* Join c to channel at since and start its recovery, as session.c does,
+ * without ending the loop iteration (several resume in one). */
+static void must_join_recover(pg_conn_t *c, const char *channel, uint64_t since)
 {
     pg_member_t *mb = pg_hub_join(c, channel);
     assert_non_null(mb);
     mb->last_id = since;
     assert_int_equal(pg_recovery_add(c, channel, since), 0);
-    assert_true(c->flags & PG_CONN_RECOVERING);
+    /* recovering, unless a kept window served it at once */
+    assert_true((c->flags & PG_CONN_RECOVERING) || c->rec == NULL);
+}
+
+/* The same, alone in its loop iteration. */
+static void must_recover(pg_conn_t *c, const char *channel, uint64_t since)
+{
+    must_join_recover(c, channel, since);
+    end_iteration();
 }
 
 /* The i-th history read issued, checked for channel and since. */
@@ -184,6 +207,17 @@ static size_t read_of(const char *channel)
     return 0;
 }
 
+/* The index of the unanswered read of channel from since. */
+static size_t read_from(const char *channel, uint64_t since)
+{
+    for (size_t i = 0; i < st.nreads; i++)
+        if (!st.reads[i].answered && strcmp(st.reads[i].channel, channel) == 0 &&
+            st.reads[i].since == since)
+            return i;
+    fail_msg("no read issued for %s from %llu", channel, (unsigned long long)since);
+    return 0;
+}
+
 /* Answer read i: ok, whether history reached back, and its entries (the
  * messages are borrowed by the callback, as hiredis replies are). */
 static void answer(size_t i, int ok, int complete, const uint64_t *ids, size_t n)
@@ -199,6 +233,7 @@ static void answer(size_t i, int ok, int complete, const uint64_t *ids, size_t n
     r->cb(r->arg, ok, complete, msgs, n);
     for (size_t k = 0; k < n; k++)
         pg_msg_unref(&msgs[k]);
+    end_iteration();
 }
 
 #define IDS(...) (const uint64_t[]){ __VA_ARGS__ }, \
@@ -263,10 +298,22 @@ static void end_case(void)
         assert_false(conns[i].flags & PG_CONN_RECOVERING);
         pg_hub_leave_all(&conns[i]);
     }
+    /* a window kept for stragglers (broadcast is never unsubscribed) goes
+     * once unused for its 10 s */
+    advance_to(ticks + 10 * PG_TICKS_PER_SEC);
     drop_log();
 }
 
-static const pg_hub_hooks_t hub_hooks = { .hold = pg_recovery_hold };
+/* As node.c wires it: a channel the node stops subscribing to loses its
+ * window (what is published meanwhile would be missing from it). */
+static void channel_wanted(const char *name, int on)
+{
+    if (!on)
+        pg_recovery_forget(name);
+}
+
+static const pg_hub_hooks_t hub_hooks = { .channel_wanted = channel_wanted,
+                                          .hold = pg_recovery_hold };
 
 static int setup(void **state)
 {
@@ -376,19 +423,19 @@ static void read_waits_for_subscribe_confirmation(void **state)
     pg_conn_t *c = conn(0);
     must_recover(c, "a", 0);
     assert_int_equal(st.nreads, 0);     /* SUBSCRIBE not confirmed yet */
-    pg_recovery_kick();
+    kick();
     assert_int_equal(st.nreads, 0);
 
     subscribe("a");
     assert_int_equal(st.nreads, 0);     /* nothing until the next kick */
     st.cmd_ready = 0;
-    pg_recovery_kick();
+    kick();
     assert_int_equal(st.nreads, 0);     /* nor while the command link is down */
     st.cmd_ready = 1;
-    pg_recovery_kick();
+    kick();
     must_read(0, "a", 0);
     assert_int_equal(st.nreads, 1);
-    pg_recovery_kick();                 /* in flight: not issued twice */
+    kick();                 /* in flight: not issued twice */
     assert_int_equal(st.nreads, 1);
 
     live("a", 2);
@@ -431,7 +478,7 @@ static void three_failed_reads_notice_then_what_there_is(void **state)
         must_read(ra, "a", 0);
         assert_string_equal(log_of(c), "");
         FAIL_READ(ra);
-        pg_recovery_kick();
+        kick();
     }
     assert_int_equal(st.nreads, 4);     /* b once, a three times */
     assert_string_equal(log_of(c), "N 3 5");
@@ -490,7 +537,7 @@ static void timeout_while_waiting_for_subscribe(void **state)
     advance_to(TICK0 + timeout_ticks());
     assert_string_equal(log_of(c), "N 3");
     subscribe("a");
-    pg_recovery_kick();                 /* nothing waits any more */
+    kick();                 /* nothing waits any more */
     assert_int_equal(st.nreads, 0);
     end_case();
 }
@@ -537,7 +584,7 @@ static void abandon_with_read_in_flight_then_reply(void **state)
     pg_hub_leave_all(c);
     HISTORY(0, 1, 2, 3);
     subscribe("b");
-    pg_recovery_kick();                 /* d's read was dropped, not issued */
+    kick();                 /* d's read was dropped, not issued */
     assert_int_equal(st.nreads, 1);
     assert_string_equal(log_of(c), "");
     assert_string_equal(log_of(d), "");
@@ -597,7 +644,7 @@ static void node_replay_history_then_held_in_order(void **state)
     must_read(ra, "a", 10);
     must_read(rbr, "broadcast", 0);
     subscribe("b");
-    pg_recovery_kick();
+    kick();
     size_t rb = read_of("b");
     must_read(rb, "b", 20);
 
@@ -685,7 +732,7 @@ static void node_replay_gap_told_once_per_member(void **state)
         HISTORY_PARTIAL(read_of("a"), 11u + (uint64_t)round * 10);  /* trimmed */
         for (int attempt = 0; attempt < 3; attempt++) {     /* b: never read */
             FAIL_READ(read_of("b"));
-            pg_recovery_kick();
+            kick();
         }
         /* history first, then the notice, once per connection; only to
          * members of a channel that missed something; and again on the
@@ -834,6 +881,222 @@ static void node_hold_past_cap_without_replay(void **state)
     end_case();
 }
 
+
+/* --- reconnect storms: one read per channel per burst ------------------- */
+
+static uint64_t reads_total(void)
+{
+    return pg_node.metrics.history_reads_total;
+}
+
+static void storm_one_read_from_lowest_since(void **state)
+{
+    (void)state;
+    pg_conn_t *c0 = conn(0), *c1 = conn(1), *c2 = conn(2);
+    subscribe("broadcast");
+    /* three resume in one loop iteration, lowest since second */
+    must_join_recover(c0, "broadcast", 5);
+    must_join_recover(c1, "broadcast", 3);
+    must_join_recover(c2, "broadcast", 7);
+    assert_int_equal(st.nreads, 0);     /* gathered until the iteration ends */
+    end_iteration();
+    assert_int_equal(st.nreads, 1);
+    must_read(0, "broadcast", 3);
+    assert_int_equal(reads_total(), 1);
+    assert_int_equal(pg_node.metrics.history_reads_coalesced_total, 2);
+
+    live("broadcast", 10);              /* after the issue: held by each */
+    HISTORY(0, 4, 5, 6, 7, 8, 9);
+    /* each from its own since, no gap, no duplicate at the seam */
+    assert_string_equal(log_of(c0), "6 7 8 9 10");
+    assert_string_equal(log_of(c1), "4 5 6 7 8 9 10");
+    assert_string_equal(log_of(c2), "8 9 10");
+    live("broadcast", 11);
+    assert_string_equal(log_of(c2), "8 9 10 11");
+    assert_int_equal(st.nreads, 1);
+    end_case();
+}
+
+static void later_resumer_served_from_memory_seam_exact(void **state)
+{
+    (void)state;
+    pg_conn_t *c0 = conn(0), *c1 = conn(1), *c2 = conn(2);
+    subscribe("a");
+    must_recover(c0, "a", 2);
+    live("a", 6);                       /* recorded: after the issue */
+    HISTORY(0, 3, 4, 5);
+    assert_string_equal(log_of(c0), "3 4 5 6");
+    live("a", 7);
+    /* a straggler of the same burst: no read, what it missed from memory */
+    must_recover(c1, "a", 4);
+    assert_int_equal(st.nreads, 1);
+    assert_string_equal(log_of(c1), "5 6 7");
+    assert_null(c1->rec);
+    assert_false(c1->flags & PG_CONN_RECOVERING);
+    /* one up to date: nothing but what comes next */
+    must_recover(c2, "a", 7);
+    assert_string_equal(log_of(c2), "");
+    live("a", 8);
+    assert_string_equal(log_of(c0), "3 4 5 6 7 8");
+    assert_string_equal(log_of(c1), "5 6 7 8");
+    assert_string_equal(log_of(c2), "8");
+    assert_int_equal(reads_total(), 1);
+    assert_int_equal(pg_node.metrics.history_reads_coalesced_total, 2);
+    end_case();
+}
+
+static void since_older_than_window_reads_again(void **state)
+{
+    (void)state;
+    pg_conn_t *c0 = conn(0), *c1 = conn(1), *c2 = conn(2);
+    subscribe("a");
+    must_recover(c0, "a", 5);
+    /* a lower since while the read is out: a read of its own */
+    must_recover(c1, "a", 2);
+    assert_int_equal(st.nreads, 2);
+    must_read(1, "a", 2);
+    /* and one in between joins the newer (lower) read */
+    must_recover(c2, "a", 4);
+    assert_int_equal(st.nreads, 2);
+    live("a", 8);
+    HISTORY(1, 3, 4, 5, 6, 7);
+    assert_string_equal(log_of(c1), "3 4 5 6 7 8");
+    assert_string_equal(log_of(c2), "5 6 7 8");
+    assert_string_equal(log_of(c0), "");
+    HISTORY(0, 6, 7);
+    assert_string_equal(log_of(c0), "6 7 8");
+    end_case();
+}
+
+static void incomplete_window_serves_only_what_it_covers(void **state)
+{
+    (void)state;
+    pg_conn_t *c0 = conn(0), *c1 = conn(1), *c2 = conn(2);
+    subscribe("a");
+    must_recover(c0, "a", 3);
+    HISTORY_PARTIAL(0, 8, 9);           /* 4..7 were trimmed */
+    assert_string_equal(log_of(c0), "N 8 9");
+    /* from 8 on the window is whole: served from memory, no notice */
+    must_recover(c1, "a", 8);
+    assert_string_equal(log_of(c1), "9");
+    assert_int_equal(st.nreads, 1);
+    /* from 5 only Redis can say what is gone: a read of its own */
+    must_recover(c2, "a", 5);
+    assert_int_equal(st.nreads, 2);
+    must_read(1, "a", 5);
+    HISTORY(1, 8, 9);                   /* complete for 5 after all */
+    assert_string_equal(log_of(c2), "8 9");
+    end_case();
+}
+
+static void waiter_before_what_a_trimmed_read_kept_reads_again(void **state)
+{
+    (void)state;
+    pg_conn_t *c0 = conn(0), *c1 = conn(1);
+    subscribe("a");
+    /* one burst: 2..4 trimmed; c1's since 4 lost nothing, but only a read
+     * from 4 can tell (a notice would be wrong, no notice a guess) */
+    must_join_recover(c0, "a", 1);
+    must_join_recover(c1, "a", 4);
+    end_iteration();
+    must_read(0, "a", 1);
+    HISTORY_PARTIAL(0, 5, 6);
+    assert_string_equal(log_of(c0), "N 5 6");
+    assert_string_equal(log_of(c1), "");
+    must_read(1, "a", 4);
+    HISTORY(1, 5, 6);
+    assert_string_equal(log_of(c1), "5 6");
+    end_case();
+}
+
+static void link_loss_mid_read_serves_waiters_then_reads_again(void **state)
+{
+    (void)state;
+    pg_conn_t *c0 = conn(0), *c1 = conn(1);
+    subscribe("broadcast");
+    subscribe("a");
+    must_recover(c0, "a", 2);
+    live("a", 5);
+    /* the subscriber link drops while the read is out */
+    pg_recovery_hold_node();
+    HISTORY(0, 3, 4, 5);
+    assert_string_equal(log_of(c0), "3 4 5");
+    /* the window may have a hole (6 may be lost with the link): a
+     * resumer now reads again, even with a since the window covered */
+    must_recover(c1, "a", 3);
+    assert_int_equal(st.nreads, 2);
+    size_t r1 = read_from("a", 3);
+    pg_recovery_replay_all();           /* the node replays its channels */
+    size_t ra = read_from("a", 5), rb = read_of("broadcast");
+    HISTORY(ra, 6);                     /* the node's replay of a from 5 */
+    EMPTY_HISTORY(rb);
+    assert_string_equal(log_of(c0), "3 4 5 6");
+    HISTORY(r1, 4, 5, 6);
+    assert_string_equal(log_of(c1), "4 5 6");
+    live("a", 7);
+    assert_string_equal(log_of(c0), "3 4 5 6 7");
+    assert_string_equal(log_of(c1), "4 5 6 7");
+    end_case();
+}
+
+static void window_dropped_when_unused_or_unsubscribed(void **state)
+{
+    (void)state;
+    pg_conn_t *c0 = conn(0), *c1 = conn(1), *c2 = conn(2);
+    subscribe("a");
+    must_recover(c0, "a", 1);
+    HISTORY(0, 2);
+    /* unused for 10 s: gone; the next resumer reads */
+    advance_to(TICK0 + 10 * PG_TICKS_PER_SEC);
+    assert_int_equal(pg_node.wheel.armed, 0);
+    must_recover(c1, "a", 1);
+    assert_int_equal(st.nreads, 2);
+    HISTORY(1, 2);
+    assert_string_equal(log_of(c1), "2");
+    /* every member leaves: the node unsubscribes, the window goes */
+    pg_hub_leave_all(c0);
+    pg_hub_leave_all(c1);
+    must_recover(c2, "a", 1);
+    assert_int_equal(st.nreads, 3);
+    HISTORY(2, 2);
+    assert_string_equal(log_of(c2), "2");
+    end_case();
+}
+
+static void failed_window_read_retries_for_every_waiter(void **state)
+{
+    (void)state;
+    pg_conn_t *c0 = conn(0), *c1 = conn(1);
+    subscribe("a");
+    must_join_recover(c0, "a", 4);
+    must_join_recover(c1, "a", 2);
+    end_iteration();
+    must_read(0, "a", 2);
+    FAIL_READ(0);                       /* retried at once, still one read */
+    assert_int_equal(st.nreads, 2);
+    must_read(1, "a", 2);
+    HISTORY(1, 3, 4, 5);
+    assert_string_equal(log_of(c0), "5");
+    assert_string_equal(log_of(c1), "3 4 5");
+    end_case();
+}
+
+static void abandoned_waiter_leaves_the_others_served(void **state)
+{
+    (void)state;
+    pg_conn_t *c0 = conn(0), *c1 = conn(1);
+    subscribe("a");
+    must_join_recover(c0, "a", 1);
+    must_join_recover(c1, "a", 1);
+    end_iteration();
+    pg_recovery_abandon(c0);            /* c0 went away meanwhile */
+    pg_hub_leave_all(c0);
+    HISTORY(0, 2, 3);
+    assert_string_equal(log_of(c0), "");
+    assert_string_equal(log_of(c1), "2 3");
+    end_case();
+}
+
 int main(void)
 {
     pg_log_level = PG_LOG_ERROR;
@@ -859,6 +1122,15 @@ int main(void)
         T(node_hold_past_cap_without_replay),
         T(second_reconnect_during_replay_replays_its_gap),
         T(second_reconnect_replayed_after_first_replay_times_out),
+        T(storm_one_read_from_lowest_since),
+        T(later_resumer_served_from_memory_seam_exact),
+        T(since_older_than_window_reads_again),
+        T(incomplete_window_serves_only_what_it_covers),
+        T(waiter_before_what_a_trimmed_read_kept_reads_again),
+        T(link_loss_mid_read_serves_waiters_then_reads_again),
+        T(window_dropped_when_unused_or_unsubscribed),
+        T(failed_window_read_retries_for_every_waiter),
+        T(abandoned_waiter_leaves_the_others_served),
 #undef T
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
