@@ -146,6 +146,9 @@ def test_killed_node_drops_out_within_ttl_and_out_of_the_hash_soon_after(gateway
             await async_wait_until(lambda: node_fields(rds, "user:42", n2) == [],
                                    timeout=TTL + 2, msg="n2's field swept")
             assert node_fields(rds, "user:42", n1) != []
+            # the counters the stats read were swept with it
+            assert rds.hgetall(PREFIX + "presence-count:user:42") == {"n1": "1"}
+            assert stats(rds, "user:42") == {"clients": 1, "users": 1}
         finally:
             await close_all(a, b)
 
