@@ -29,6 +29,21 @@ from pgtest import wait_until
 
 MASTER_NAME = "pgmaster"
 
+# The README's ACL rule ("Redis topologies"), with the default prefix: the
+# rights a pushgate user needs. test_acl checks the README against it.
+ACL_RULE = ("on >PASSWORD resetkeys ~pushgate:* resetchannels &* -@all "
+            "+select +role +ping +time +subscribe +unsubscribe +psubscribe +punsubscribe "
+            "+publish +fcall +fcall_ro +function|load +hgetall +xadd "
+            "+exists +expire +get +set +hdel +hkeys +hset +sadd +scard +spop +srem "
+            "+xinfo +xlen +xrange +xsetid +zadd +zrangebyscore +zrem +zscore")
+
+
+def acl_setuser(client, user, password):
+    """Create (or reset) user with exactly the README's rights. ACL changes
+    are not replicated: call it on every node of a topology."""
+    client.execute_command("ACL", "SETUSER", user, "reset",
+                           *ACL_RULE.replace(">PASSWORD", f">{password}").split())
+
 
 class RedisNode:
     """A redis-server for a topology: like pgtest.RedisServer (no

@@ -13,7 +13,8 @@ import pytest
 import pgtest
 from faultkit import open_stream
 from pgtest import wait_until, async_wait_until
-from sentinelkit import MASTER_NAME, SwitchWatcher, sentinel_topology  # noqa: F401
+from sentinelkit import (MASTER_NAME, SwitchWatcher, acl_setuser,  # noqa: F401
+                         sentinel_topology)
 
 CH = "feed"
 ARGS = ["--api-key", pgtest.API_KEY, "--public-topics", CH]
@@ -267,3 +268,76 @@ def test_sentinel_master_kill9_is_followed_without_gap_or_duplicate(sentinel_top
     check_failover(r, "kill -9 of the master")
     # no master between the kill and the switch: the node said so
     assert 503 in r["readyz"].statuses_between(r["t_trigger"] + 0.2, r["t_switch"])
+
+
+def test_sentinel_with_acl_user_and_sentinel_password(sentinel_topology, gateway_factory):
+    """The URL's user is for the data nodes (with the README's rights, ROLE
+    included), ?sentinel-password= for the Sentinels; a failover keeps
+    working with both. A wrong sentinel password: unready, says why."""
+    topo = sentinel_topology(replicas=1, sentinels=3, sentinel_kw={"requirepass": "s-pw"})
+    for n in topo.nodes:                 # ACL users are not replicated
+        acl_setuser(n.client(), "pg", "pg-pw")
+    gw = gateway_factory(ARGS, redis_url=topo.url(creds="pg:pg-pw@", query="sentinel-password=s-pw"))
+    assert gw.publish({"channel": CH, "data": 1}).status == 200
+    t = time.monotonic()
+    old = topo.master()
+    topo.failover()
+    wait_until(lambda: topo.master_port() != old.port, timeout=15, msg="failover")
+    wait_until(lambda: gw.readyz() == 200 and
+               gw.publish({"channel": CH, "data": 2}).status == 200, timeout=10,
+               msg="publishing at the new master")
+    assert len(history_ids(topo.master(), gw)) == 2
+    print(f"\nready at the new master {time.monotonic() - t:.2f} s after SENTINEL FAILOVER")
+    for n in topo.nodes:
+        assert not n.client().execute_command("ACL", "LOG"), f"{n.name} denied something"
+
+    bad = gateway_factory(ARGS, redis_url=topo.url(creds="pg:pg-pw@", query="sentinel-password=no"),
+                          ready=False)
+    wait_until(lambda: "AUTH failed" in bad.log(), timeout=10, msg="the Sentinels' refusal logged")
+    assert bad.readyz() == 503 and bad.alive()
+    own = "\n".join(ln for ln in bad.log().splitlines() if not ln.startswith("### "))
+    assert "s-pw" not in own and "pg-pw" not in own
+
+
+def test_demoted_master_that_keeps_its_connections_is_left(sentinel_topology, gateway_factory):
+    """The master is demoted without closing a connection (a healed
+    partition, a manual REPLICAOF) and replicates nothing, so its pub/sub
+    hears nothing published at the new master, and no +switch-master comes.
+    The command link's ROLE re-check sees it within a second, finds the new
+    master, and the subscriber follows it there: re-subscribed, and what was
+    published at the new master meanwhile is replayed."""
+    topo = sentinel_topology(replicas=1, sentinels=1, sentinel_kw={"quorum": 1})
+    a, b = topo.nodes
+    s = topo.sentinels[0].client()
+    gw = gateway_factory(ARGS, redis_url=topo.url())
+
+    async def main():
+        live = await open_stream(gw.port, "ws", f"channels={CH}", keep=True)
+        await wait_subscribed(a)
+        r = gw.publish({"channel": CH, "data": {"n": 1}})
+        assert r.status == 200
+        await async_wait_until(lambda: live.ids, msg="first delivery")
+        # Out of the Sentinel's sight: swap the roles by hand.
+        s.execute_command("SENTINEL", "REMOVE", MASTER_NAME)
+        b.client().execute_command("REPLICAOF", "NO", "ONE")
+        a.client().execute_command("REPLICAOF", "127.0.0.1", str(pgtest.free_port()))
+        t0 = time.monotonic()
+        # published at the new master, by a service that already moved
+        raw = int(b.client().execute_command("FCALL", f"{gw.fn}publish", 0, CH,
+                                             json.dumps({"data": {"n": 2}})))
+        s.execute_command("SENTINEL", "MONITOR", MASTER_NAME, "127.0.0.1", b.port, 1)
+        await async_wait_until(lambda: pubsub_links(a) == 0 and pubsub_links(b) >= 2,
+                               timeout=10, msg="both links at the new master")
+        moved = time.monotonic() - t0
+        await async_wait_until(lambda: gw.readyz() == 200, timeout=10, msg="ready")
+        r3 = gw.publish({"channel": CH, "data": {"n": 3}})
+        assert r3.status == 200
+        await async_wait_until(lambda: int(r3.json()["id"]) in live.ids, msg="third delivery")
+        assert live.ids == [int(r.json()["id"]), raw, int(r3.json()["id"])]
+        live.transport.close()
+        return moved
+    moved = pgtest.run(main())
+    print(f"\nlinks left the demoted master {moved:.2f} s after the swap")
+    assert "demoted (ROLE says slave)" in gw.log()
+    # well before the liveness probe would have fired (25 s quiet + 5 s)
+    assert moved < 6
