@@ -53,7 +53,10 @@ def test_library_is_named_after_prefix_and_history_is_read_only(r):
         d = dict(zip(f[0::2], f[1::2]))
         funcs[d["name"]] = d["flags"]
     assert set(funcs) == {"pushgate_publish", "pushgate_history", "pushgate_disconnect",
-                          "pushgate_subscribe", "pushgate_unsubscribe"}
+                          "pushgate_subscribe", "pushgate_unsubscribe",
+                          "pushgate_presence", "pushgate_presence_stats",
+                          "pushgate_presence_update", "pushgate_presence_beat",
+                          "pushgate_presence_reset"}
     assert funcs["pushgate_history"] == ["no-writes"]
     assert funcs["pushgate_publish"] == []
 
