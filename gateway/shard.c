@@ -42,6 +42,9 @@ struct pg_shard {
     conn_t           *conn;       /* NULL while DOWN */
     uv_timer_t        timer;      /* connect + AUTH deadline */
     pending_t        *unsubs;     /* our SUNSUBSCRIBEs not yet confirmed */
+    pg_shard_reply_cb req_cb;     /* the outstanding request's, or NULL */
+    void             *req_arg;
+    int               subscribed; /* this connection has sent an SSUBSCRIBE */
     int               freeing;    /* pg_shard_free() called: no more hooks */
 };
 
@@ -97,14 +100,28 @@ static int pending_take(pg_shard_t *s, const char *ch, size_t len)
     return 0;
 }
 
+/* The outstanding request's callback, taken off the link first so that it
+ * may send the next request. */
+static void answer(pg_shard_t *s, const redisReply *r)
+{
+    pg_shard_reply_cb cb = s->req_cb;
+    if (cb == NULL)
+        return;
+    s->req_cb = NULL;
+    if (!s->freeing)
+        cb(s, s->req_arg, r);
+}
+
 /* The connection is unusable: drop it and tell the caller, once. */
 static void go_down(pg_shard_t *s, const char *why)
 {
     conn_close(s->conn);
     s->conn = NULL;
     s->state = PG_SHARD_DOWN;
+    s->subscribed = 0;
     uv_timer_stop(&s->timer);
     pending_clear(s);
+    answer(s, NULL);
     if (!s->freeing)
         s->cbs.down(s, s->ud, why);
 }
@@ -151,6 +168,11 @@ static int handle(pg_shard_t *s, redisReply *r, const char **why)
             return -1;
         }
         become_ready(s);
+        return 0;
+    }
+    if (s->req_cb != NULL) {
+        /* a request link never subscribes, so this reply is the answer */
+        answer(s, r);
         return 0;
     }
     if (r->type == REDIS_REPLY_ERROR) {
@@ -330,12 +352,28 @@ int pg_shard_connect(pg_shard_t *s, unsigned timeout_ms)
     return 0;
 }
 
+int pg_shard_request(pg_shard_t *s, pg_shard_reply_cb cb, void *arg,
+                     int argc, const char **argv, const size_t *argvlen)
+{
+    if (s == NULL || cb == NULL || s->state != PG_SHARD_READY || s->req_cb != NULL ||
+        s->subscribed || argc < 1)
+        return -1;
+    if (redisAppendCommandArgv(s->conn->c, argc, argv, argvlen) != REDIS_OK)
+        return -1;
+    s->req_cb = cb;
+    s->req_arg = arg;
+    want_write(s);
+    return 0;
+}
+
 static int send_one(pg_shard_t *s, const char *cmd, const char *channel, size_t len)
 {
-    if (s == NULL || s->state != PG_SHARD_READY || channel == NULL || len == 0)
+    if (s == NULL || s->state != PG_SHARD_READY || s->req_cb != NULL ||
+        channel == NULL || len == 0)
         return -1;
     if (redisAppendCommand(s->conn->c, "%s %b", cmd, channel, len) != REDIS_OK)
         return -1;
+    s->subscribed = 1;
     want_write(s);
     return 0;
 }
@@ -400,6 +438,7 @@ void pg_shard_free(pg_shard_t *s)
     conn_close(s->conn);
     s->conn = NULL;
     s->state = PG_SHARD_DOWN;
+    s->req_cb = NULL;
     pending_clear(s);
     uv_timer_stop(&s->timer);
     uv_close((uv_handle_t *)&s->timer, shard_closed);

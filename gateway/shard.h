@@ -19,6 +19,7 @@
 #include <uv.h>
 
 typedef struct pg_shard pg_shard_t;
+struct redisReply;
 
 typedef enum pg_shard_state {
     PG_SHARD_DOWN = 0,        /* not connected (new, or after down) */
@@ -64,18 +65,31 @@ pg_shard_t *pg_shard_new(uv_loop_t *loop, const char *host, int port,
  * callback. timeout_ms bounds connect + AUTH. The host is resolved with a
  * blocking getaddrinfo(), so pass an address, as CLUSTER SLOTS gives. */
 int pg_shard_connect(pg_shard_t *s, unsigned timeout_ms);
+/* The answer to pg_shard_request(): reply is borrowed for the call, NULL
+ * when the connection went down first. */
+typedef void (*pg_shard_reply_cb)(pg_shard_t *s, void *arg, const struct redisReply *reply);
+/* Send one ordinary command (argv as hiredis' redisAppendCommandArgv) on a
+ * link used for requests only, such as CLUSTER SLOTS: cb is called exactly
+ * once with its reply, also with an error reply. Returns 0, or -1 with no
+ * callback when not READY, a request is already outstanding (one at a
+ * time), this connection has sent an SSUBSCRIBE (a subscribed connection's
+ * replies are pushes), or out of memory. */
+int pg_shard_request(pg_shard_t *s, pg_shard_reply_cb cb, void *arg,
+                     int argc, const char **argv, const size_t *argvlen);
 /* Queue SSUBSCRIBE / SUNSUBSCRIBE of one channel; batched with everything
  * else queued in this loop iteration into one write. One channel per
  * command: channels of one SSUBSCRIBE must share a slot, not just a shard.
- * Returns 0, or -1 when not READY, the name is empty, or out of memory. */
+ * Returns 0, or -1 when not READY, a request is outstanding, the name is
+ * empty, or out of memory. */
 int pg_shard_ssubscribe(pg_shard_t *s, const char *channel, size_t len);
 int pg_shard_sunsubscribe(pg_shard_t *s, const char *channel, size_t len);
 pg_shard_state_t pg_shard_state(const pg_shard_t *s);
 /* host and port of the link, for logs and for the slot map. */
 const char *pg_shard_host(const pg_shard_t *s);
 int pg_shard_port(const pg_shard_t *s);
-/* Close the connection without calling down, and free the link once the
- * loop has released its handles. Safe inside any hook; NULL is a no-op. */
+/* Close the connection without calling down or an outstanding request's
+ * callback, and free the link once the loop has released its handles. Safe
+ * inside any hook; NULL is a no-op. */
 void pg_shard_free(pg_shard_t *s);
 
 #endif

@@ -12,9 +12,13 @@ tag) to choose channels on given shards, a raw sharded-pub/sub subscriber
 cluster mode.
 """
 
+import os
+import queue
 import signal
 import subprocess
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -329,6 +333,87 @@ class ShardSubscriber:
 
     def close(self):
         self.conn.disconnect()
+
+
+# --------------------------------------------------------------------------
+# Line-driven test programs
+
+def probe_bin(name, env_var):
+    """A test program of tests/integration (pg-shard-probe, pg-cluster-probe):
+    $<env_var> as CTest sets it, else beside the gateway in the same build
+    tree as $PUSHGATE_BIN."""
+    env = os.environ.get(env_var)
+    if env:
+        return env
+    build = Path(pgtest.pushgate_bin()).resolve().parent.parent
+    return str(build / "tests" / "integration" / name)
+
+
+class LineProcess:
+    """A test program that takes commands on stdin and reports on stdout, one
+    a line: send() a command, expect() a report. Stopped by PID in close()."""
+
+    def __init__(self, args):
+        self.port = None
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, bufsize=1)
+        self.lines = queue.Queue()
+        self.seen = []
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self):
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def send(self, line):
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def expect(self, pred, timeout=5.0, what="line"):
+        """The next line for which pred(line) is true; the lines skipped on
+        the way are kept in self.seen."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no {what} within {timeout}s; saw {self.seen[-20:]}")
+            try:
+                line = self.lines.get(timeout=left)
+            except queue.Empty:
+                continue
+            if line is None:
+                raise AssertionError(f"probe exited ({self.proc.poll()}) before {what}; "
+                                     f"saw {self.seen[-20:]}")
+            self.seen.append(line)
+            if pred(line):
+                return line
+
+    def expect_line(self, text, timeout=5.0):
+        return self.expect(lambda ln: ln == text, timeout, repr(text))
+
+    def nothing_more(self, pred, wait=0.3):
+        """No line matching pred within wait seconds."""
+        try:
+            self.expect(pred, wait, "unexpected line")
+        except AssertionError as e:
+            if "no unexpected line" in str(e):
+                return
+            raise
+        raise AssertionError(f"unexpected line: {self.seen[-1]}")
+
+    def close(self):
+        """quit, then SIGKILL by PID if it does not exit; the exit code."""
+        if self.proc.poll() is None:
+            try:
+                self.send("quit")
+                self.proc.wait(timeout=5)
+            except (BrokenPipeError, subprocess.TimeoutExpired):
+                pass
+        return stop_process(self.proc, signal.SIGKILL, timeout=5)
+
+    def stderr(self):
+        return self.proc.stderr.read() if self.proc.poll() is not None else ""
 
 
 # --------------------------------------------------------------------------

@@ -6,107 +6,32 @@ shard and receive what is SPUBLISHed, see the sunsubscribe Redis pushes when
 a channel's slot moves (CLUSTER SETSLOT, and redis-cli --cluster reshard),
 and subscribe again at the new owner."""
 
-import os
-import queue
 import random
-import signal
-import subprocess
-import threading
-import time
-from pathlib import Path
 
 import pytest
 
-from clusterkit import PREFIX, key_slot, redis_cluster, sh  # noqa: F401
-from pgtest import free_port, pushgate_bin, stop_process
-
-
-def probe_bin():
-    """$PG_SHARD_PROBE, else beside the gateway in the same build tree."""
-    env = os.environ.get("PG_SHARD_PROBE")
-    if env:
-        return env
-    build = Path(pushgate_bin()).resolve().parent.parent
-    return str(build / "tests" / "integration" / "pg-shard-probe")
-
-
-class Probe:
-    """One pg-shard-probe process: send() a command line, expect() a line."""
-
-    def __init__(self, port, password=None):
-        self.port = port
-        args = [probe_bin(), "127.0.0.1", str(port)] + ([password] if password else [])
-        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, bufsize=1)
-        self.lines = queue.Queue()
-        self.seen = []
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self):
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
-
-    def send(self, line):
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-
-    def expect(self, pred, timeout=5.0, what="line"):
-        """The next line for which pred(line) is true; the lines skipped on
-        the way are kept in self.seen."""
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no {what} within {timeout}s; saw {self.seen[-20:]}")
-            try:
-                line = self.lines.get(timeout=left)
-            except queue.Empty:
-                continue
-            if line is None:
-                raise AssertionError(f"probe exited ({self.proc.poll()}) before {what}; "
-                                     f"saw {self.seen[-20:]}")
-            self.seen.append(line)
-            if pred(line):
-                return line
-
-    def expect_line(self, text, timeout=5.0):
-        return self.expect(lambda ln: ln == text, timeout, repr(text))
-
-    def nothing_more(self, pred, wait=0.3):
-        """No line matching pred within wait seconds."""
-        try:
-            self.expect(pred, wait, "unexpected line")
-        except AssertionError as e:
-            if "no unexpected line" in str(e):
-                return
-            raise
-        raise AssertionError(f"unexpected line: {self.seen[-1]}")
-
-    def close(self):
-        if self.proc.poll() is None:
-            try:
-                self.send("quit")
-                self.proc.wait(timeout=5)
-            except (BrokenPipeError, subprocess.TimeoutExpired):
-                pass
-        rc = stop_process(self.proc, signal.SIGKILL, timeout=5)
-        return rc
+from clusterkit import (PREFIX, LineProcess, key_slot, probe_bin,  # noqa: F401
+                        redis_cluster, sh)
+from pgtest import free_port
 
 
 @pytest.fixture
 def probes():
+    """probes(port, password=None) -> a running pg-shard-probe on that
+    master; every probe must exit 0 (no leak under ASan) at teardown."""
     made = []
 
     def make(port, password=None):
-        p = Probe(port, password)
+        args = ["127.0.0.1", str(port)] + ([password] if password else [])
+        p = LineProcess([probe_bin("pg-shard-probe", "PG_SHARD_PROBE")] + args)
+        p.port = port
         made.append(p)
         return p
     try:
         yield make
     finally:
-        bad = [(p.port, p.close(), p.proc.stderr.read()) for p in made]
-        assert all(rc == 0 for _, rc, _ in bad), f"probe exit codes: {bad}"
+        codes = [(p.port, p.close(), p.stderr()) for p in made]
+        assert all(rc == 0 for _, rc, _ in codes), f"probe exit codes: {codes}"
 
 
 def chan(name):

@@ -1,0 +1,188 @@
+"""gateway/cluster.c against a real Redis Cluster (SPEC §10), through
+pg-cluster-probe (tests/integration/cluster_probe.c): a node's wanted
+channels discovered from one seed and kept subscribed at their slot's owner,
+one link per master; a slot moved under load is subscribed again at the new
+owner and announced for a history replay that leaves no gap; a master killed
+with -9 is followed to the promoted replica."""
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+import redis as redis_py
+
+from clusterkit import (PREFIX, LineProcess, RedisCluster, key_slot,  # noqa: F401
+                        probe_bin, redis_cluster)
+from pgtest import wait_until
+
+
+@pytest.fixture
+def cprobes():
+    """cprobes(*seed ports, refresh_ms=1000) -> a running pg-cluster-probe;
+    each must exit 0 at teardown (no leak under ASan)."""
+    made = []
+
+    def make(*ports, refresh_ms=1000):
+        p = LineProcess([probe_bin("pg-cluster-probe", "PG_CLUSTER_PROBE"), str(refresh_ms)]
+                        + [f"127.0.0.1:{port}" for port in ports])
+        made.append(p)
+        return p
+    try:
+        yield make
+    finally:
+        codes = [(p.close(), p.stderr()) for p in made]
+        assert all(rc == 0 for rc, _ in codes), f"probe exit codes: {codes}"
+
+
+def chan(name):
+    return f"{PREFIX}{{{name}}}"
+
+
+def hkey(name):
+    return f"{PREFIX}{{{name}}}:history"
+
+
+def test_channels_on_three_shards_one_link_per_master_from_one_seed(redis_cluster, cprobes):
+    cl = redis_cluster
+    by_shard = cl.channels_on_shards(2, stem="three")
+    p = cprobes(cl.masters()[1])
+    names = [c for cs in by_shard.values() for c in cs]
+    for c in names:
+        p.send(f"sub {chan(c)}")
+    got = {p.expect(lambda ln: ln.startswith("subscribed ")) for _ in names}
+    assert got == {f"subscribed {chan(c)} resync=0" for c in names}
+    p.expect_line("ready 1")
+    p.send("stats")
+    p.expect_line(f"stats channels={len(names)} links=3")
+    for port, cs in by_shard.items():
+        for c in cs:
+            # each message crosses only its own shard: one subscriber there
+            assert cl.client(port).execute_command("PUBSUB", "SHARDNUMSUB", chan(c)) == [chan(c), 1]
+            assert cl.client(port).execute_command("SPUBLISH", chan(c), f"to {c}") == 1
+    # links of different shards have no common order: compare as a set
+    got = {p.expect(lambda ln: ln.startswith("msg ")) for _ in names}
+    assert got == {f"msg {chan(c)} to {c}" for c in names}
+    gone = names[0]
+    p.send(f"unsub {chan(gone)}")
+    p.send("stats")
+    p.expect_line(f"stats channels={len(names) - 1} links=3")
+    owner = cl.owner_port(key_slot(chan(gone)))
+    assert cl.client(owner).execute_command("SPUBLISH", chan(gone), "late") == 0
+    p.nothing_more(lambda ln: ln.startswith(f"msg {chan(gone)}"))
+
+
+class Publisher(threading.Thread):
+    """FCALLs pushgate_publish (one-key form) on one channel at about rate/s,
+    following MOVED and ASK as a cluster client does, and records every id
+    that Redis returned."""
+
+    def __init__(self, cl, name, rate=50):
+        super().__init__(daemon=True)
+        self.cl, self.name, self.rate = cl, name, rate
+        self.ids, self.errors = [], []
+        self.halt = threading.Event()
+
+    def _call(self, port, asking=False):
+        r = self.cl.client(port)
+        if asking:
+            pipe = r.pipeline(transaction=False)
+            pipe.execute_command("ASKING")
+            pipe.execute_command("FCALL", "pushgate_publish", 1, hkey(self.name), self.name,
+                                 str(len(self.ids)))
+            return pipe.execute()[1]
+        return r.execute_command("FCALL", "pushgate_publish", 1, hkey(self.name), self.name,
+                                 str(len(self.ids)))
+
+    def run(self):
+        port = self.cl.owner_port(key_slot(hkey(self.name)))
+        while not self.halt.is_set():
+            asking = False
+            for _ in range(5):
+                try:
+                    self.ids.append(self._call(port, asking))
+                    break
+                except redis_py.exceptions.ResponseError as e:
+                    kind, _slot, addr = (str(e).split() + ["", "", ""])[:3]
+                    if kind not in ("MOVED", "ASK"):
+                        self.errors.append(str(e))
+                        break
+                    port, asking = int(addr.rsplit(":", 1)[1]), kind == "ASK"
+            time.sleep(1 / self.rate)
+
+
+def test_slot_moved_under_load_is_resubscribed_and_history_fills_the_gap(redis_cluster, cprobes):
+    cl = redis_cluster
+    cl.load_functions(history_size=1000)
+    src, dst = cl.masters()[0], cl.masters()[2]
+    moving, staying = cl.channels_on_shards(2, stem="load")[src]
+    p = cprobes(cl.masters()[0])
+    for c in (moving, staying):
+        p.send(f"sub {chan(c)}")
+    p.expect_line("ready 1")
+    pub = Publisher(cl, moving)
+    pub.start()
+    try:
+        # let some messages arrive live over the old owner first
+        p.expect(lambda ln: ln.startswith(f"msg {chan(moving)} "), what="a live message")
+        cl.move_slot(key_slot(chan(moving)), dst)
+        p.expect_line(f"subscribed {chan(moving)} resync=1", timeout=5)
+        resync_at = len(p.seen)
+        # and live again over the new owner
+        p.expect(lambda ln: ln.startswith(f"msg {chan(moving)} "), what="live after the move")
+        n = len(pub.ids)
+        wait_until(lambda: len(pub.ids) >= n + 20, timeout=10, msg="20 more publishes")
+    finally:
+        pub.halt.set()
+        pub.join(timeout=10)
+    assert pub.errors == []
+    assert len(pub.ids) > 20
+    p.send("stats")
+    p.expect(lambda ln: ln.startswith("stats "))
+    live = [ln.split(" ", 2)[2] for ln in p.seen if ln.startswith(f"msg {chan(moving)} ")]
+    live_ids = [int(env.split('"id":"')[1].split('"')[0]) for env in live]
+    before = [i for i, ln in enumerate(p.seen[:resync_at])
+              if ln.startswith(f"msg {chan(moving)} ")]
+    last_before = live_ids[len(before) - 1]
+    # what the node's recovery does on resync: history after the last id it
+    # delivered before the subscription was lost, from the new owner
+    hist = cl.client(dst).execute_command("FCALL_RO", "pushgate_history", 1, hkey(moving),
+                                          moving, str(last_before))
+    assert hist[0] == 1, "history reaches back"
+    replayed = {int(i) for i in hist[1::2]}
+    published = {int(i) for i in pub.ids}
+    assert published <= set(live_ids) | replayed, "no gap once history is replayed"
+    assert sorted(published) == [int(i) for i in pub.ids], "ids rise on the channel"
+    # the other channel of the old shard never lost its subscription
+    assert f"subscribed {chan(staying)} resync=1" not in p.seen
+
+
+def test_master_killed_is_followed_to_the_promoted_replica(tmp_path, cprobes):
+    cl = RedisCluster(tmp_path / "cluster-kill", masters=3, replicas=1)
+    try:
+        cl.start()
+        victim = cl.masters()[0]
+        (c,) = cl.channels_on_shards(1, stem="kill")[victim]
+        # the only seed is the master about to die: the probe must follow
+        # the masters it learnt from the map
+        p = cprobes(victim, refresh_ms=500)
+        p.send(f"sub {chan(c)}")
+        p.expect_line(f"subscribed {chan(c)} resync=0")
+        p.expect_line("ready 1")
+        node = cl.node_by_port(victim)
+        os.kill(node.proc.pid, signal.SIGKILL)
+        node.proc.wait(timeout=10)
+        p.expect_line("ready 0", timeout=5)
+        t0 = time.monotonic()
+        # node timeout 2 s, then the election; the probe must be back soon after
+        p.expect_line(f"subscribed {chan(c)} resync=1", timeout=20)
+        p.expect_line("ready 1")
+        took = time.monotonic() - t0
+        new = cl.owner_port(key_slot(chan(c)), port=next(n.port for n in cl.nodes if n.alive()))
+        assert new != victim
+        assert cl.client(new).execute_command("SPUBLISH", chan(c), "after") == 1
+        p.expect_line(f"msg {chan(c)} after")
+        print(f"resubscribed at the promoted replica {took:.1f}s after the kill")
+    finally:
+        cl.stop()
