@@ -67,6 +67,16 @@ static int on_http(struct lws *wsi, pg_pss_t *pss, const char *path)
 
     if (api != NULL) {
         h->path = api;
+        if (pg_api_is_get(api)) {   /* the presence queries (SPEC §8) */
+            if (!is_get) {
+                h->allow = "GET";
+                h->close_after = 1;   /* a body, if any, is not read */
+                pg_http_error(wsi, h, 405, "use GET");
+                return 0;
+            }
+            pg_api_get(wsi, h, api);
+            return 0;
+        }
         if (meth != LWSHUMETH_POST) {
             h->allow = "POST";
             h->close_after = 1;   /* a body, if any, is not read */
