@@ -236,8 +236,12 @@ static int is_master(const redisReply *reply, const char **what)
 static void others_follow(pg_link_t *l)
 {
     for (pg_link_t *o = links; o != NULL; o = o->next) {
-        if (o == l || !o->need_master || o->ac == NULL)
+        if (o == l || !o->need_master)
             continue;
+        if (o->ac == NULL) {
+            pg_link_hurry(o);   /* waiting out a backoff: the master is up */
+            continue;
+        }
         if (o->port == l->port && strcmp(o->host, l->host) == 0)
             continue;
         link_log(PG_LOG_WARN, o, "the master is at %s:%d now", l->host, l->port);

@@ -262,7 +262,8 @@ def test_sentinel_failover_is_followed_without_gap_or_duplicate(sentinel_topolog
 
 def test_sentinel_master_kill9_is_followed_without_gap_or_duplicate(sentinel_topology,
                                                                     gateway_factory):
-    topo = sentinel_topology(replicas=1, sentinels=3)
+    # two replicas: one is promoted, the other must be moved to it
+    topo = sentinel_topology(replicas=2, sentinels=3)
     gw = gateway_factory(ARGS + ["--history-size", "5000"], redis_url=topo.url())
     r = failover_under_load(topo, gw, lambda old: old.kill9())
     check_failover(r, "kill -9 of the master")
