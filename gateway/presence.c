@@ -10,10 +10,15 @@
 #include "commands.h"
 #include "hub.h"
 #include "node.h"
+#include "subscriber.h"
 #include "pg_buf.h"
 #include "pg_chan.h"
 #include "pg_log.h"
 #include "pg_util.h"
+
+/* A join or leave waits at most this long for the node's SUBSCRIBE of its
+ * channel (see flush_pubs). */
+#define PUB_WAIT_MS 2000
 
 /* One FCALL carries at most this many changes, so that one script never
  * holds Redis for long (a mass disconnect of 10 000 goes out in 10). */
@@ -49,6 +54,7 @@ typedef struct pub {
     char    *chan;
     char    *payload;
     size_t   len;
+    uint64_t at_ms;            /* when it was queued */
 } pub_t;
 
 static pchan_t   *chans;
@@ -119,6 +125,8 @@ static char *join_payload(const pg_conn_t *c, const char *event, size_t *len)
 
 /* --- the queue --------------------------------------------------------------- */
 
+static void drop_pubs(void);
+
 static void op_free(op_t *o)
 {
     free(o->chan);
@@ -130,6 +138,11 @@ static void drop_queue(void)
     for (size_t i = 0; i < nops; i++)
         op_free(&ops[i]);
     nops = 0;
+    drop_pubs();
+}
+
+static void drop_pubs(void)
+{
     for (size_t i = 0; i < npubs; i++) {
         free(pubs[i].chan);
         free(pubs[i].payload);
@@ -178,6 +191,7 @@ static void push_pub(const pg_conn_t *c, const char *chan, const char *event)
         free(p->chan);
         return;
     }
+    p->at_ms = pg_mono_ms();
     npubs++;
 }
 
@@ -192,6 +206,40 @@ static void updated(void *arg, const struct redisReply *r)
     (void)arg;
     if (r != NULL && r->type == REDIS_REPLY_ERROR)
         pg_log(PG_LOG_WARN, "presence update refused by Redis: %s", r->str);
+}
+
+/* 1 when an earlier join/leave of channel still waits (pubs[0..kept)). */
+static int held_back(const char *chan, size_t kept)
+{
+    for (size_t i = 0; i < kept; i++)
+        if (strcmp(pubs[i].chan, chan) == 0)
+            return 1;
+    return 0;
+}
+
+/* The join/leave messages go out in order per channel. One for a channel
+ * this node has members in waits until our own SUBSCRIBE of it is
+ * confirmed: the PUBLISH travels on the command link and could otherwise
+ * reach Redis before the SUBSCRIBE, and the joining client (the channel's
+ * first member here) would miss its own join. Waiting is bounded by
+ * PUB_WAIT_MS; other nodes' subscribers never wait for long. */
+static void flush_pubs(void)
+{
+    size_t kept = 0;
+    uint64_t now = pg_mono_ms();
+    for (size_t i = 0; i < npubs; i++) {
+        pub_t *p = &pubs[i];
+        if (held_back(p->chan, kept) ||
+            (now - p->at_ms < PUB_WAIT_MS && pg_hub_find(p->chan) != NULL &&
+             !pg_subscriber_has(p->chan))) {
+            pubs[kept++] = *p;
+            continue;
+        }
+        pg_commands_raw_publish(p->chan, p->payload, p->len, published, NULL);
+        free(p->chan);
+        free(p->payload);
+    }
+    npubs = kept;
 }
 
 /* Everything queued goes out: FCALLs of up to OPS_PER_CALL changes, in
@@ -234,12 +282,13 @@ static void flush(void)
         if (pg_commands_argv((int)argc, argv, lens, updated, NULL) != 0)
             pg_log(PG_LOG_WARN, "presence: an update could not be queued");
     }
-    for (size_t i = 0; i < npubs; i++)
-        pg_commands_raw_publish(pubs[i].chan, pubs[i].payload, pubs[i].len, published, NULL);
 out:
     free(argv);
     free(lens);
-    drop_queue();
+    for (size_t i = 0; i < nops; i++)
+        op_free(&ops[i]);
+    nops = 0;
+    flush_pubs();
 }
 
 static void flush_cb(uv_prepare_t *h)
@@ -414,6 +463,10 @@ void pg_presence_stop(void)
     started = 0;
     flush();
     if (pg_commands_ready()) {
+        /* the leaves of a drain wait for no SUBSCRIBE: we are going */
+        for (size_t i = 0; i < npubs; i++)
+            pg_commands_raw_publish(pubs[i].chan, pubs[i].payload, pubs[i].len, published, NULL);
+        drop_pubs();
         const char *argv[4] = { "FCALL", fn_reset, "0", pg_node.cfg.node_id };
         size_t lens[4] = { 5, strlen(argv[1]), 1, strlen(argv[3]) };
         pg_commands_argv(4, argv, lens, NULL, NULL);

@@ -21,6 +21,9 @@
  *         'expiring' | 'refreshed', fn);
  *   pg.subscribe('orders'); pg.unsubscribe('orders'); pg.close(); pg.connect();
  *   pg.refresh()  // hand the gateway a fresh token now (see Token lifetime)
+ *   pg.send(data) // WebSocket: data (any JSON) to the backends through the
+ *                 //   gateway's events stream; a Promise of {id, ref} (see
+ *                 //   Sending to the backends)
  *   pg.lastId     // highest message id received so far (decimal string) or null
  *   pg.lastClose  // the last 'close' event's object (see Why a connection
  *                 //   closed) or null
@@ -93,6 +96,21 @@
  *   A fetch-SSE request refused with a 4xx (but 408 / 429) is final without
  *   getToken; with it the next attempt asks getToken again, and stops if it
  *   returns the very token that was just refused (no retry loop).
+ *
+ * Sending to the backends (SPEC section 9)
+ *   pg.send(data) sends {"type":"send","data":data,"ref":r} with a ref of its
+ *   own and returns a Promise. It resolves with {id, ref} once the gateway
+ *   answers "sent": the message is then in the Redis stream <prefix>events,
+ *   `id` its entry id. It rejects with an Error carrying `code` when the
+ *   gateway refused it, and nothing was stored: "events_off" (no --events),
+ *   "unavailable" (Redis down), "rate_limited" (past --client-send-rate a
+ *   second), "too_big"; with "unknown" when Redis was lost before it
+ *   answered (stored or not, no one can tell); with "not_open" at once when
+ *   no WebSocket is open (SSE cannot send); and with "closed" when the
+ *   connection went before the answer (the message may have been stored).
+ *   Nothing is re-sent by the client: the app decides whether to retry.
+ *   Presence (who is online) is read by the backend with its API key; the
+ *   browser has no presence call, since that key must stay secret.
  *
  * Channels the gateway adds or removes
  *   A backend may subscribe or unsubscribe a user's connections (SPEC 7).
@@ -298,6 +316,8 @@
     this._runtime = {};           // channel -> 'pending' | 'confirmed' (WS)
     this._runtimeOrder = [];
     this._sent = [];              // WS commands awaiting their answer, in order
+    this._sends = {};             // ref -> {resolve, reject}: send() awaiting sent/error
+    this._sendSeq = 0;
     this.state = 'idle';
     this._attempt = 0;
     this._busyAttempt = 0;        // 4029 / 429 refusals in a row
@@ -431,6 +451,45 @@
     return this;
   };
 
+  P.send = function (data) {
+    var self = this;
+    return new Promise(function (resolve, reject) {
+      var c = self._conn;
+      if (self.state !== 'open' || !c || c.kind !== 'ws') {
+        reject(sendError('not_open', self.transport === 'ws'
+          ? 'not connected' : 'send needs the WebSocket transport'));
+        return;
+      }
+      var ref = 'pg' + (++self._sendSeq);
+      try {
+        c.ws.send(JSON.stringify({ type: 'send', data: data === undefined ? null : data, ref: ref }));
+      } catch (e) {
+        reject(sendError('not_open', 'the socket refused the frame'));
+        return;
+      }
+      self._sends[ref] = { resolve: resolve, reject: reject };
+    });
+  };
+
+  function sendError(code, message, ref) {
+    var e = new Error(message || code);
+    e.code = code;
+    if (ref !== undefined) e.ref = ref;
+    return e;
+  }
+
+  // The connection went: every send() still waiting is told so.
+  P._failSends = function () {
+    var s = this._sends;
+    this._sends = {};
+    for (var ref in s) {
+      if (Object.prototype.hasOwnProperty.call(s, ref)) {
+        s[ref].reject(sendError('closed', 'the connection closed before the gateway answered ' +
+          '(the message may have been stored)', ref));
+      }
+    }
+  };
+
   P.subscribe = function (channel) {
     var list = toList(channel);
     for (var i = 0; i < list.length; i++) this._subscribeOne(list[i]);
@@ -506,6 +565,7 @@
     var c = this._conn;
     this._conn = null;
     this._sent = [];
+    this._failSends();
     if (c) {
       try { c.close(); } catch (e) { /* already gone */ }
     }
@@ -620,6 +680,7 @@
     this._clearTimers();
     this._conn = null;
     this._sent = [];
+    this._failSends();
     if (c) { try { c.close(); } catch (e) { /* ignore */ } }
     this._sseRefreshed = false;
     var fatal = !!info.fatal || !this.reconnect;
@@ -938,10 +999,23 @@
       case 'pong':
         this._emit('pong', f);
         break;
+      case 'sent':
+        if (typeof f.ref === 'string' && this._sends[f.ref]) {
+          var ok = this._sends[f.ref];
+          delete this._sends[f.ref];
+          ok.resolve({ id: f.id, ref: f.ref });
+        }
+        break;
       case 'recovery':
         this._emit('recovery', f);
         break;
       case 'error':
+        if (typeof f.ref === 'string' && this._sends[f.ref]) {
+          var bad = this._sends[f.ref];
+          delete this._sends[f.ref];
+          bad.reject(sendError(f.code || 'error', f.message, f.ref));
+          break;
+        }
         cmd = f.code === 'bad_token' || f.code === 'wrong_user'
           ? this._takeSentType('refresh') : this._takeSent(f);
         if (cmd && cmd.type === 'refresh') {
