@@ -1,0 +1,54 @@
+/* pg_since.h - recovery positions (SPEC §4 Recovery, §10): what `since=`
+ * and `Last-Event-ID` carry. One id is one cut across every channel of a
+ * connection, exact on one Redis where ids rise across all channels and
+ * reach a node in order. In a Redis Cluster messages of different shards
+ * come over different links with no common order and ids rise per channel,
+ * so a position is kept per channel:
+ *
+ *     since=1764277200123000                              one cut for all
+ *     since=news:1764277200124000,user:42:1764277200123000 one per channel
+ *     since=1764277200000000,news:1764277200124000         both: the number
+ *                                                          for the others
+ *
+ * Each entry splits at its last ':' (ids are digits only; ',' is no channel
+ * character, SPEC §2). The same text is what the SSE `id:` of a cluster
+ * node carries, so the `Last-Event-ID` a browser sends by itself resumes
+ * each channel at its own position. Pure C. */
+#ifndef PG_SINCE_H
+#define PG_SINCE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pg_buf.h"
+#include "pg_chan.h"
+
+typedef struct pg_since_pos {
+    char     channel[PG_CHAN_MAX + 1];
+    uint64_t id;
+} pg_since_pos_t;
+
+typedef struct pg_since {
+    int             has_all;  /* a bare id was given */
+    uint64_t        all;      /* it: the position of every unlisted channel */
+    pg_since_pos_t *pos;      /* per-channel positions, in the order given */
+    size_t          n;
+} pg_since_t;
+
+/* Parse s[0..len) into out (which the caller frees with pg_since_free even
+ * after an error). At most max_channels per-channel entries and at most one
+ * bare id; every id 1..19 digits; every channel valid (SPEC §2) and listed
+ * once. Returns 0, or -1 with a one-line reason in err (the 400 body). */
+int pg_since_parse(const char *s, size_t len, size_t max_channels, pg_since_t *out,
+                   char *err, size_t errlen);
+/* The position of channel: 1 and *id from its own entry, else from the
+ * bare id; 0 when it has neither (it starts live). */
+int pg_since_get(const pg_since_t *p, const char *channel, uint64_t *id);
+/* Append one entry "<channel>:<id>" to b, preceded by ',' unless b is
+ * empty: the writer of SSE `id:` lists. Returns 0, or -1 when out of memory
+ * (b may then end in part of the entry: discard it). */
+int pg_since_append(pg_buf_t *b, const char *channel, uint64_t id);
+/* Release what out holds; NULL is a no-op. */
+void pg_since_free(pg_since_t *p);
+
+#endif
