@@ -290,3 +290,46 @@ def test_http_presence_endpoints_answer_like_the_functions(gateway_factory, rds)
             await close_all(a, b)
 
     run(body())
+
+
+def fcalls(rds):
+    return rds.info("commandstats").get("cmdstat_fcall", {}).get("calls", 0)
+
+
+def test_mass_disconnect_is_written_in_batches_and_leaves_presence_exact(gateway_factory, rds):
+    """500 users with one connection each and a shared presence topic close
+    at once: presence is exact afterwards (every key gone), and the changes
+    went out in a handful of FCALLs, not one round trip per connection."""
+    gw = gateway_factory(ARGS + ["--node-id", "n1", "--events"])
+    n = 500
+
+    async def body():
+        clients = await asyncio.gather(*[
+            ws_connect(gw, "token=" + token(f"u{i}") + "&channels=room.mass", timeout=20)
+            for i in range(n)])
+        try:
+            await wait_stats(rds, "room.mass", {"clients": n, "users": n}, timeout=20)
+            before = fcalls(rds)
+            events_before = rds.xlen("pushgate:events")
+            await asyncio.gather(*[c.close() for c in clients])
+            # polled without FCALL, so that the count below is the node's alone
+            await async_wait_until(
+                lambda: not rds.exists(PREFIX + "presence:room.mass", PREFIX + f"presence:user:u{n - 1}"),
+                timeout=20, msg="room.mass and the last user channel empty")
+            updates = fcalls(rds) - before
+            assert stats(rds, "room.mass") == {"clients": 0, "users": 0}
+            # every presence key of those channels is gone, nothing stale left
+            left = [k for k in rds.scan_iter(PREFIX + "presence*")
+                    if not k.startswith(PREFIX + "presence-node")]
+            assert left == [], left[:5]
+            assert rds.smembers(PREFIX + "presence-node:n1") == set()
+            # 1000 removals (a user channel and the topic each) came in a few
+            # loop iterations, one FCALL each (plus a heartbeat a second)
+            print("FCALLs for", n, "closes:", updates)
+            assert updates <= 50, updates
+            await async_wait_until(lambda: rds.xlen("pushgate:events") - events_before >= n,
+                                   msg="a disconnect event each")
+        finally:
+            await close_all(*clients)
+
+    run(body(), timeout=120)
