@@ -28,6 +28,14 @@
 #              and subscribed (pushgate: the answer to a subscribe command; Nchan,
 #              which answers nothing, at the upgrade), on pushgate --workers 1 and 2
 #              and on nginx + Nchan; 3 runs each, a fresh server per run
+#   storm      a reconnect storm: 10k WebSocket clients (10k users, JWT) get a mark on
+#              broadcast and on their user channel, all close at once, 1000 messages go
+#              to broadcast and 1000 to random users, and all resume at once with
+#              since=<last id>: time until every missed message arrived and the history
+#              reads Redis served (INFO commandstats), on the gateway before coalescing
+#              (-B, default /work/pushgate-before) and after (-g); 3 runs each
+#   close      closing 19k connections at once: time until the server's descriptors
+#              are back, --workers 1 vs 4; 3 runs each
 #   smoke      1k WS conns, 100 msg/s for 5 s (the quick check)
 #   all        calibrate memory light broadcast users sse api nchan
 #
@@ -36,6 +44,7 @@
 #   -b PATH    the pushgate-bench binary (default: the newer of build-bench/ and build/)
 #   -o FILE    results file, JSON lines, appended (default bench-results.jsonl)
 #   -d SECS    publish phase length of the rate scenarios (default 10)
+#   -B PATH    the "before" gateway of the storm set (default /work/pushgate-before)
 #   -k         keep the temp dir (logs, configs)
 #
 # The gateway and nginx run pinned to CPU 0 (taskset -c 0), the bench to CPU 1.
@@ -48,12 +57,14 @@ BENCH=""
 RESULTS=bench-results.jsonl
 DUR=10
 KEEP=0
-while getopts "g:b:o:d:kh" opt; do
+GW_BEFORE=/work/pushgate-before
+while getopts "g:b:o:d:B:kh" opt; do
     case $opt in
     g) GW=$OPTARG ;;
     b) BENCH=$OPTARG ;;
     o) RESULTS=$OPTARG ;;
     d) DUR=$OPTARG ;;
+    B) GW_BEFORE=$OPTARG ;;
     k) KEEP=1 ;;
     h) sed -n '2,30p' "$0"; exit 0 ;;
     *) exit 2 ;;
@@ -152,7 +163,7 @@ start_gateway() {
     start_redis
     redis-cli -p "$REDIS_PORT" flushall >/dev/null
     GW_PORT=$(free_port)
-    taskset -c 0 "$GW" --listen "127.0.0.1:$GW_PORT" --redis-url "redis://127.0.0.1:$REDIS_PORT" \
+    taskset -c 0 "${GW_USE:-$GW}" --listen "127.0.0.1:$GW_PORT" --redis-url "redis://127.0.0.1:$REDIS_PORT" \
         --jwt-secret "$SECRET" --allow-anonymous --api-key "$APIKEY" --public-topics bench \
         --log-level warn "$@" \
         >>"$TMP/gateway.log" 2>&1 &
@@ -348,6 +359,40 @@ for set in "${SETS[@]}"; do
             nchan_run "connect-nchan-19k-r$r" ws -c 19000 --connect-rate --timeout 120
         done
         ;;
+    storm)
+        # the history must hold the 1000 missed broadcasts and the mark
+        for r in 1 2 3; do
+            for which in before after; do
+                if [ $which = before ]; then
+                    [ -x "$GW_BEFORE" ] || { echo "bench.sh: no before gateway $GW_BEFORE (-B)" >&2; break; }
+                    GW_USE=$GW_BEFORE
+                else
+                    GW_USE=$GW
+                fi
+                start_gateway --history-size 2000
+                run_bench "storm-$which-10k-1000-r$r" --host 127.0.0.1 --port "$GW_PORT" \
+                    --server-pid "$GW_PID" --redis-url "redis://127.0.0.1:$REDIS_PORT" \
+                    --transport ws --path /ws -c 10000 --users 10000 --jwt-secret "$SECRET" \
+                    --storm 1000 --drain 20 --timeout 600
+                stop_gateway
+                GW_USE=""
+            done
+        done
+        ;;
+    close)
+        for r in 1 2 3; do
+            for nw in 1 4; do
+                if [ $nw = 1 ]; then start_gateway; else start_gateway --workers $nw; fi
+                pids=()
+                if [ $nw = 1 ]; then pids=(--server-pid "$GW_PID"); else
+                    for p in $(pgrep -P "$GW_PID"); do pids+=(--server-pid "$p"); done
+                fi
+                run_bench "close-19k-${nw}w-r$r" --host 127.0.0.1 --port "$GW_PORT" "${pids[@]}" \
+                    --transport ws --path /ws -c 19000 --close-all --drain 60 --timeout 300
+                stop_gateway
+            done
+        done
+        ;;
     smoke)
         gw_run "smoke-ws-1k-100" --transport ws --path /ws -c 1000 \
             --publish raw --rate 100 --duration 5 --timeout 60
@@ -408,6 +453,23 @@ if cr:
               f"{g(r,'connect','failed'):>6}{f(g(r,'connect','per_s'),'{:.0f}'):>9}"
               f"{f(g(r,'connect','handshake_ms','p50')):>10}{f(g(r,'connect','handshake_ms','p99')):>10}"
               f"{f(g(r,'server','cpu_us_per_connect'),'{:.1f}'):>9}{f(g(r,'server','sched_wait_s'),'{:.2f}'):>8}")
+sm = [r for r in rows if r.get("mode") == "storm"]
+if sm:
+    print("\nreconnect storm (all resume with since at once; reads = Redis FCALL_RO calls)")
+    print(f"{'label':<30}{'resumed':>8}{'received/expected':>22}{'dups':>6}{'reconn s':>9}{'caught s':>9}{'reads':>8}{'cpu s':>7}{'wait s':>8}{'ok':>4}")
+    for r in sm:
+        st = r.get("storm", {})
+        rv = f"{st.get('received',0)}/{st.get('expected',0)}"
+        print(f"{r.get('label','-'):<30}{st.get('resumed','-'):>8}{rv:>22}{g(r,'deliveries','duplicates'):>6}"
+              f"{f(st.get('reconnect_s')):>9}{f(st.get('caught_up_s')):>9}{f(st.get('history_reads')):>8}"
+              f"{f(g(r,'server','sched_cpu_s')):>7}{f(g(r,'server','sched_wait_s')):>8}{'y' if r.get('ok') else 'n':>4}")
+cl = [r for r in rows if r.get("mode") == "close"]
+if cl:
+    print("\nclose all at once (until the servers' descriptors are back)")
+    print(f"{'label':<30}{'conns':>7}{'close s':>9}{'cpu s':>8}{'wait s':>8}{'ok':>4}")
+    for r in cl:
+        print(f"{r.get('label','-'):<30}{g(r,'connect','connected'):>7}{f(g(r,'close','seconds'),'{:.3f}'):>9}"
+              f"{f(g(r,'server','sched_cpu_s')):>8}{f(g(r,'server','sched_wait_s')):>8}{'y' if r.get('ok') else 'n':>4}")
 idle = [r for r in run if g(r, 'server', 'idle_cpu_us_per_conn_s') is not None]
 if idle:
     print("\nidle (connections held, nothing published): server CPU")

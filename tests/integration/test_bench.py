@@ -477,6 +477,63 @@ def test_connect_rate_without_subscribe_counts_the_upgrade(gateway_factory, benc
 
 
 # --------------------------------------------------------------------------
+# 6c. --storm and --close-all
+
+
+def test_storm_every_resumer_catches_up_with_few_reads(gateway_factory, bench, rds):
+    """200 connections of 20 users get a mark on broadcast and their user
+    channel, all close, 50 messages go to broadcast and 50 to random users,
+    and all resume at once with since: every missed message arrives once,
+    and the history reads the bench reports are Redis's own count, one per
+    channel at most (20 user channels and broadcast), not one per
+    connection and channel (400)."""
+    gw = gateway_factory(["--jwt-secret", SECRET, "--history-size", "500"])
+    n, users, missed = 200, 20, 50
+    calls0 = int(rds.info("commandstats").get("cmdstat_fcall_ro", {}).get("calls", 0))
+    res = bench.run(gw_args(gw) + [
+        "-c", n, "--users", users, "--jwt-secret", SECRET, "--storm", missed,
+        "--server-pid", gw.pid, "--timeout", 60], port=gw.port)
+    r = res.report
+    assert res.rc == 0 and r["ok"] is True, res
+    assert r["mode"] == "storm", r
+    st = r["storm"]
+    assert st["complete"] is True and st["publish_errors"] == 0, st
+    assert st["resumed"] == n and st["recovery_notices"] == 0, st
+    assert (st["missed_broadcast"], st["missed_users"]) == (missed, missed), st
+    # broadcast to all, each user message to the n/users connections of one user
+    assert st["expected"] == n * missed + missed * (n // users), st
+    assert st["received"] == st["expected"], st
+    d = r["deliveries"]
+    assert d["duplicates"] == 0 and d["dup_check"] is True and d["lost"] == 0, d
+    assert d["out_of_order"] == 0, d
+    assert 0 < st["reconnect_s"] and 0 < st["caught_up_s"], st
+    calls = int(rds.info("commandstats")["cmdstat_fcall_ro"]["calls"]) - calls0
+    assert st["history_reads"] == calls, (st, calls)
+    assert 1 <= calls <= users + 1, calls
+    assert metric_value(gw.metrics(), "pushgate_history_reads_total") == calls
+    c = r["close"]
+    assert c["server_fds_after"] <= c["server_fds_before"] + 2, c
+    assert c["server_fds_connected"] >= c["server_fds_before"] + n, c
+
+
+def test_close_all_times_the_servers_closes(gateway_factory, bench):
+    gw = gateway_factory([])
+    n = 300
+    res = bench.run(gw_args(gw) + ["-c", n, "--close-all", "--server-pid", gw.pid,
+                                   "--timeout", 30], port=gw.port)
+    r = res.report
+    assert res.rc == 0 and r["ok"] is True and r["mode"] == "close", res
+    c = r["close"]
+    assert c["server_fds_connected"] >= c["server_fds_before"] + n, c
+    assert c["server_fds_after"] <= c["server_fds_before"] + 2, c
+    assert c["seconds"] > 0, c
+    assert r["server"]["sched_cpu_s"] > 0 and r["server"]["sched_wait_s"] >= 0, r["server"]
+    # the node agrees: nobody is left
+    wait_until(lambda: metric_value(gw.metrics(), "pushgate_connections",
+                                    {"transport": "ws"}) == 0, 5, msg="no connection left")
+
+
+# --------------------------------------------------------------------------
 # 7. --calibrate: the machine's floor, no server
 
 
@@ -521,10 +578,11 @@ def test_calibrate(bench):
     (["--connect-rate", "--publish", "raw", "--messages", "1"],
      "--connect-rate publishes nothing"),
     (["--transport", "sse", "--subscribe", "news"], "--subscribe is a WebSocket command"),
+    (["--storm", "10", "--publish", "raw", "--messages", "1"], "--storm and --close-all publish on their own"),
 ], ids=["unknown-option", "missing-value", "publish-without-count",
         "bad-publish-mode", "user-random-without-users",
         "user-channel-without-tokens", "bad-number", "stray-argument",
-        "connect-rate-with-publish", "subscribe-over-sse"])
+        "connect-rate-with-publish", "subscribe-over-sse", "storm-with-publish"])
 def test_bad_usage_exits_2(args, message):
     cmd = [bench_bin(), "--port", "1", "--timeout", "2"] + args
     p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True,

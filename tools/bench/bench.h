@@ -32,6 +32,10 @@ typedef struct bench_opts {
     const char *subscribe;          /* WS: after the upgrade send a subscribe for this
                                      * channel; the attempt succeeds at the answer */
     int         connect_rate;       /* --connect-rate: the connect phase is the run */
+    int         storm;              /* --storm: drop all, publish, all resume with since */
+    int         close_all;          /* --close-all: drop all, time the server's closes */
+    long        storm_missed;       /* --storm: messages missed on broadcast (and as many
+                                     * over the user channels with --users) */
     /* identity */
     const char *token;              /* one token for every connection */
     const char *user_tokens_file;   /* line k = token of user u<k> */
@@ -109,13 +113,18 @@ typedef struct worker_result {
     uint64_t first_rx_ns, last_rx_ns;
     uint64_t cpu_user_us, cpu_sys_us, maxrss_kb;
     uint64_t connect_ns;            /* start to the last attempt's outcome */
+    uint64_t reconnect_ns;          /* --storm: MSG_RECONNECT to the last outcome */
+    uint64_t notices;               /* recovery-incomplete notices */
     uint64_t last_http_status;      /* a failing status, for the report */
     hist_t   lat;                   /* publish -> receive, ns */
     hist_t   hs;                    /* TCP connect start -> 101/200, ns */
 } worker_result_t;
 
 /* Coordinator <-> worker messages over a socketpair: header then body. */
-enum { MSG_PROGRESS = 1, MSG_CONNECTED, MSG_RESULT, MSG_STOP };
+enum { MSG_PROGRESS = 1, MSG_CONNECTED, MSG_RESULT, MSG_STOP,
+       MSG_DROP,        /* coordinator: close every connection now */
+       MSG_DROPPED,     /* worker: done */
+       MSG_RECONNECT }; /* coordinator: open them all again with since=<last id> */
 typedef struct msg_hdr {
     uint32_t type, len;
 } msg_hdr_t;

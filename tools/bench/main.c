@@ -21,14 +21,19 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <dirent.h>
 #include <unistd.h>
+
+#include <hiredis/hiredis.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <json-c/json.h>
 
-enum { PH_CONNECT = 0, PH_SETTLE, PH_PUBLISH, PH_DRAIN, PH_COLLECT, PH_DONE };
-static const char *phase_name[] = {"connect", "settle", "publish", "drain", "collect", "done"};
+enum { PH_CONNECT = 0, PH_SETTLE, PH_PUBLISH, PH_DRAIN, PH_STORM, PH_COLLECT, PH_DONE };
+static const char *phase_name[] = {"connect", "settle", "publish", "drain", "storm", "collect", "done"};
+/* --storm / --close-all, within PH_STORM */
+enum { ST_NONE = 0, ST_MARK, ST_CLOSING, ST_CATCHUP, ST_DONE };
 
 typedef struct wslot {
     pid_t pid;
@@ -63,6 +68,15 @@ typedef struct coord {
     int conn_cpu_sampled;       /* --connect-rate: cpu_start/end span the connect phase */
     uint64_t total_connected, expected_live, drain_seen;
     uint64_t *user_conns;       /* connections per user, from the workers' maps */
+    /* --storm / --close-all */
+    int st, n_dropped, storm_cpu, storm_complete;
+    struct event *storm_ev;
+    redisContext *redis;
+    uint64_t storm_expect, storm_base, marks_expect, storm_pub_errors;
+    uint64_t t_drop, t_closed, t_reconnect, t_caught;
+    int64_t fds_before, fds_connected, fds_after;
+    int t_cpu_window_open;
+    long long reads_before, reads_after;
 } coord_t;
 
 static coord_t C;
@@ -93,6 +107,14 @@ static void usage(FILE *f)
 "  --subscribe CH          WebSocket: after the upgrade send {\"type\":\"subscribe\",\n"
 "                          \"channel\":CH}; a connection counts as connected at the\n"
 "                          first text frame back (the answer), failed on an error\n"
+"  --storm M               a reconnect storm: once all are connected, one FCALL'd mark on\n"
+"                          broadcast (and each user channel with --users) gives each its last\n"
+"                          id; then all close at once, M messages go to broadcast (and M to\n"
+"                          random users), and all come back at once with since=<last id>:\n"
+"                          time until every missed message arrived, history reads (Redis INFO\n"
+"                          commandstats, FCALL_RO) over the storm, server CPU meanwhile\n"
+"  --close-all             once all are connected, close them all at once: time until the\n"
+"                          servers' descriptor counts (--server-pid) are back where they were\n"
 "  --connect-rate          the connect phase is the run: unpaced (--concurrency in\n"
 "                          flight per worker), nothing published; the report's\n"
 "                          connect.per_s is connections accepted, upgraded (and\n"
@@ -229,7 +251,7 @@ enum {
     O_HST, O_TOKEN, O_USERS, O_JWT, O_UTOK, O_TIQ, O_PUBLISH, O_MESSAGES, O_RATE, O_DURATION,
     O_CHANNEL, O_REDIS, O_PREFIX, O_APIKEY, O_PUBURL, O_PUBCONNS, O_WINDOW, O_SIZE, O_SEED,
     O_IDLE, O_SETTLE, O_DRAIN, O_TIMEOUT, O_SPID, O_LABEL, O_CAL, O_ROUNDS, O_FRAME, O_CALCPU,
-    O_SUBSCRIBE, O_CONNRATE,
+    O_SUBSCRIBE, O_CONNRATE, O_STORM, O_CLOSEALL,
 };
 
 static const struct option longopts[] = {
@@ -247,6 +269,7 @@ static const struct option longopts[] = {
     {"label", 1, 0, O_LABEL}, {"quiet", 0, 0, 'q'}, {"calibrate", 0, 0, O_CAL},
     {"rounds", 1, 0, O_ROUNDS}, {"frame-bytes", 1, 0, O_FRAME}, {"cal-cpus", 1, 0, O_CALCPU},
     {"subscribe", 1, 0, O_SUBSCRIBE}, {"connect-rate", 0, 0, O_CONNRATE},
+    {"storm", 1, 0, O_STORM}, {"close-all", 0, 0, O_CLOSEALL},
     {"help", 0, 0, 'h'}, {0, 0, 0, 0},
 };
 
@@ -352,6 +375,8 @@ static void parse_opts(bench_opts_t *o, int argc, char **argv)
             o->subscribe = optarg;
             break;
         case O_CONNRATE: o->connect_rate = 1; break;
+        case O_STORM: o->storm = 1; o->storm_missed = (long)num("storm", optarg, 0, 1e7); break;
+        case O_CLOSEALL: o->close_all = 1; break;
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); exit(2);
         }
@@ -385,6 +410,10 @@ static void parse_opts(bench_opts_t *o, int argc, char **argv)
         die("--connect-rate is unpaced: drop --ramp");
     if (o->subscribe && o->transport != TR_WS)
         die("--subscribe is a WebSocket command");
+    if ((o->storm || o->close_all) && (o->publish != PUB_NONE || o->connect_rate || o->ramp > 0))
+        die("--storm and --close-all publish on their own, unpaced: drop --publish, --ramp, --connect-rate");
+    if (o->storm && o->close_all)
+        die("--storm already closes every connection: drop --close-all");
     if (o->publish == PUB_NONE)
         o->messages = 0;
     if (o->publish != PUB_NONE && o->messages == 0)
@@ -393,6 +422,8 @@ static void parse_opts(bench_opts_t *o, int argc, char **argv)
         die("--publish nchan-http needs --publish-url");
     if (parse_redis_url(o, o->redis_url) < 0)
         die("bad --redis-url %s", o->redis_url);
+    if (o->storm) /* seq 0: the broadcast mark, 1..U: the users' marks, then the missed */
+        o->messages = 1 + (o->users > 0 ? o->users : 0) + o->storm_missed * (o->users > 0 ? 2 : 1);
     /* the FCALL function name: prefix with non-alphanumerics as '_' + publish */
     size_t k = 0;
     for (const char *s = o->prefix; *s && k + 8 < sizeof o->fnname; s++)
@@ -422,6 +453,8 @@ static void parse_opts(bench_opts_t *o, int argc, char **argv)
 /* ---------------- coordinator ---------------- */
 
 static void phase_to(coord_t *c, int ph, double after_s);
+static void storm_begin(coord_t *c);
+static void storm_caught_up(coord_t *c, int complete);
 
 static double secs(uint64_t ns) { return (double)ns / 1e9; }
 
@@ -493,6 +526,11 @@ static void all_connected(coord_t *c)
     say(o, "connected %llu/%ld in %.2f s (%llu failed)", (unsigned long long)c->total_connected,
         o->connections, secs(c->t_connected - c->t_start), (unsigned long long)sum_prog(c, 1));
     sample_cpu_only(c, c->idle_cpu_start);
+    if (o->storm || o->close_all) {
+        sample_rss(c, c->rss_after);
+        storm_begin(c);
+        return;
+    }
     if (o->connect_rate) {
         sample_cpu(c, c->cpu_end);
         c->conn_cpu_sampled = 1;
@@ -562,6 +600,11 @@ static void phase_cb(evutil_socket_t fd, short what, void *arg)
     case PH_DRAIN:
         end_drain(c);
         break;
+    case PH_STORM:
+        /* no delivery for --drain s while catching up */
+        if (c->st == ST_CATCHUP)
+            storm_caught_up(c, 0);
+        break;
     case PH_COLLECT:
         say(c->o, "workers did not answer in time; reporting without them");
         for (int i = 0; i < c->nw; i++)
@@ -600,6 +643,259 @@ static void check_drained(coord_t *c)
         double d = c->o->drain;
         struct timeval tv = {(time_t)d, (suseconds_t)((d - (double)(long)d) * 1e6)};
         evtimer_add(c->phase_ev, &tv);
+    }
+}
+
+/* ---------------- --storm and --close-all ---------------- */
+
+static redisContext *storm_redis(coord_t *c)
+{
+    const bench_opts_t *o = c->o;
+    struct timeval tv = {5, 0};
+    redisContext *r = redisConnectWithTimeout(o->redis_host, o->redis_port, tv);
+    if (!r || r->err) {
+        say(o, "storm: cannot connect to Redis %s:%d: %s", o->redis_host, o->redis_port,
+            r ? r->errstr : "out of memory");
+        if (r)
+            redisFree(r);
+        return NULL;
+    }
+    redisReply *rep = NULL;
+    if (o->redis_pass[0])
+        rep = redisCommand(r, "AUTH %s", o->redis_pass);
+    freeReplyObject(rep);
+    rep = o->redis_db ? redisCommand(r, "SELECT %d", o->redis_db) : NULL;
+    freeReplyObject(rep);
+    return r;
+}
+
+/* FCALL_RO calls Redis has served: the gateway's history reads. */
+static long long fcall_ro_calls(redisContext *r)
+{
+    long long n = -1;
+    redisReply *rep = r ? redisCommand(r, "INFO commandstats") : NULL;
+    if (rep && rep->type == REDIS_REPLY_STRING) {
+        const char *s = strstr(rep->str, "cmdstat_fcall_ro:calls=");
+        n = s ? atoll(s + 23) : 0;
+    }
+    freeReplyObject(rep);
+    return n;
+}
+
+/* FCALL <fn> 0 <channel> {"data":{"seq":S,"t":T}} for seq0..seq0+n-1, on
+ * broadcast or (to_users) a random user's channel, pipelined; returns the
+ * deliveries they make to the connections we hold. */
+static uint64_t storm_publish(coord_t *c, uint64_t seq0, uint64_t n, int to_users)
+{
+    const bench_opts_t *o = c->o;
+    uint64_t expect = 0;
+    for (uint64_t s = seq0; s < seq0 + n; s++) {
+        char ch[64], data[128];
+        /* the user-random draw, whatever --channel says */
+        long u = to_users ? (long)(mix64(o->seed ^ (s * 0x9e3779b97f4a7c15ULL)) % (uint64_t)o->users) : -1;
+        if (to_users)
+            snprintf(ch, sizeof ch, "user:u%ld", u);
+        else
+            snprintf(ch, sizeof ch, "broadcast");
+        snprintf(data, sizeof data, "{\"data\":{\"seq\":%llu,\"t\":%llu}}", (unsigned long long)s,
+                 (unsigned long long)mono_ns());
+        redisAppendCommand(c->redis, "FCALL %s 0 %s %s", o->fnname, ch, data);
+        expect += to_users ? (c->user_conns ? c->user_conns[u] : 0) : c->total_connected;
+    }
+    for (uint64_t k = 0; k < n; k++) {
+        redisReply *rep = NULL;
+        if (redisGetReply(c->redis, (void **)&rep) != REDIS_OK) {
+            c->storm_pub_errors += n - k;
+            break;
+        }
+        if (!rep || rep->type == REDIS_REPLY_ERROR)
+            c->storm_pub_errors++;
+        freeReplyObject(rep);
+    }
+    return expect;
+}
+
+/* Descriptors open in the servers (--server-pid), summed; -1 if unreadable. */
+static int64_t server_fds(coord_t *c)
+{
+    int64_t n = 0;
+    if (c->o->n_server_pids == 0)
+        return -1;
+    for (int i = 0; i < c->o->n_server_pids; i++) {
+        char path[64];
+        snprintf(path, sizeof path, "/proc/%d/fd", (int)c->o->server_pids[i]);
+        DIR *d = opendir(path);
+        if (!d)
+            return -1;
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL)
+            if (e->d_name[0] != '.')
+                n++;
+        closedir(d);
+    }
+    return n;
+}
+
+static void send_all(coord_t *c, uint32_t type)
+{
+    msg_hdr_t h = {type, 0};
+    for (int i = 0; i < c->nw; i++)
+        if (!c->w[i].dead && send(c->w[i].fd, &h, sizeof h, MSG_NOSIGNAL) < 0)
+            c->w[i].dead = 1;
+}
+
+static void storm_end(coord_t *c)
+{
+    c->st = ST_DONE;
+    if (c->storm_ev)
+        evtimer_del(c->storm_ev);
+    if (c->t_cpu_window_open) {
+        sample_cpu(c, c->cpu_end);
+        c->storm_cpu = 1;
+        c->t_cpu_window_open = 0;
+    }
+    c->t_drain_end = mono_ns();
+    phase_to(c, PH_COLLECT, 10);
+}
+
+static void storm_caught_up(coord_t *c, int complete)
+{
+    c->t_caught = mono_ns();
+    c->storm_complete = complete;
+    c->reads_after = fcall_ro_calls(c->redis);
+    say(c->o, "storm: %s in %.2f s; %lld history reads", complete ? "all caught up" : "gave up",
+        secs(c->t_caught - c->t_reconnect), c->reads_after - c->reads_before);
+    storm_end(c);
+}
+
+/* Every connection closed on the server: publish what they miss, then all
+ * come back at once. */
+static void storm_resume(coord_t *c)
+{
+    const bench_opts_t *o = c->o;
+    uint64_t base = 1 + (o->users > 0 ? (uint64_t)o->users : 0), M = (uint64_t)o->storm_missed;
+    c->reads_before = fcall_ro_calls(c->redis);
+    uint64_t expect = storm_publish(c, base, M, 0);
+    if (o->users > 0)
+        expect += storm_publish(c, base + M, M, 1);
+    c->storm_base = sum_prog(c, 2);
+    c->storm_expect = c->storm_base + expect;
+    c->drain_seen = c->storm_base;
+    say(o, "storm: %llu missed published; all resume", (unsigned long long)(M * (o->users > 0 ? 2 : 1)));
+    c->st = ST_CATCHUP;
+    sample_cpu(c, c->cpu_start);
+    c->t_cpu_window_open = 1;
+    c->t_reconnect = mono_ns();
+    send_all(c, MSG_RECONNECT);
+    double d = o->drain;
+    struct timeval tv = {(time_t)d, (suseconds_t)((d - (double)(long)d) * 1e6)};
+    evtimer_add(c->phase_ev, &tv);
+}
+
+static void storm_poll_cb(evutil_socket_t fd, short what, void *arg)
+{
+    coord_t *c = arg;
+    (void)fd;
+    (void)what;
+    if (c->st != ST_CLOSING)
+        return;
+    int64_t fds = server_fds(c);
+    uint64_t now = mono_ns();
+    int closed = fds >= 0 ? fds <= c->fds_before + 2
+                          : c->n_dropped == c->nw && now - c->t_drop > 1000000000ull;
+    if (closed) {
+        c->t_closed = now;
+        c->fds_after = fds;
+        say(c->o, "closed on the server in %.3f s", secs(c->t_closed - c->t_drop));
+        if (c->o->close_all)
+            storm_end(c);
+        else
+            storm_resume(c);
+        return;
+    }
+    if (now - c->t_drop > (uint64_t)(c->o->drain * 1e9)) {
+        say(c->o, "the servers still hold %lld descriptors (%lld before): going on",
+            (long long)fds, (long long)c->fds_before);
+        c->fds_after = fds;
+        if (c->o->close_all)
+            storm_end(c);
+        else
+            storm_resume(c);
+        return;
+    }
+    struct timeval tv = {0, 5000};
+    evtimer_add(c->storm_ev, &tv);
+}
+
+static void storm_drop(coord_t *c)
+{
+    c->fds_connected = server_fds(c);
+    if (c->o->close_all) {
+        sample_cpu(c, c->cpu_start);
+        c->t_cpu_window_open = 1;
+    }
+    say(c->o, "closing all %llu connections at once", (unsigned long long)c->total_connected);
+    c->st = ST_CLOSING;
+    c->t_drop = mono_ns();
+    send_all(c, MSG_DROP);
+    c->storm_ev = evtimer_new(c->base, storm_poll_cb, c);
+    struct timeval tv = {0, 5000};
+    evtimer_add(c->storm_ev, &tv);
+}
+
+/* All connected: give each a last id (a mark on every channel it holds),
+ * or go straight to the close. */
+static void storm_begin(coord_t *c)
+{
+    const bench_opts_t *o = c->o;
+    c->phase = PH_STORM;
+    if (o->close_all) {
+        storm_drop(c);
+        return;
+    }
+    if ((c->redis = storm_redis(c)) == NULL) {
+        c->pub_failed = 1;
+        storm_end(c);
+        return;
+    }
+    /* seq 0 on broadcast, seq 1 + k on user:u<k> */
+    uint64_t expect = storm_publish(c, 0, 1, 0);
+    for (long k = 0; k < o->users; k++) {
+        char ch[64], data[128];
+        snprintf(ch, sizeof ch, "user:u%ld", k);
+        snprintf(data, sizeof data, "{\"data\":{\"seq\":%ld,\"t\":%llu}}", 1 + k,
+                 (unsigned long long)mono_ns());
+        redisAppendCommand(c->redis, "FCALL %s 0 %s %s", o->fnname, ch, data);
+        expect += c->user_conns ? c->user_conns[k] : 0;
+    }
+    for (long k = 0; k < o->users; k++) {
+        redisReply *rep = NULL;
+        if (redisGetReply(c->redis, (void **)&rep) != REDIS_OK || !rep || rep->type == REDIS_REPLY_ERROR)
+            c->storm_pub_errors++;
+        freeReplyObject(rep);
+    }
+    c->marks_expect = expect;
+    c->st = ST_MARK;
+    say(o, "storm: marks published; waiting for %llu deliveries", (unsigned long long)expect);
+}
+
+/* Progress came: a storm step that waits on deliveries may go on. */
+static void check_storm(coord_t *c)
+{
+    if (c->phase != PH_STORM)
+        return;
+    uint64_t got = sum_prog(c, 2);
+    if (c->st == ST_MARK && got >= c->marks_expect) {
+        storm_drop(c);
+    } else if (c->st == ST_CATCHUP) {
+        if (got >= c->storm_expect) {
+            storm_caught_up(c, 1);
+        } else if (got > c->drain_seen) {
+            c->drain_seen = got;
+            double d = c->o->drain;
+            struct timeval tv = {(time_t)d, (suseconds_t)((d - (double)(long)d) * 1e6)};
+            evtimer_add(c->phase_ev, &tv);
+        }
     }
 }
 
@@ -646,6 +942,7 @@ static void ipc_cb(evutil_socket_t fd, short what, void *arg)
             if (h.len == sizeof w->prog) {
                 evbuffer_remove(w->in, &w->prog, sizeof w->prog);
                 check_drained(c);
+                check_storm(c);
                 continue;
             }
             break;
@@ -658,6 +955,9 @@ static void ipc_cb(evutil_socket_t fd, short what, void *arg)
                 if (++c->n_connected_done == c->nw && c->phase == PH_CONNECT)
                     all_connected(c);
             }
+            continue;
+        case MSG_DROPPED:
+            c->n_dropped++;
             continue;
         case MSG_RESULT:
             if (h.len == sizeof w->res) {
@@ -739,7 +1039,7 @@ static int report(coord_t *c)
 {
     const bench_opts_t *o = c->o;
     worker_result_t *t = calloc(1, sizeof *t);
-    uint64_t first = UINT64_MAX, last = 0, dup_check = 1, connect_ns = 0;
+    uint64_t first = UINT64_MAX, last = 0, dup_check = 1, connect_ns = 0, reconnect_ns = 0;
     hist_init(&t->lat);
     hist_init(&t->hs);
     for (int i = 0; i < c->nw; i++) {
@@ -764,8 +1064,13 @@ static int report(coord_t *c)
             dup_check = 0;
         if (r->connect_ns > connect_ns)
             connect_ns = r->connect_ns;
+        if (r->reconnect_ns > reconnect_ns)
+            reconnect_ns = r->reconnect_ns;
     }
     t->connect_ns = connect_ns; /* the slowest worker, not a sum */
+    t->reconnect_ns = reconnect_ns;
+    if (o->storm) /* the marks, then what the storm's clients missed */
+        t->expected = c->st >= ST_CATCHUP ? c->storm_expect : c->marks_expect;
     uint64_t sent = 0, acked = 0, errors = 0, tf = 0, tl = 0;
     char lasterr[256] = "";
     if (c->pub)
@@ -774,7 +1079,8 @@ static int report(coord_t *c)
     json_object *j = json_object_new_object(), *x;
     json_object_object_add(j, "tool", json_object_new_string("pushgate-bench"));
     json_object_object_add(j, "version", json_object_new_string(BENCH_VERSION));
-    json_object_object_add(j, "mode", json_object_new_string(o->connect_rate ? "connect-rate" : "run"));
+    json_object_object_add(j, "mode", json_object_new_string(
+        o->connect_rate ? "connect-rate" : o->storm ? "storm" : o->close_all ? "close" : "run"));
     if (o->label)
         json_object_object_add(j, "label", json_object_new_string(o->label));
 
@@ -866,6 +1172,36 @@ static int report(coord_t *c)
 
     json_object_object_add(j, "latency_ms", hist_json(&t->lat, 1e6, 3));
 
+    if (o->storm || o->close_all) {
+        x = json_object_new_object();
+        if (c->fds_before >= 0) {
+            json_object_object_add(x, "server_fds_before", json_object_new_int64(c->fds_before));
+            json_object_object_add(x, "server_fds_connected", json_object_new_int64(c->fds_connected));
+            json_object_object_add(x, "server_fds_after", json_object_new_int64(c->fds_after));
+        }
+        if (c->t_closed)
+            json_object_object_add(x, "seconds", json_fixed(secs(c->t_closed - c->t_drop), 3));
+        json_object_object_add(j, "close", x);
+    }
+    if (o->storm) {
+        x = json_object_new_object();
+        json_object_object_add(x, "missed_broadcast", ju((uint64_t)o->storm_missed));
+        json_object_object_add(x, "missed_users", ju(o->users > 0 ? (uint64_t)o->storm_missed : 0));
+        json_object_object_add(x, "publish_errors", ju(c->storm_pub_errors));
+        json_object_object_add(x, "complete", json_object_new_boolean(c->storm_complete));
+        json_object_object_add(x, "resumed", ju(t->connected));
+        json_object_object_add(x, "expected", ju(c->st >= ST_CATCHUP ? c->storm_expect - c->storm_base : 0));
+        json_object_object_add(x, "received", ju(t->deliveries >= c->storm_base ? t->deliveries - c->storm_base : 0));
+        json_object_object_add(x, "recovery_notices", ju(t->notices));
+        json_object_object_add(x, "reconnect_s", json_fixed(secs(t->reconnect_ns), 3));
+        /* until the last missed message arrived (the workers' own clocks) */
+        if (c->storm_complete && last > c->t_reconnect)
+            json_object_object_add(x, "caught_up_s", json_fixed(secs(last - c->t_reconnect), 3));
+        if (c->reads_before >= 0 && c->reads_after >= 0 && c->t_caught)
+            json_object_object_add(x, "history_reads", json_object_new_int64(c->reads_after - c->reads_before));
+        json_object_object_add(j, "storm", x);
+    }
+
     if (o->n_server_pids) {
         json_object *pids = json_object_new_array();
         int64_t cpu = 0, rb = 0, ra = 0, sch = 0, wt = 0;
@@ -923,6 +1259,12 @@ static int report(coord_t *c)
                                        json_fixed(t->connected ? (double)sch / 1e3 / (double)t->connected : 0, 3));
             }
         }
+        if (c->storm_cpu) {
+            /* the storm from the reconnect to caught up, or the close */
+            json_object_object_add(x, "cpu_s", json_fixed((double)cpu / 1e6, 3));
+            json_object_object_add(x, "sched_cpu_s", json_fixed((double)sch / 1e9, 4));
+            json_object_object_add(x, "sched_wait_s", json_fixed((double)wt / 1e9, 4));
+        }
         if (cpu_ok && c->t_pub_start) {
             double wall = secs(c->t_drain_end - c->t_pub_start);
             json_object_object_add(x, "cpu_s", json_fixed((double)cpu / 1e6, 3));
@@ -956,6 +1298,11 @@ static int report(coord_t *c)
     /* more deliveries than expected is as wrong as fewer */
     int ok = !c->timed_out && t->failed == 0 && lost == 0 && t->deliveries <= t->expected &&
              t->dups == 0 && errors == 0 && sent == (uint64_t)o->messages;
+    if (o->storm)
+        ok = !c->timed_out && t->failed == 0 && lost == 0 && t->deliveries <= t->expected &&
+             t->dups == 0 && c->storm_complete && c->storm_pub_errors == 0;
+    else if (o->close_all)
+        ok = !c->timed_out && t->failed == 0 && c->t_closed != 0;
     json_object_object_add(j, "ok", json_object_new_boolean(ok));
     printf("%s\n", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN));
     fflush(stdout);
@@ -971,6 +1318,7 @@ static int run(bench_opts_t *o)
     /* timerfd: publish ticks below the millisecond of epoll_wait */
     event_config_set_flag(cfg, EVENT_BASE_FLAG_PRECISE_TIMER);
     c->o = o;
+    c->fds_before = -1;
     c->base = event_base_new_with_config(cfg);
     event_config_free(cfg);
     if (!c->base)
@@ -978,6 +1326,8 @@ static int run(bench_opts_t *o)
     c->t_start = mono_ns();
     o->t0_ns = c->t_start;
     sample_rss(c, c->rss_before);
+    if (o->storm || o->close_all)
+        c->fds_before = server_fds(c);
     if (o->connect_rate)
         sample_cpu(c, c->cpu_start);
     for (int i = 0; i < o->n_server_pids; i++)
@@ -1041,6 +1391,8 @@ static int run(bench_opts_t *o)
         }
     }
     pub_free(c->pub);
+    if (c->redis)
+        redisFree(c->redis);
     return c->timed_out ? 3 : c->pub_failed ? 4 : ok ? 0 : 1;
 }
 

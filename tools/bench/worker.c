@@ -41,6 +41,7 @@ typedef struct conn {
     uint8_t *seen;              /* bit seq set once delivered; lazy, NULL if no dup check */
     uint64_t t0;                /* connect start, for the handshake time */
     uint64_t next_seq;          /* highest seq seen + 1; 0 = none yet */
+    uint64_t last_id;           /* highest message id delivered: since= on a resume */
     uint32_t j;                 /* local index; global g = idx + j * procs */
     uint8_t state;              /* CS_* */
     uint8_t chunked;            /* SSE body is chunked */
@@ -60,6 +61,7 @@ typedef struct worker {
     conn_t *c;
     long n, next, inflight, done;
     uint64_t t_start, now, rng;
+    int resuming;               /* the --storm round: since= on each request */
     int dup_check;
     long open;
     uint8_t *okmap;             /* bit j: connection j completed its handshake */
@@ -125,7 +127,10 @@ static void attempt_done(worker_t *w)
     w->inflight--;
     w->done++;
     if (w->done == w->n) {
-        w->r.connect_ns = mono_ns() - w->t_start;
+        if (w->resuming)
+            w->r.reconnect_ns = mono_ns() - w->t_start;
+        else
+            w->r.connect_ns = mono_ns() - w->t_start;
         progress(w);
         ipc_send(w, MSG_CONNECTED, w->okmap, (uint32_t)((w->n + 7) / 8));
     }
@@ -198,9 +203,19 @@ static void on_message(worker_t *w, conn_t *c, const unsigned char *p, size_t n)
     const unsigned char *end = p + n, *s;
     uint64_t seq, t;
     w->r.frames++;
+    const unsigned char *id = memmem(p, n, "\"id\":\"", 6);
+    if (id) {
+        uint64_t v;
+        id += 6;
+        if (parse_u64(&id, end, &v) && v > c->last_id)
+            c->last_id = v;
+    }
     s = memmem(p, n, "\"seq\":", 6);
     if (!s) {
-        w->r.unparsed++;
+        if (memmem(p, n, "\"type\":\"recovery\"", 17))
+            w->r.notices++;
+        else
+            w->r.unparsed++;
         return;
     }
     s += 6;
@@ -534,6 +549,11 @@ static void request(worker_t *w, conn_t *c)
         snprintf(path, sizeof path, "%s", o->path);
     if (t && !o->token_in_query)
         snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", t);
+    if (w->resuming && c->last_id) {
+        size_t pl = strlen(path);
+        snprintf(path + pl, sizeof path - pl, "%csince=%llu", strchr(path, '?') ? '&' : '?',
+                 (unsigned long long)c->last_id);
+    }
 
     int n;
     if (o->transport == TR_WS) {
@@ -706,6 +726,37 @@ static void finish(worker_t *w, uint64_t published)
     _exit(0);
 }
 
+/* --storm / --close-all: every connection goes at once, as when the node
+ * they were on died (the kernel sends FIN; the server sees them all close). */
+static void drop_all(worker_t *w)
+{
+    for (long j = 0; j < w->n; j++) {
+        conn_t *c = &w->c[j];
+        conn_drop(c);
+        c->frag_op = 0;
+        if (c->state != CS_FAILED)
+            c->state = CS_NEW;
+    }
+    w->open = 0;
+}
+
+/* ... and all come back at once, each with since= its last id. */
+static void reconnect_all(worker_t *w)
+{
+    w->resuming = 1;
+    w->next = w->done = w->inflight = 0;
+    w->r.connected = 0;
+    memset(w->okmap, 0, (size_t)(w->n + 8) / 8);
+    w->t_start = mono_ns();
+    if (w->n == 0) {
+        w->inflight = 1;
+        w->done = -1;
+        attempt_done(w);
+        return;
+    }
+    pump(w);
+}
+
 static void ipc_cb(evutil_socket_t fd, short what, void *arg)
 {
     worker_t *w = arg;
@@ -722,6 +773,12 @@ static void ipc_cb(evutil_socket_t fd, short what, void *arg)
             evbuffer_remove(w->ipc_in, &s, sizeof s);
             finish(w, s.published);
         }
+        if (h.type == MSG_DROP) {
+            drop_all(w);
+            ipc_send(w, MSG_DROPPED, NULL, 0);
+        }
+        if (h.type == MSG_RECONNECT)
+            reconnect_all(w);
         evbuffer_drain(w->ipc_in, h.len);
     }
 }
