@@ -101,10 +101,14 @@ static void q_connect_cb(const redisAsyncContext *ac, int status)
     query_t *q = ac->data;
     if (q == NULL || status == REDIS_OK)
         return;
-    /* hiredis frees this context after we return and calls no disconnect
-     * callback: forget it without freeing. */
+    /* hiredis frees this context after we return, calling the pending
+     * reply callbacks (which must not find q, possibly freed by then) and
+     * no disconnect callback: forget it without freeing. */
+    char why[128];
+    snprintf(why, sizeof why, "%s", ac->errstr);
+    ((redisAsyncContext *)ac)->data = NULL;
     q->ac = NULL;
-    next_sentinel(q, ac->errstr);
+    next_sentinel(q, why);
 }
 
 static void q_disconnect_cb(const redisAsyncContext *ac, int status)
@@ -113,8 +117,11 @@ static void q_disconnect_cb(const redisAsyncContext *ac, int status)
     (void)status;
     if (q == NULL)
         return;
+    char why[128];
+    snprintf(why, sizeof why, "%s", ac->errstr[0] ? ac->errstr : "connection closed");
+    ((redisAsyncContext *)ac)->data = NULL;
     q->ac = NULL;   /* hiredis frees it after this */
-    next_sentinel(q, ac->errstr[0] ? ac->errstr : "connection closed");
+    next_sentinel(q, why);
 }
 
 static void q_auth_cb(redisAsyncContext *ac, void *r, void *priv)
