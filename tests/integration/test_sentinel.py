@@ -112,7 +112,14 @@ def test_sentinel_finds_the_master_from_any_reachable_sentinel(sentinel_topology
     assert len(history_ids(master, gw)) == 1
     log = gw.log()
     assert f"127.0.0.1:{dead}" in log      # it tried the dead one and moved on
-    assert f"master {MASTER_NAME} is at 127.0.0.1:{master.port}" in log
+    said = f"link=subscriber sentinel 127.0.0.1:{topo.sentinels[0].port} says master " \
+           f"{MASTER_NAME} is at 127.0.0.1:{master.port}"
+    assert log.count(said) == 1
+    # Every reconnect asks again (from the Sentinel that answered last).
+    master.client().client_kill_filter(_type="pubsub")
+    wait_until(lambda: gw.log().count(said) == 2, timeout=10, msg="asked again")
+    wait_until(lambda: gw.readyz() == 200 and pubsub_links(master) >= 2, timeout=10,
+               msg="subscribed again")
 
 
 def test_sentinel_pointing_at_a_replica_is_refused_by_role(sentinel_topology,
