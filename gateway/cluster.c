@@ -502,6 +502,17 @@ size_t pg_cluster_links(const pg_cluster_t *c)
     return c->nlinks;
 }
 
+const pg_slot_map_t *pg_cluster_map(const pg_cluster_t *c)
+{
+    return c->have_map ? &c->map : NULL;
+}
+
+void pg_cluster_refresh(pg_cluster_t *c)
+{
+    if (c != NULL)
+        schedule(c, 0);
+}
+
 unsigned long pg_cluster_map_reads(const pg_cluster_t *c)
 {
     return c->map_reads;

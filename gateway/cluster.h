@@ -61,6 +61,11 @@ int pg_cluster_unsubscribe(pg_cluster_t *c, const char *channel, size_t len);
 /* Wanted channels, and how many master links are open. */
 size_t pg_cluster_channels(const pg_cluster_t *c);
 size_t pg_cluster_links(const pg_cluster_t *c);
+/* The slot map of the last successful read, or NULL before the first.
+ * Valid until control returns to the loop (a read may replace it). */
+const struct pg_slot_map *pg_cluster_map(const pg_cluster_t *c);
+/* Read the map again soon: a MOVED seen by someone else (the router). */
+void pg_cluster_refresh(pg_cluster_t *c);
 /* Map reads that succeeded so far (for tests and metrics). */
 unsigned long pg_cluster_map_reads(const pg_cluster_t *c);
 /* Close every link and free c once the loop has released its handles.

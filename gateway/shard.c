@@ -24,6 +24,13 @@ typedef struct conn {
 /* A SUNSUBSCRIBE we sent and Redis has not confirmed yet, so its
  * sunsubscribe push is told apart from the one Redis sends by itself when
  * a slot moves. A list: a node unsubscribes a few channels at a time. */
+/* A request sent and not answered yet: replies come back in order. */
+typedef struct request {
+    struct request   *next;
+    pg_shard_reply_cb cb;
+    void             *arg;
+} request_t;
+
 typedef struct pending {
     struct pending *next;
     size_t          len;
@@ -42,8 +49,8 @@ struct pg_shard {
     conn_t           *conn;       /* NULL while DOWN */
     uv_timer_t        timer;      /* connect + AUTH deadline */
     pending_t        *unsubs;     /* our SUNSUBSCRIBEs not yet confirmed */
-    pg_shard_reply_cb req_cb;     /* the outstanding request's, or NULL */
-    void             *req_arg;
+    struct request   *reqs;       /* requests sent, oldest first (FIFO) */
+    struct request  **reqs_tail;
     int               subscribed; /* this connection has sent an SSUBSCRIBE */
     int               freeing;    /* pg_shard_free() called: no more hooks */
 };
@@ -100,16 +107,29 @@ static int pending_take(pg_shard_t *s, const char *ch, size_t len)
     return 0;
 }
 
-/* The outstanding request's callback, taken off the link first so that it
- * may send the next request. */
+/* The oldest request's callback, taken off the queue first so that it may
+ * send more requests or free the link. */
 static void answer(pg_shard_t *s, const redisReply *r)
 {
-    pg_shard_reply_cb cb = s->req_cb;
-    if (cb == NULL)
+    request_t *q = s->reqs;
+    if (q == NULL)
         return;
-    s->req_cb = NULL;
+    s->reqs = q->next;
+    if (s->reqs == NULL)
+        s->reqs_tail = &s->reqs;
+    pg_shard_reply_cb cb = q->cb;
+    void *arg = q->arg;
+    free(q);
     if (!s->freeing)
-        cb(s, s->req_arg, r);
+        cb(s, arg, r);
+}
+
+/* Every request still queued fails (NULL reply), oldest first; a callback
+ * that frees the link stops the rest from being called, not freed. */
+static void answer_all(pg_shard_t *s)
+{
+    while (s->reqs != NULL)
+        answer(s, NULL);
 }
 
 /* The connection is unusable: drop it and tell the caller, once. */
@@ -121,7 +141,7 @@ static void go_down(pg_shard_t *s, const char *why)
     s->subscribed = 0;
     uv_timer_stop(&s->timer);
     pending_clear(s);
-    answer(s, NULL);
+    answer_all(s);
     if (!s->freeing)
         s->cbs.down(s, s->ud, why);
 }
@@ -170,7 +190,7 @@ static int handle(pg_shard_t *s, redisReply *r, const char **why)
         become_ready(s);
         return 0;
     }
-    if (s->req_cb != NULL) {
+    if (s->reqs != NULL) {
         /* a request link never subscribes, so this reply is the answer */
         answer(s, r);
         return 0;
@@ -316,6 +336,7 @@ pg_shard_t *pg_shard_new(uv_loop_t *loop, const char *host, int port,
     if (uv_timer_init(loop, &s->timer) != 0)
         goto err;
     s->timer.data = s;
+    s->reqs_tail = &s->reqs;
     return s;
 err:
     free(s->user);
@@ -355,20 +376,27 @@ int pg_shard_connect(pg_shard_t *s, unsigned timeout_ms)
 int pg_shard_request(pg_shard_t *s, pg_shard_reply_cb cb, void *arg,
                      int argc, const char **argv, const size_t *argvlen)
 {
-    if (s == NULL || cb == NULL || s->state != PG_SHARD_READY || s->req_cb != NULL ||
-        s->subscribed || argc < 1)
+    if (s == NULL || cb == NULL || s->state != PG_SHARD_READY || s->subscribed || argc < 1)
         return -1;
-    if (redisAppendCommandArgv(s->conn->c, argc, argv, argvlen) != REDIS_OK)
+    request_t *q = malloc(sizeof(*q));
+    if (q == NULL)
         return -1;
-    s->req_cb = cb;
-    s->req_arg = arg;
+    if (redisAppendCommandArgv(s->conn->c, argc, argv, argvlen) != REDIS_OK) {
+        free(q);
+        return -1;
+    }
+    q->next = NULL;
+    q->cb = cb;
+    q->arg = arg;
+    *s->reqs_tail = q;
+    s->reqs_tail = &q->next;
     want_write(s);
     return 0;
 }
 
 static int send_one(pg_shard_t *s, const char *cmd, const char *channel, size_t len)
 {
-    if (s == NULL || s->state != PG_SHARD_READY || s->req_cb != NULL ||
+    if (s == NULL || s->state != PG_SHARD_READY || s->reqs != NULL ||
         channel == NULL || len == 0)
         return -1;
     if (redisAppendCommand(s->conn->c, "%s %b", cmd, channel, len) != REDIS_OK)
@@ -438,7 +466,12 @@ void pg_shard_free(pg_shard_t *s)
     conn_close(s->conn);
     s->conn = NULL;
     s->state = PG_SHARD_DOWN;
-    s->req_cb = NULL;
+    while (s->reqs != NULL) { /* freed without a call, as promised */
+        request_t *q = s->reqs;
+        s->reqs = q->next;
+        free(q);
+    }
+    s->reqs_tail = &s->reqs;
     pending_clear(s);
     uv_timer_stop(&s->timer);
     uv_close((uv_handle_t *)&s->timer, shard_closed);

@@ -69,17 +69,18 @@ int pg_shard_connect(pg_shard_t *s, unsigned timeout_ms);
  * when the connection went down first. */
 typedef void (*pg_shard_reply_cb)(pg_shard_t *s, void *arg, const struct redisReply *reply);
 /* Send one ordinary command (argv as hiredis' redisAppendCommandArgv) on a
- * link used for requests only, such as CLUSTER SLOTS: cb is called exactly
- * once with its reply, also with an error reply. Returns 0, or -1 with no
- * callback when not READY, a request is already outstanding (one at a
- * time), this connection has sent an SSUBSCRIBE (a subscribed connection's
- * replies are pushes), or out of memory. */
+ * link used for requests only (CLUSTER SLOTS, FCALL): cb is called exactly
+ * once with its reply, also an error reply, or with NULL when the
+ * connection goes down first; requests are pipelined and answered in order.
+ * Returns 0, or -1 with no callback when not READY, this connection has
+ * sent an SSUBSCRIBE (a subscribed connection's replies are pushes), or out
+ * of memory. */
 int pg_shard_request(pg_shard_t *s, pg_shard_reply_cb cb, void *arg,
                      int argc, const char **argv, const size_t *argvlen);
 /* Queue SSUBSCRIBE / SUNSUBSCRIBE of one channel; batched with everything
  * else queued in this loop iteration into one write. One channel per
  * command: channels of one SSUBSCRIBE must share a slot, not just a shard.
- * Returns 0, or -1 when not READY, a request is outstanding, the name is
+ * Returns 0, or -1 when not READY, a request is unanswered, the name is
  * empty, or out of memory. */
 int pg_shard_ssubscribe(pg_shard_t *s, const char *channel, size_t len);
 int pg_shard_sunsubscribe(pg_shard_t *s, const char *channel, size_t len);

@@ -1,13 +1,19 @@
-/* cluster_probe.c - gateway/cluster.c driven line by line, for
- * test_cluster_subscriber.py against a real Redis Cluster.
+/* cluster_probe.c - gateway/cluster.c and gateway/router.c driven line by
+ * line, for test_cluster_subscriber.py and test_cluster_router.py against a
+ * real Redis Cluster.
  *
- *   pg-cluster-probe <refresh ms> <host:port> [<host:port>...]
+ *   pg-cluster-probe <refresh ms> <library file | -> <host:port>...
  *
- * Starts a pg_cluster_t on those seeds. Commands on stdin, one a line:
+ * Starts a pg_cluster_t on those seeds and a pg_router_t on its map that
+ * loads the library file (if any) on every master. Commands on stdin, one a
+ * line (words separated by one space):
  *   sub <channel> | unsub <channel> | stats | quit
+ *   call <tag> <key> <word>...   pg_router_call(key, words)
  * Reports on stdout, one a line:
  *   msg <channel> <payload> | subscribed <channel> resync=<0|1> |
- *   ready <0|1> | stats channels=<n> links=<n> | refused <command>
+ *   ready <0|1> | stats channels=<n> links=<n> pending=<n> |
+ *   reply <tag> <str|int|err|nil|arr> <text> | reply <tag> none <why> |
+ *   refused <command>
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,11 +21,15 @@
 
 #include <uv.h>
 
+#include <hiredis/hiredis.h>
+
 #include "cluster.h"
 #include "pg_log.h"
+#include "router.h"
 
 static uv_pipe_t in;
 static pg_cluster_t *cl;
+static pg_router_t *router;
 static char line[70000];
 static size_t line_len;
 
@@ -41,8 +51,50 @@ static void on_ready(void *ud, int ready)
     printf("ready %d\n", ready);
 }
 
+static void replied(void *arg, const struct redisReply *reply, const char *err)
+{
+    char *tag = arg;
+    const redisReply *r = (const redisReply *)reply;
+    if (r == NULL)
+        printf("reply %s none %s\n", tag, err);
+    else if (r->type == REDIS_REPLY_INTEGER)
+        printf("reply %s int %lld\n", tag, r->integer);
+    else if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS)
+        printf("reply %s str %.*s\n", tag, (int)r->len, r->str);
+    else if (r->type == REDIS_REPLY_ERROR)
+        printf("reply %s err %.*s\n", tag, (int)r->len, r->str);
+    else if (r->type == REDIS_REPLY_ARRAY)
+        printf("reply %s arr %zu\n", tag, r->elements);
+    else
+        printf("reply %s nil -\n", tag);
+    free(tag);
+}
+
+/* call <tag> <key> <word>... */
+static int call(char *args)
+{
+    const char *argv[64];
+    size_t argvlen[64];
+    int argc = 0;
+    char *tag = strtok(args, " "), *key = strtok(NULL, " ");
+    if (tag == NULL || key == NULL)
+        return -1;
+    for (char *w = strtok(NULL, " "); w != NULL && argc < 64; w = strtok(NULL, " ")) {
+        argv[argc] = w;
+        argvlen[argc++] = strlen(w);
+    }
+    char *t = strdup(tag);
+    if (t == NULL || pg_router_call(router, key, strlen(key), argc, argv, argvlen, replied, t) < 0) {
+        free(t);
+        return -1;
+    }
+    return 0;
+}
+
 static void stop(void)
 {
+    pg_router_free(router);
+    router = NULL;
     pg_cluster_free(cl);
     cl = NULL;
     uv_close((uv_handle_t *)&in, NULL);
@@ -61,7 +113,10 @@ static void command(char *cmd)
     else if (strcmp(cmd, "unsub") == 0)
         rc = pg_cluster_unsubscribe(cl, arg, strlen(arg));
     else if (strcmp(cmd, "stats") == 0)
-        printf("stats channels=%zu links=%zu\n", pg_cluster_channels(cl), pg_cluster_links(cl));
+        printf("stats channels=%zu links=%zu pending=%zu\n", pg_cluster_channels(cl),
+               pg_cluster_links(cl), pg_router_pending(router));
+    else if (strcmp(cmd, "call") == 0)
+        rc = call(arg);
     else if (strcmp(cmd, "quit") == 0)
         stop();
     else
@@ -100,18 +155,30 @@ static void read_cb(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
 
 int main(int argc, char **argv)
 {
-    if (argc < 3) {
-        fprintf(stderr, "usage: %s <refresh ms> <host:port>...\n", argv[0]);
+    if (argc < 4) {
+        fprintf(stderr, "usage: %s <refresh ms> <library file | -> <host:port>...\n", argv[0]);
         return 2;
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
     pg_log_level = PG_LOG_INFO;
-    int nseeds = argc - 2;
+    char *lib = NULL;
+    size_t lib_len = 0;
+    if (strcmp(argv[2], "-") != 0) {
+        FILE *f = fopen(argv[2], "rb");
+        if (f == NULL)
+            return 2;
+        lib = malloc(1 << 20);
+        lib_len = lib ? fread(lib, 1, (1 << 20) - 1, f) : 0;
+        fclose(f);
+        if (lib == NULL)
+            return 1;
+    }
+    int nseeds = argc - 3;
     pg_hostport_t *seeds = calloc((size_t)nseeds, sizeof(*seeds));
     if (seeds == NULL)
         return 1;
     for (int i = 0; i < nseeds; i++) {
-        const char *a = argv[i + 2], *colon = strrchr(a, ':');
+        const char *a = argv[i + 3], *colon = strrchr(a, ':');
         if (colon == NULL || (size_t)(colon - a) >= sizeof seeds[i].host)
             return 2;
         memcpy(seeds[i].host, a, (size_t)(colon - a));
@@ -126,7 +193,10 @@ int main(int argc, char **argv)
                              .ready = on_ready };
     cl = pg_cluster_new(loop, &cfg, &cbs, NULL);
     free(seeds);
-    if (cl == NULL || pg_cluster_start(cl) < 0) {
+    pg_router_cfg_t rcfg = { .timeout_ms = 1000, .library = lib, .library_len = lib_len };
+    router = cl ? pg_router_new(loop, cl, &rcfg) : NULL;
+    free(lib);
+    if (router == NULL || pg_cluster_start(cl) < 0) {
         fprintf(stderr, "cannot start the cluster subscriber\n");
         return 1;
     }

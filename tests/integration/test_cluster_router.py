@@ -1,0 +1,203 @@
+"""gateway/router.c against a real Redis Cluster (SPEC §10), through
+pg-cluster-probe: one-key FCALLs routed to the master owning the key, the
+function library loaded on every master the router talks to, MOVED and ASK
+followed, so a channel publishing through a slot migration loses nothing."""
+
+import threading
+
+import pytest
+
+from clusterkit import (PREFIX, LineProcess, key_slot, probe_bin,  # noqa: F401
+                        redis_cluster, render_cluster_functions)
+from pgtest import wait_until
+
+
+def chan(name):
+    return f"{PREFIX}{{{name}}}"
+
+
+def hkey(name):
+    return f"{PREFIX}{{{name}}}:history"
+
+
+@pytest.fixture
+def rprobe(tmp_path):
+    """rprobe(*seed ports, refresh_ms=1000, history_size=1000) -> a running
+    pg-cluster-probe whose router loads the cluster-mode library."""
+    made = []
+
+    def make(*ports, refresh_ms=1000, history_size=1000):
+        lib = tmp_path / f"functions{len(made)}.lua"
+        lib.write_text(render_cluster_functions(history_size=history_size))
+        p = LineProcess([probe_bin("pg-cluster-probe", "PG_CLUSTER_PROBE"), str(refresh_ms),
+                         str(lib)] + [f"127.0.0.1:{port}" for port in ports])
+        made.append(p)
+        return p
+    try:
+        yield make
+    finally:
+        codes = [(p.close(), p.stderr()) for p in made]
+        assert all(rc == 0 for rc, _ in codes), f"probe exit codes: {codes}"
+
+
+def wait_for_map(p):
+    """Until the probe's first map read is done: a call is refused (no
+    owner known) before it, and routed after."""
+    def routed():
+        p.send(f"call warm {hkey('warm')} PING")
+        line = p.expect(lambda ln: ln.startswith(("reply warm ", "refused call warm")))
+        return line == "reply warm str PONG"
+    wait_until(routed, timeout=5, msg="a slot map")
+
+
+def publish_line(tag, name, payload):
+    return f"call {tag} {hkey(name)} FCALL pushgate_publish 1 {hkey(name)} {name} {payload}"
+
+
+def replies(p, tags, timeout=10.0):
+    """{tag: (kind, text)} for every tag. Answers from different masters
+    come in any order, and lines read while waiting for something else are
+    in p.seen: both are searched."""
+    want, got = set(tags), {}
+
+    def note(line):
+        if line.startswith("reply "):
+            _, tag, kind, text = line.split(" ", 3)
+            if tag in want:
+                got[tag] = (kind, text)
+    for line in p.seen:
+        note(line)
+    while want - got.keys():
+        note(p.expect(lambda ln: ln.startswith("reply "), timeout, f"replies {want - got.keys()}"))
+    return got
+
+
+def reply_of(p, tag, timeout=5.0):
+    return replies(p, [tag], timeout)[tag]
+
+
+def test_library_loaded_on_every_master_and_publish_routed_by_key(redis_cluster, rprobe):
+    cl = redis_cluster
+    for port in cl.masters():
+        assert cl.client(port).execute_command("FUNCTION", "LIST") == []
+    p = rprobe(cl.masters()[2])
+    p.send("stats")
+    p.expect(lambda ln: ln.startswith("stats "))
+    chans = cl.channels_on_shards(1, stem="route")
+    # the probe has no map until its first read: wait for it to take calls
+    wait_for_map(p)
+    ids = {}
+    for port, (c,) in chans.items():
+        p.send(publish_line(c, c, '{"data":1}'))
+    got = replies(p, [c for (c,) in chans.values()])
+    for c, (kind, text) in got.items():
+        assert kind == "str" and text.isdigit(), (kind, text)
+        ids[c] = text
+    for port, (c,) in chans.items():
+        r = cl.client(port)
+        libs = r.execute_command("FUNCTION", "LIST", "LIBRARYNAME", "pushgate_lib")
+        assert len(libs) == 1, f"library loaded on :{port}"
+        assert r.keys(f"*{{{c}}}*") == [hkey(c)]
+        assert [e[0] for e in r.xrange(hkey(c))] == [f"{ids[c]}-0"]
+    # a function error comes back as the reply, not as a lost call
+    c = next(iter(chans.values()))[0]
+    p.send(f"call bad {hkey(c)} FCALL pushgate_publish 1 {hkey('other')} {c} x")
+    assert reply_of(p, "bad") == ("err", "ERR wrong key for these arguments: need "
+                                  "pushgate:{<channel>}:history")
+
+
+def test_stale_map_is_corrected_by_moved(redis_cluster, rprobe):
+    cl = redis_cluster
+    src, dst = cl.masters()[1], cl.masters()[0]
+    (c,) = cl.channels_on_shards(1, stem="stale")[src]
+    # a map read every minute: only the MOVED can tell the probe
+    p = rprobe(src, refresh_ms=60000)
+    wait_for_map(p)
+    p.send(publish_line("one", c, "1"))
+    assert reply_of(p, "one")[0] == "str"
+    cl.move_slot(key_slot(hkey(c)), dst)
+    p.send(publish_line("two", c, "2"))
+    kind, text = reply_of(p, "two")
+    assert kind == "str", (kind, text)
+    assert [e[0] for e in cl.client(dst).xrange(hkey(c))][-1] == f"{text}-0"
+
+
+def test_publishing_through_a_slot_migration_loses_nothing(redis_cluster, rprobe):
+    """20 msg/s and more on a channel while its slot moves (MIGRATING and
+    IMPORTING, MIGRATE, SETSLOT NODE): every call answers with an id, ids
+    rise, and the subscriber's live messages plus the history it is told to
+    replay hold every one of them."""
+    cl = redis_cluster
+    src, dst = cl.masters()[2], cl.masters()[1]
+    (c,) = cl.channels_on_shards(1, stem="busy")[src]
+    p = rprobe(src)
+    p.send(f"sub {chan(c)}")
+    p.expect_line("ready 1")
+    sent = []
+    stop = threading.Event()
+
+    def publisher():
+        i = 0
+        while not stop.is_set() and i < 2000:
+            p.send(publish_line(f"m{i}", c, str(i)))
+            sent.append(f"m{i}")
+            i += 1
+            stop.wait(0.02)
+
+    t = threading.Thread(target=publisher, daemon=True)
+    t.start()
+    try:
+        p.expect(lambda ln: ln.startswith(f"msg {chan(c)} "), what="a live message")
+        cl.move_slot(key_slot(chan(c)), dst)
+        p.expect_line(f"subscribed {chan(c)} resync=1", timeout=5)
+        resync_at = len(p.seen)
+        n = len(sent)
+        wait_until(lambda: len(sent) >= n + 20, timeout=10, msg="20 more publishes")
+    finally:
+        stop.set()
+        t.join(timeout=10)
+    got = replies(p, sent)
+    bad = {t: r for t, r in got.items() if r[0] != "str"}
+    assert bad == {}, "every publish got an id through the move"
+    ids = [int(got[t][1]) for t in sent]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids), "ids rise on the channel"
+    live = [int(ln.split('"id":"')[1].split('"')[0]) for ln in p.seen
+            if ln.startswith(f"msg {chan(c)} ")]
+    before = [ln for ln in p.seen[:resync_at] if ln.startswith(f"msg {chan(c)} ")]
+    last_before = int(before[-1].split('"id":"')[1].split('"')[0])
+    hist = cl.client(dst).execute_command("FCALL_RO", "pushgate_history", 1, hkey(c), c,
+                                          str(last_before))
+    assert hist[0] == 1
+    assert set(ids) <= set(live) | {int(i) for i in hist[1::2]}, "no gap after the replay"
+    assert cl.client(dst).xlen(hkey(c)) == len(ids), "the whole history moved with the slot"
+
+
+def test_ask_during_a_migration_is_followed_with_asking(redis_cluster, rprobe):
+    """Mid-migration, the key already moved: the old owner answers ASK, and
+    the call succeeds at the importing master after ASKING."""
+    cl = redis_cluster
+    src, dst = cl.masters()[0], cl.masters()[2]
+    (c,) = cl.channels_on_shards(1, stem="ask")[src]
+    slot = key_slot(hkey(c))
+    p = rprobe(src)
+    wait_for_map(p)
+    p.send(publish_line("first", c, "1"))
+    first = reply_of(p, "first")
+    assert first[0] == "str"
+    s, d = cl.client(src), cl.client(dst)
+    d.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", cl.node_id(src))
+    s.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", cl.node_id(dst))
+    s.execute_command("MIGRATE", "127.0.0.1", dst, "", 0, 5000, "KEYS", hkey(c))
+    try:
+        p.send(publish_line("second", c, "2"))
+        kind, second = reply_of(p, "second")
+        assert kind == "str", (kind, second)
+        assert int(second) > int(first[1])
+        assert s.keys(f"*{{{c}}}*") == []
+    finally:
+        d.execute_command("CLUSTER", "SETSLOT", slot, "NODE", cl.node_id(dst))
+        s.execute_command("CLUSTER", "SETSLOT", slot, "NODE", cl.node_id(dst))
+        cl.wait_consistent()
+    # (read after the migration ends: an importing master answers MOVED
+    # to anyone who does not say ASKING)
+    assert [e[0] for e in d.xrange(hkey(c))] == [f"{first[1]}-0", f"{second}-0"]
