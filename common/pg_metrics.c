@@ -60,7 +60,7 @@ static const char *labels(char *buf, size_t len, const char *own, unsigned w)
 
 enum { F_CONNS, F_RECEIVED, F_DROPPED, F_DELIVERIES, F_SLOW, F_PUBLISH, F_REJECTED,
        F_REDIS_UP, F_RECONNECTS, F_CHANNELS, F_ORDERS, F_CLOSES, F_RELOADS,
-       F_HREADS, F_HCOALESCED, F_LATENCY,
+       F_HREADS, F_HCOALESCED, F_SENDS, F_EVDROPPED, F_PRESENCE, F_LATENCY,
        F_COUNT };
 
 static const struct { const char *name, *type, *help; } fams[F_COUNT] = {
@@ -85,6 +85,12 @@ static const struct { const char *name, *type, *help; } fams[F_COUNT] = {
                    "History reads issued to Redis for resuming connections and replays." },
     [F_HCOALESCED] = { "pushgate_history_reads_coalesced_total", "counter",
                        "Channel recoveries served by a read another connection's recovery issued, or from its result kept in memory." },
+    [F_SENDS] = { "pushgate_client_sends_total", "counter",
+                  "WebSocket send commands by answer: sent (stored in the events stream) or refused (SPEC 9)." },
+    [F_EVDROPPED] = { "pushgate_events_dropped_total", "counter",
+                      "Events not written to the events stream: Redis link down or the write refused." },
+    [F_PRESENCE] = { "pushgate_presence_updates_total", "counter",
+                     "Presence batches written (one FCALL per loop iteration with changes, SPEC 8)." },
     [F_LATENCY] = { "pushgate_delivery_latency_seconds", "histogram",
                     "Time from arrival from Redis to the socket write." },
 };
@@ -120,6 +126,12 @@ static int samples(pg_buf_t *o, int f, const pg_metrics_t *m, unsigned w)
             rc |= pg_buf_printf(o, "%s%s %llu\n", n, labels(lb, sizeof(lb), own, w),
                                 (unsigned long long)m->publish_requests[i]);
         }
+        return rc;
+    case F_SENDS:
+        rc |= pg_buf_printf(o, "%s%s %llu\n", n, labels(lb, sizeof(lb), "result=\"sent\"", w),
+                            (unsigned long long)m->client_sends_sent);
+        rc |= pg_buf_printf(o, "%s%s %llu\n", n, labels(lb, sizeof(lb), "result=\"refused\"", w),
+                            (unsigned long long)m->client_sends_refused);
         return rc;
     case F_ORDERS:
     case F_RELOADS: {
@@ -168,6 +180,8 @@ static int samples(pg_buf_t *o, int f, const pg_metrics_t *m, unsigned w)
                    : f == F_REJECTED ? m->connections_rejected_total
                    : f == F_HREADS ? m->history_reads_total
                    : f == F_HCOALESCED ? m->history_reads_coalesced_total
+                   : f == F_EVDROPPED ? m->events_dropped_total
+                   : f == F_PRESENCE ? m->presence_updates_total
                    : m->redis_reconnects_total;
         return pg_buf_printf(o, "%s%s %llu\n", n, labels(lb, sizeof(lb), "", w),
                              (unsigned long long)v);
@@ -189,6 +203,12 @@ int pg_metrics_render_workers(const pg_metrics_t *total, const pg_metrics_t *wor
          * (issue 13): an exposition without recoveries stays as it was */
         if ((f == F_HREADS || f == F_HCOALESCED) &&
             total->history_reads_total == 0 && total->history_reads_coalesced_total == 0)
+            continue;
+        /* likewise the presence and events counters (issue 11) */
+        if (f == F_SENDS && total->client_sends_sent == 0 && total->client_sends_refused == 0)
+            continue;
+        if ((f == F_EVDROPPED && total->events_dropped_total == 0) ||
+            (f == F_PRESENCE && total->presence_updates_total == 0))
             continue;
         rc |= head(o, fams[f].name, fams[f].type, fams[f].help);
         rc |= samples(o, f, total, 0);
@@ -221,6 +241,10 @@ void pg_metrics_add(pg_metrics_t *dst, const pg_metrics_t *src)
     dst->key_reloads_failed += src->key_reloads_failed;
     dst->history_reads_total += src->history_reads_total;
     dst->history_reads_coalesced_total += src->history_reads_coalesced_total;
+    dst->client_sends_sent += src->client_sends_sent;
+    dst->client_sends_refused += src->client_sends_refused;
+    dst->events_dropped_total += src->events_dropped_total;
+    dst->presence_updates_total += src->presence_updates_total;
     for (int i = 0; i <= PG_LAT_NBUCKETS; i++)
         dst->lat_buckets[i] += src->lat_buckets[i];
     dst->lat_count += src->lat_count;

@@ -34,6 +34,10 @@ typedef struct pg_metrics {
     uint64_t key_reloads_ok, key_reloads_failed;
     uint64_t history_reads_total;               /* history reads issued to Redis */
     uint64_t history_reads_coalesced_total;     /* channel recoveries served by another's read */
+    uint64_t client_sends_sent;                 /* "send" answered sent (SPEC 9) */
+    uint64_t client_sends_refused;              /* "send" answered error */
+    uint64_t events_dropped_total;              /* events not written: link down or refused */
+    uint64_t presence_updates_total;            /* presence_update FCALLs (batches) */
     uint64_t lat_buckets[PG_LAT_NBUCKETS + 1];  /* last = +Inf; non-cumulative */
     uint64_t lat_count;
     uint64_t lat_sum_ns;
@@ -53,6 +57,9 @@ void pg_metrics_latency(pg_metrics_t *m, uint64_t ns);
  * pushgate_session_closes_total{code="4000|4001|4003|4029"},
  * pushgate_key_reloads_total{result="ok|failed"},
  * pushgate_history_reads_total, pushgate_history_reads_coalesced_total,
+ * pushgate_client_sends_total{result="sent|refused"},
+ * pushgate_events_dropped_total, pushgate_presence_updates_total (each of
+ * these five only once it is not 0),
  * pushgate_delivery_latency_seconds (histogram). node labels nothing: the
  * scraper adds instance. Returns 0 or -1 on out-of-memory. */
 int pg_metrics_render(const pg_metrics_t *m, pg_buf_t *out);

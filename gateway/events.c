@@ -78,14 +78,23 @@ static int xadd(const pg_conn_t *c, const char *type, const char **kv, const siz
 static void noted(void *arg, const struct redisReply *r)
 {
     (void)arg;
+    if (r == NULL || r->type == REDIS_REPLY_ERROR)
+        pg_node.metrics.events_dropped_total++;
     if (r != NULL && r->type == REDIS_REPLY_ERROR)
         pg_log(PG_LOG_WARN, "event refused by Redis: %s", r->str);
+}
+
+/* A best-effort event: counted when it cannot even be queued. */
+static void note(const pg_conn_t *c, const char *type, const char **kv, int nkv)
+{
+    if (xadd(c, type, kv, NULL, nkv, noted, NULL) != 0)
+        pg_node.metrics.events_dropped_total++;
 }
 
 void pg_events_connect(pg_conn_t *c)
 {
     if (pg_node.cfg.events)
-        xadd(c, "connect", NULL, NULL, 0, noted, NULL);
+        note(c, "connect", NULL, 0);
 }
 
 void pg_events_disconnect(pg_conn_t *c, unsigned code, const char *reason)
@@ -95,7 +104,7 @@ void pg_events_disconnect(pg_conn_t *c, unsigned code, const char *reason)
     char num[24];
     snprintf(num, sizeof(num), "%u", code);
     const char *kv[4] = { "code", num, "reason", reason ? reason : "" };
-    xadd(c, "disconnect", kv, NULL, 2, noted, NULL);
+    note(c, "disconnect", kv, 2);
 }
 
 void pg_events_subscribe(pg_conn_t *c, const char *channel, int on)
@@ -103,13 +112,14 @@ void pg_events_subscribe(pg_conn_t *c, const char *channel, int on)
     if (!pg_node.cfg.events)
         return;
     const char *kv[2] = { "channel", channel };
-    xadd(c, on ? "subscribe" : "unsubscribe", kv, NULL, 1, noted, NULL);
+    note(c, on ? "subscribe" : "unsubscribe", kv, 1);
 }
 
 /* --- send ------------------------------------------------------------------------ */
 
 static void answer_error(pg_conn_t *c, const char *ref, const char *code, const char *msg)
 {
+    pg_node.metrics.client_sends_refused++;
     pg_buf_t b = PG_BUF_INIT;
     pg_buf_printf(&b, "{\"type\":\"error\",\"code\":\"%s\",\"message\":", code);
     pg_buf_json_str(&b, msg, strlen(msg));
@@ -141,6 +151,7 @@ static void stored(void *arg, const struct redisReply *r)
     pg_conn_t *c = s->conn;
     if (c != NULL && !(c->flags & (PG_CONN_CLOSE_ASAP | PG_CONN_CLOSING))) {
         if (r != NULL && r->type == REDIS_REPLY_STRING) {
+            pg_node.metrics.client_sends_sent++;
             pg_buf_t b = PG_BUF_INIT;
             pg_buf_puts(&b, "{\"type\":\"sent\"");
             if (q->ref[0])

@@ -281,6 +281,8 @@ static void flush(void)
         }
         if (pg_commands_argv((int)argc, argv, lens, updated, NULL) != 0)
             pg_log(PG_LOG_WARN, "presence: an update could not be queued");
+        else
+            pg_node.metrics.presence_updates_total++;
     }
 out:
     free(argv);

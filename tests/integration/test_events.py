@@ -10,7 +10,7 @@ import signal
 
 import redis as redis_py
 
-from pgtest import API_KEY, async_wait_until, mint_hs256, run, ws_connect
+from pgtest import API_KEY, async_wait_until, metric_value, mint_hs256, run, ws_connect
 from test_core import close_all
 
 SECRET = "s"
@@ -150,6 +150,10 @@ def test_send_past_the_rate_is_refused_with_its_ref_and_sent_answers_equal_entri
             assert a == {"type": "error", "code": "bad_send", "message": a["message"], "ref": "x"}
             await c.send_json({"type": "send", "data": 1, "ref": 7})
             assert (await c.recv_json())["code"] == "bad_ref"
+            m = gw.metrics()
+            assert metric_value(m, "pushgate_client_sends_total", {"result": "sent"}) == len(sent) + 1
+            assert metric_value(m, "pushgate_client_sends_total",
+                                {"result": "refused"}) == len(refused) + 2
         finally:
             await close_all(c)
 

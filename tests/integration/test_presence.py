@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from pgtest import (API_KEY, async_wait_until, http_request, mint_hs256, run, sse_connect,
-                    wait_until, ws_connect)
+from pgtest import (API_KEY, async_wait_until, http_request, metric_value, mint_hs256, run,
+                    sse_connect, wait_until, ws_connect)
 from test_core import close_all, publish_fin, wait_subscribed
 
 SECRET = "s"
@@ -327,6 +327,8 @@ def test_mass_disconnect_is_written_in_batches_and_leaves_presence_exact(gateway
             # loop iterations, one FCALL each (plus a heartbeat a second)
             print("FCALLs for", n, "closes:", updates)
             assert updates <= 50, updates
+            batches = metric_value(gw.metrics(), "pushgate_presence_updates_total")
+            assert batches < 2 * n / 10, batches   # joins and closes, many per batch
             await async_wait_until(lambda: rds.xlen("pushgate:events") - events_before >= n,
                                    msg="a disconnect event each")
         finally:
