@@ -2,10 +2,11 @@
  *
  * Every data link asks afresh at each (re)connect: a one-shot query
  * (SENTINEL get-master-addr-by-name) to the Sentinels in URL order, starting
- * with the last one that answered, each given a short timeout. A watch link
- * keeps SUBSCRIBE +switch-master open at one Sentinel (the next on loss) and
- * moves the data links at once when the master moves. redis_link then
- * checks ROLE before any role uses a link.
+ * with the last one that answered, each given a short timeout. One watch
+ * link per Sentinel keeps SUBSCRIBE open to +switch-master and to the
+ * leader's promotion steps, and moves the data links as soon as a replica
+ * is being promoted (while that lasts, a locate answers the replica without
+ * asking). redis_link then checks ROLE before any role uses a link.
  *
  * io layer, above redis_link: it reaches the data links only through
  * redis_link's locator seam and pg_link_master_moved(). */
