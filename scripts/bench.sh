@@ -28,7 +28,7 @@
 #              and subscribed (pushgate: the answer to a subscribe command; Nchan,
 #              which answers nothing, at the upgrade), on pushgate --workers 1 and 2
 #              and on nginx + Nchan; 3 runs each, a fresh server per run
-#   storm      a reconnect storm: 10k WebSocket clients (10k users, JWT) get a mark on
+#   storm      a reconnect storm: 10k (-S) WebSocket clients (as many users, JWT) get a mark on
 #              broadcast and on their user channel, all close at once, 1000 messages go
 #              to broadcast and 1000 to random users, and all resume at once with
 #              since=<last id>: time until every missed message arrived and the history
@@ -45,6 +45,8 @@
 #   -o FILE    results file, JSON lines, appended (default bench-results.jsonl)
 #   -d SECS    publish phase length of the rate scenarios (default 10)
 #   -B PATH    the "before" gateway of the storm set (default /work/pushgate-before)
+#   -S N       clients of the storm set (default 10000)
+#   -r N       runs of each connect, storm and close scenario (default 3)
 #   -k         keep the temp dir (logs, configs)
 #
 # The gateway and nginx run pinned to CPU 0 (taskset -c 0), the bench to CPU 1.
@@ -58,13 +60,17 @@ RESULTS=bench-results.jsonl
 DUR=10
 KEEP=0
 GW_BEFORE=/work/pushgate-before
-while getopts "g:b:o:d:B:kh" opt; do
+STORM_N=10000
+RUNS=3
+while getopts "g:b:o:d:B:S:r:kh" opt; do
     case $opt in
     g) GW=$OPTARG ;;
     b) BENCH=$OPTARG ;;
     o) RESULTS=$OPTARG ;;
     d) DUR=$OPTARG ;;
     B) GW_BEFORE=$OPTARG ;;
+    S) STORM_N=$OPTARG ;;
+    r) RUNS=$OPTARG ;;
     k) KEEP=1 ;;
     h) sed -n '2,30p' "$0"; exit 0 ;;
     *) exit 2 ;;
@@ -344,7 +350,7 @@ for set in "${SETS[@]}"; do
         nchan_run "f-nchan-sse-10k-50" sse -c 10000 --rate 50 --duration "$DUR" --timeout "$T"
         ;;
     connect)
-        for r in 1 2 3; do
+        for r in $(seq 1 "$RUNS"); do
             gw_run "connect-pushgate-1w-19k-r$r" --transport ws --path /ws -c 19000 --connect-rate \
                 --subscribe bench --timeout 120
             start_gateway --workers 2
@@ -361,7 +367,7 @@ for set in "${SETS[@]}"; do
         ;;
     storm)
         # the history must hold the 1000 missed broadcasts and the mark
-        for r in 1 2 3; do
+        for r in $(seq 1 "$RUNS"); do
             for which in before after; do
                 if [ $which = before ]; then
                     [ -x "$GW_BEFORE" ] || { echo "bench.sh: no before gateway $GW_BEFORE (-B)" >&2; break; }
@@ -370,9 +376,9 @@ for set in "${SETS[@]}"; do
                     GW_USE=$GW
                 fi
                 start_gateway --history-size 2000
-                run_bench "storm-$which-10k-1000-r$r" --host 127.0.0.1 --port "$GW_PORT" \
+                run_bench "storm-$which-$STORM_N-1000-r$r" --host 127.0.0.1 --port "$GW_PORT" \
                     --server-pid "$GW_PID" --redis-url "redis://127.0.0.1:$REDIS_PORT" \
-                    --transport ws --path /ws -c 10000 --users 10000 --jwt-secret "$SECRET" \
+                    --transport ws --path /ws -c "$STORM_N" --users "$STORM_N" --jwt-secret "$SECRET" \
                     --storm 1000 --drain 20 --timeout 600
                 stop_gateway
                 GW_USE=""
@@ -380,7 +386,7 @@ for set in "${SETS[@]}"; do
         done
         ;;
     close)
-        for r in 1 2 3; do
+        for r in $(seq 1 "$RUNS"); do
             for nw in 1 4; do
                 if [ $nw = 1 ]; then start_gateway; else start_gateway --workers $nw; fi
                 pids=()
