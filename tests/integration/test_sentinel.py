@@ -45,6 +45,7 @@ class ApiPublisher(threading.Thread):
         self.channel = channel
         self.period = period
         self.acked = []       # (n, id)
+        self.acked_at = []    # time.monotonic() of each ack
         self.refused = []     # (n, status or error)
         self.n = 0
         self.halt = threading.Event()
@@ -59,6 +60,7 @@ class ApiPublisher(threading.Thread):
                 with self.lock:
                     if r.status == 200:
                         self.acked.append((self.n, int(r.json()["id"])))
+                        self.acked_at.append(time.monotonic())
                     else:
                         self.refused.append((self.n, r.status))
             except OSError as e:
@@ -186,6 +188,17 @@ def failover_under_load(topo, gw, trigger):
         await async_wait_until(lambda: pub.acked_count() >= 50, timeout=10,
                                msg="50 publishes before the failover")
         before = pub.acked[-1][1]          # an id acknowledged by the old master
+        arrivals = {}                      # id -> when the live client had it
+
+        async def stamp():
+            seen = 0
+            while True:
+                now = time.monotonic()
+                for i in live.ids[seen:]:
+                    arrivals[i] = now
+                seen = len(live.ids)
+                await asyncio.sleep(0.005)
+        stamper = asyncio.get_running_loop().create_task(stamp())
         readyz.start()
         t_trigger = time.monotonic()
         trigger(old)
@@ -204,9 +217,10 @@ def failover_under_load(topo, gw, trigger):
         want = [i for i in hist if i > before]
         await async_wait_until(lambda: hist[-1] in live.ids and hist[-1] in resumed.ids,
                                timeout=10, msg="the last message at both clients")
+        stamper.cancel()
         live.transport.close()
         resumed.transport.close()
-        return dict(live=live.ids, resumed=resumed.ids, hist=hist, want=want, old=old,
+        return dict(arrivals=arrivals, live=live.ids, resumed=resumed.ids, hist=hist, want=want, old=old,
                     new=new, t_trigger=t_trigger, t_switch=t_switch, n_after=n_after)
 
     try:
@@ -217,6 +231,7 @@ def failover_under_load(topo, gw, trigger):
         pub.halt.set()
     r["readyz"] = readyz
     r["acked"] = list(pub.acked)
+    r["acked_at"] = list(pub.acked_at)
     r["refused"] = list(pub.refused)
     return r
 
@@ -248,6 +263,13 @@ def check_failover(r, who):
           f"({(r['t_switch'] - r['t_trigger']) * 1000:.0f} ms trigger to switch); "
           f"{len(acked_ids)} acknowledged, {len(lost)} lost by asynchronous replication, "
           f"{len(r['refused'])} refused meanwhile")
+    # the first publish accepted after the trigger at the new master, and
+    # when the client connected throughout had it
+    first = next(((t, i) for (_, i), t in zip(r["acked"], r["acked_at"])
+                  if t > r["t_trigger"] + 0.05 and i in hist), None)
+    if first is not None and first[1] in r["arrivals"] and not r["old"].alive():
+        print(f"{who}: first publish accepted {first[0] - r['t_trigger']:.2f} s after the "
+              f"trigger, delivered {r['arrivals'][first[1]] - r['t_trigger']:.2f} s after it")
     assert lag <= 2.0, f"{who}: ready {lag:.2f} s after the switch"
     # the node's links are at the new master, none at the old one
     assert pubsub_links(r["new"]) >= 2
