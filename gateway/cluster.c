@@ -184,8 +184,17 @@ static void l_error(pg_shard_t *s, void *ud, const char *text, size_t len)
     unsigned slot;
     pg_hostport_t to;
     if (pg_slot_parse_redirect(text, len, &slot, &to) == PG_SLOT_NOT_REDIRECT) {
+        /* Which SSUBSCRIBE it answers is not known (replies carry no name),
+         * so every unconfirmed one on this link is sent again by the next
+         * repair; a second confirmation of one that did go through is
+         * ignored. Without this a refused channel would wait forever. */
         pg_log(PG_LOG_WARN, "cluster: %s:%d answered %.*s", l->addr.host, l->addr.port,
                (int)(len > 200 ? 200 : len), text);
+        for (size_t i = 0; i < c->nchans; i++)
+            if (c->chans[i].at == l && !c->chans[i].confirmed)
+                c->chans[i].at = NULL;
+        c->failed = 1;
+        schedule(c, pg_backoff_next(&c->backoff, pg_backoff_random, NULL));
         return;
     }
     /* an SSUBSCRIBE sent on a stale map: every unconfirmed channel of that
