@@ -89,7 +89,16 @@ static int uvev_attach(redisAsyncContext *ac, uv_loop_t *loop)
     return 0;
 }
 
-/* --- state machine ------------------------------------------------------ */
+/* --- state machine ------------------------------------------------------
+ *
+ *   DISCONNECTED -> LOCATING (only with a locator; it answers through
+ *   pg_link_located) -> CONNECTING -> AUTH -> ROLE (located links: master
+ *   or drop) -> SELECT (db != 0) -> the role's setup (LOADING_FUNCTION,
+ *   SUBSCRIBING) -> READY (located links re-check ROLE every second).
+ *
+ * Every failure on the way, and every loss, goes through link_down: back
+ * to DISCONNECTED and a reconnect after the backoff, or at once when the
+ * master moved (hurry). */
 
 static pg_link_t        *links;          /* every initialised link */
 static pg_link_locate_fn default_locate;
