@@ -1,5 +1,6 @@
 /* cluster.c - wanted channels kept subscribed across a Redis Cluster. See
  * cluster.h. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,9 +21,9 @@ typedef struct link {
     int           wanted;    /* scratch of reconcile(): owns a wanted channel */
 } link_t;
 
-/* A wanted channel. The table is a plain array scanned linearly: fine for
- * the foundations and the tests; once wired into the node this state
- * belongs in the hub's own channel table, which is already indexed. */
+/* A wanted channel. A node may want a hundred thousand (one per user
+ * online), so they live in a dense array (reconcile walks it) indexed by an
+ * open-addressing hash of their names (every push names its channel). */
 typedef struct chan {
     char    *name;
     size_t   len;
@@ -49,6 +50,9 @@ struct pg_cluster {
     size_t           nlinks, links_cap;
     chan_t          *chans;
     size_t           nchans, chans_cap;
+    uint32_t        *index;       /* chans position + 1 by name hash; 0 = empty */
+    size_t           index_cap;   /* a power of two, at least 2 * nchans */
+    size_t           nconfirmed;  /* chans with confirmed set */
     pg_shard_t      *query;       /* the map read in progress, or NULL */
     char             query_host[256];
     unsigned         query_next;  /* rotates over known masters, then seeds */
@@ -64,29 +68,97 @@ static void schedule(pg_cluster_t *c, unsigned ms);
 static void reconcile(pg_cluster_t *c);
 static void timer_cb(uv_timer_t *t);
 
+/* FNV-1a: channel names are short and chosen by the node's own users, who
+ * gain nothing by colliding them (a collision costs a probe, not a wrong
+ * answer). */
+static size_t name_hash(const char *s, size_t n)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 1099511628211ULL;
+    }
+    return (size_t)h;
+}
+
+/* The index position holding name, or the empty one where it would go. */
+static size_t index_pos(const pg_cluster_t *c, const char *name, size_t len)
+{
+    size_t mask = c->index_cap - 1, i = name_hash(name, len) & mask;
+    while (c->index[i] != 0) {
+        const chan_t *ch = &c->chans[c->index[i] - 1];
+        if (ch->len == len && memcmp(ch->name, name, len) == 0)
+            break;
+        i = (i + 1) & mask;
+    }
+    return i;
+}
+
 static chan_t *chan_find(pg_cluster_t *c, const char *name, size_t len)
 {
-    for (size_t i = 0; i < c->nchans; i++)
-        if (c->chans[i].len == len && memcmp(c->chans[i].name, name, len) == 0)
-            return &c->chans[i];
-    return NULL;
+    if (c->index_cap == 0)
+        return NULL;
+    uint32_t v = c->index[index_pos(c, name, len)];
+    return v ? &c->chans[v - 1] : NULL;
+}
+
+/* Grow the index to cap (a power of two) and file every channel again. */
+static int index_resize(pg_cluster_t *c, size_t cap)
+{
+    uint32_t *n = calloc(cap, sizeof(*n));
+    if (n == NULL)
+        return -1;
+    free(c->index);
+    c->index = n;
+    c->index_cap = cap;
+    for (size_t k = 0; k < c->nchans; k++)
+        c->index[index_pos(c, c->chans[k].name, c->chans[k].len)] = (uint32_t)(k + 1);
+    return 0;
+}
+
+/* Empty position i, shifting back the entries after it that probed past it
+ * (linear probing's deletion without tombstones, Knuth's algorithm R). */
+static void index_delete(pg_cluster_t *c, size_t i)
+{
+    size_t mask = c->index_cap - 1, j = i;
+    for (;;) {
+        j = (j + 1) & mask;
+        if (c->index[j] == 0)
+            break;
+        const chan_t *ch = &c->chans[c->index[j] - 1];
+        size_t home = name_hash(ch->name, ch->len) & mask;
+        /* move j back to i unless its home lies cyclically in (i, j] */
+        int stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+        if (!stays) {
+            c->index[i] = c->index[j];
+            i = j;
+        }
+    }
+    c->index[i] = 0;
+}
+
+static void chan_confirm(pg_cluster_t *c, chan_t *ch)
+{
+    if (!ch->confirmed) {
+        ch->confirmed = 1;
+        c->nconfirmed++;
+    }
 }
 
 /* The channel no longer has a subscription it can count on. */
-static void chan_lose(chan_t *ch)
+static void chan_lose(pg_cluster_t *c, chan_t *ch)
 {
-    if (ch->confirmed)
+    if (ch->confirmed) {
         ch->lost = 1;
+        c->nconfirmed--;
+    }
     ch->confirmed = 0;
     ch->at = NULL;
 }
 
 static void update_ready(pg_cluster_t *c)
 {
-    int r = c->have_map && pg_slot_map_complete(&c->map);
-    for (size_t i = 0; r && i < c->nchans; i++)
-        if (!c->chans[i].confirmed)
-            r = 0;
+    int r = c->have_map && pg_slot_map_complete(&c->map) && c->nconfirmed == c->nchans;
     if (r != c->ready) {
         c->ready = r;
         if (c->cbs.ready)
@@ -106,7 +178,7 @@ static void link_remove(pg_cluster_t *c, link_t *l)
     }
     for (size_t i = 0; i < c->nchans; i++)
         if (c->chans[i].at == l)
-            chan_lose(&c->chans[i]);
+            chan_lose(c, &c->chans[i]);
     pg_shard_free(l->s);
     free(l);
 }
@@ -148,7 +220,7 @@ static void l_subscribed(pg_shard_t *s, void *ud, const char *name, size_t len)
     chan_t *ch = chan_find(c, name, len);
     if (ch == NULL || ch->at != l || ch->confirmed)
         return; /* unwanted meanwhile, or moved on: the next reconcile tidies */
-    ch->confirmed = 1;
+    chan_confirm(c, ch);
     int resync = ch->lost;
     ch->lost = 0;
     if (c->cbs.subscribed) {
@@ -170,7 +242,7 @@ static void l_unsubscribed(pg_shard_t *s, void *ud, const char *name, size_t len
     if (ch == NULL || ch->at != l)
         return;
     /* its slot left this master: find the new owner at once */
-    chan_lose(ch);
+    chan_lose(c, ch);
     update_ready(c);
     if (!c->freeing)
         schedule(c, 0);
@@ -262,7 +334,7 @@ static void reconcile(pg_cluster_t *c)
         if (ch->at != NULL && ch->at != want) {
             if (ch->at->up)
                 pg_shard_sunsubscribe(ch->at->s, ch->name, ch->len);
-            chan_lose(ch);
+            chan_lose(c, ch);
         }
         if (ch->at == NULL && want != NULL && want->up &&
             pg_shard_ssubscribe(want->s, ch->name, ch->len) == 0)
@@ -458,6 +530,9 @@ int pg_cluster_subscribe(pg_cluster_t *c, const char *channel, size_t len)
         return -1;
     if (chan_find(c, channel, len) != NULL)
         return 0;
+    if ((c->nchans + 1) * 2 > c->index_cap &&
+        index_resize(c, c->index_cap ? c->index_cap * 2 : 32) < 0)
+        return -1;
     if (c->nchans == c->chans_cap) {
         size_t cap = c->chans_cap ? c->chans_cap * 2 : 16;
         chan_t *n = realloc(c->chans, cap * sizeof(*n));
@@ -475,6 +550,7 @@ int pg_cluster_subscribe(pg_cluster_t *c, const char *channel, size_t len)
     ch->name[len] = '\0';
     ch->len = len;
     ch->slot = pg_slot_of_key(channel, len);
+    c->index[index_pos(c, channel, len)] = (uint32_t)(c->nchans + 1);
     c->nchans++;
     /* subscribe now when the owner's link is up; else its up or the next
      * repair does */
@@ -490,13 +566,25 @@ int pg_cluster_unsubscribe(pg_cluster_t *c, const char *channel, size_t len)
 {
     if (c == NULL || c->freeing)
         return -1;
-    chan_t *ch = chan_find(c, channel, len);
-    if (ch == NULL)
+    if (c->index_cap == 0)
         return -1;
+    size_t pos = index_pos(c, channel, len);
+    if (c->index[pos] == 0)
+        return -1;
+    size_t k = c->index[pos] - 1;
+    chan_t *ch = &c->chans[k];
     if (ch->at != NULL && ch->at->up)
         pg_shard_sunsubscribe(ch->at->s, ch->name, ch->len);
+    if (ch->confirmed)
+        c->nconfirmed--;
+    index_delete(c, pos);
     free(ch->name);
-    *ch = c->chans[--c->nchans];
+    size_t last = --c->nchans;
+    if (k != last) {
+        /* the last channel fills the hole: its index entry follows */
+        c->chans[k] = c->chans[last];
+        c->index[index_pos(c, c->chans[k].name, c->chans[k].len)] = (uint32_t)(k + 1);
+    }
     update_ready(c);
     return 0;
 }
@@ -533,6 +621,7 @@ static void cluster_closed(uv_handle_t *h)
     for (size_t i = 0; i < c->nchans; i++)
         free(c->chans[i].name);
     free(c->chans);
+    free(c->index);
     free(c->links);
     pg_slot_map_free(&c->map);
     free(c->seeds);

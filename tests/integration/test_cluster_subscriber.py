@@ -186,3 +186,43 @@ def test_master_killed_is_followed_to_the_promoted_replica(tmp_path, cprobes):
         print(f"resubscribed at the promoted replica {took:.1f}s after the kill")
     finally:
         cl.stop()
+
+
+def test_twenty_thousand_channels_in_and_out(redis_cluster, cprobes):
+    """A node holding a user channel per connection wants tens of thousands
+    of channels: they are all subscribed at their owners in seconds, and half
+    of them left in any order keeps the others findable."""
+    cl = redis_cluster
+    n = 20000
+    names = [f"u{i}" for i in range(n)]
+    p = cprobes(cl.masters()[0])
+    p.proc.stdin.write("".join(f"sub {chan(c)}\n" for c in names))
+    p.proc.stdin.flush()
+    # ("ready 1" may also be the empty start: count the confirmations)
+    t0 = time.monotonic()
+    for _ in range(n):
+        p.expect(lambda ln: ln.startswith("subscribed "), timeout=30, what="subscribed")
+    took = time.monotonic() - t0
+    p.send("stats")
+    p.expect_line(f"stats channels={n} links=3 pending=0")
+    print(f"{n} channels subscribed in {took:.1f}s")
+    counts = [cl.client(port).execute_command("PUBSUB", "SHARDCHANNELS", f"{PREFIX}{{u*")
+              for port in cl.masters()]
+    assert sum(len(x) for x in counts) == n
+    assert all(len(x) > n // 5 for x in counts), "spread over the three masters"
+    rnd = __import__("random").Random(7)
+    gone = set(rnd.sample(names, n // 2))
+    p.proc.stdin.write("".join(f"unsub {chan(c)}\n" for c in names if c in gone))
+    p.proc.stdin.flush()
+    p.send("stats")
+    p.expect_line(f"stats channels={n - len(gone)} links=3 pending=0", timeout=10)
+    for c in rnd.sample(names, 60):
+        owner = cl.owner_port(key_slot(chan(c)))
+        want = 0 if c in gone else 1
+        assert cl.client(owner).execute_command("SPUBLISH", chan(c), "x") == want, c
+        if want:
+            p.expect_line(f"msg {chan(c)} x")
+    again = sorted(gone)[:5]
+    for c in again:
+        p.send(f"sub {chan(c)}")
+        p.expect_line(f"subscribed {chan(c)} resync=0")
