@@ -707,7 +707,10 @@ function KEY.presence_count(ch)
     if CLUSTER then return PREFIX .. '{' .. ch .. '}:presence-count' end
     return PREFIX .. 'presence-count:' .. ch
 end
--- field <user> -> entries of that user in C (anonymous ones are not counted)
+-- field <user> -> entries of that user in C (anonymous ones are not counted).
+-- A user channel holds only its own user's entries (the gateway never
+-- records a connection in another user's channel), so it has none: one key
+-- less per connected user.
 function KEY.presence_users(ch)
     if CLUSTER then return PREFIX .. '{' .. ch .. '}:presence-users' end
     return PREFIX .. 'presence-users:' .. ch
@@ -750,11 +753,17 @@ local function count_down(key, field)
     end
 end
 
+local function is_user_channel(ch)
+    return string.sub(ch, 1, 5) == 'user:'
+end
+
 local function presence_add(channel, node, field, value)
     if redis.call('HSET', KEY.presence(channel), field, value) == 1 then
         redis.call('HINCRBY', KEY.presence_count(channel), node, 1)
         local u = entry_user(value)
-        if u then redis.call('HINCRBY', KEY.presence_users(channel), u, 1) end
+        if u and not is_user_channel(channel) then
+            redis.call('HINCRBY', KEY.presence_users(channel), u, 1)
+        end
     end
 end
 
@@ -765,7 +774,7 @@ local function presence_del(channel, node, field)
     redis.call('HDEL', key, field)
     count_down(KEY.presence_count(channel), node)
     local u = entry_user(v)
-    if u then count_down(KEY.presence_users(channel), u) end
+    if u and not is_user_channel(channel) then count_down(KEY.presence_users(channel), u) end
 end
 
 -- The number of live entries in C from the counters, or nil when a node
@@ -824,7 +833,9 @@ local function presence_stats(keys, args)
     if bad then return bad end
     local clients = live_count(args[1])
     local users
-    if clients then
+    if clients and is_user_channel(args[1]) then
+        users = clients > 0 and 1 or 0
+    elseif clients then
         users = redis.call('HLEN', KEY.presence_users(args[1]))
     else
         local vals
