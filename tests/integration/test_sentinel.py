@@ -5,6 +5,8 @@ sentinel processes on loopback (sentinelkit), ports picked at run time."""
 
 import asyncio
 import json
+import os
+import signal
 import threading
 import time
 
@@ -371,3 +373,29 @@ def test_demoted_master_that_keeps_its_connections_is_left(sentinel_topology, ga
     assert "demoted (ROLE says slave)" in gw.log()
     # well before the liveness probe would have fired (25 s quiet + 5 s)
     assert moved < 6
+
+
+def test_a_frozen_sentinel_costs_one_timeout(sentinel_topology, gateway_factory):
+    """A Sentinel that accepts connections but never answers (SIGSTOP) is
+    given up after its query timeout, and the next one answers: the node is
+    ready, and after a link drop it is ready again, about as fast."""
+    topo = sentinel_topology(replicas=1, sentinels=3)
+    frozen = topo.sentinels[0]
+    os.kill(frozen.proc.pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        gw = gateway_factory(ARGS, redis_url=topo.url())
+        took = time.monotonic() - t0
+        assert "no answer in time" in gw.log()
+        print(f"\nready {took:.2f} s after start with the first Sentinel frozen")
+        assert took < 5, f"ready after {took:.1f} s"
+        # the next locate starts at the Sentinel that answered, not the frozen one
+        master = topo.master()
+        master.client().client_kill_filter(_type="pubsub")
+        t1 = time.monotonic()
+        wait_until(lambda: pubsub_links(master) >= 2 and gw.readyz() == 200, timeout=10,
+                   msg="ready again")
+        assert time.monotonic() - t1 < 2
+        assert gw.log().count("no answer in time") == 2   # once per data link, at start
+    finally:
+        os.kill(frozen.proc.pid, signal.SIGCONT)
