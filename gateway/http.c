@@ -1,6 +1,8 @@
 /* http.c - plain HTTP answers, refusals, headers and CORS. See http.h. */
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "http.h"
 #include "node.h"
@@ -85,6 +87,10 @@ static int write_response(struct lws *wsi, const pg_http_t *h)
     if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
                                      (const unsigned char *)"no-store", 8, &p, end))
         return -1;
+    const char *date = pg_http_date();
+    if (lws_add_http_header_by_name(wsi, (const unsigned char *)"date:",
+                                    (const unsigned char *)date, (int)strlen(date), &p, end))
+        return -1;
     if (h->allow != NULL &&
         lws_add_http_header_by_name(wsi, (const unsigned char *)"allow:",
                                     (const unsigned char *)h->allow, (int)strlen(h->allow), &p, end))
@@ -101,8 +107,8 @@ static int write_response(struct lws *wsi, const pg_http_t *h)
     }
     if (lws_finalize_write_http_header(wsi, start, &p, end))
         return -1;
-    if (h->body_len == 0)
-        return 0;
+    if (h->body_len == 0 || h->head_only)
+        return 0;   /* HEAD: GET's fields, Content-Length included, no content */
     /* lws_write wants LWS_PRE writable bytes before the payload */
     unsigned char *buf = malloc(LWS_PRE + h->body_len);
     if (buf == NULL)
@@ -132,10 +138,50 @@ static const char *reason_phrase(int status)
     case 401: return "Unauthorized";
     case 403: return "Forbidden";
     case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 411: return "Length Required";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 417: return "Expectation Failed";
+    case 426: return "Upgrade Required";
     case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 501: return "Not Implemented";
+    case 505: return "HTTP Version Not Supported";
     case 503: return "Service Unavailable";
     default:  return "Error";
     }
+}
+
+const char *pg_http_date(void)
+{
+    /* one formatting a second, however many answers */
+    static char date[40];
+    static time_t last;
+    time_t now = time(NULL);
+    if (now != last) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        static const char *const wd[] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" };
+        static const char *const mo[] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                          "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
+        snprintf(date, sizeof(date), "%s, %02d %s %04d %02d:%02d:%02d GMT", wd[tm.tm_wday],
+                 tm.tm_mday, mo[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        last = now;
+    }
+    return date;
+}
+
+int pg_http_refusal(pg_buf_t *out, int status, const char *msg, int no_body, const char *extra)
+{
+    pg_buf_t body = PG_BUF_INIT;
+    pg_http_error_body(&body, msg);
+    pg_buf_printf(out, "HTTP/1.1 %d %s\r\ndate: %s\r\ncontent-type: application/json\r\n"
+                  "content-length: %zu\r\ncache-control: no-store\r\nconnection: close\r\n%s\r\n",
+                  status, reason_phrase(status), pg_http_date(), body.len, extra ? extra : "");
+    int rc = no_body ? 0 : pg_buf_append(out, body.data, body.len);
+    pg_buf_free(&body);
+    return rc;
 }
 
 /* Written by hand: at filter time lws has not recorded the request's HTTP
@@ -148,7 +194,8 @@ int pg_http_refuse_upgrade(struct lws *wsi, int status, const char *msg)
     pg_buf_append(&b, "0123456789abcdef0123456789abcdef", LWS_PRE); /* lws headroom */
     pg_buf_printf(&b, "HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n"
                   "content-length: %zu\r\ncache-control: no-store\r\n"
-                  "connection: close\r\n\r\n", status, reason_phrase(status), body.len);
+                  "date: %s\r\nconnection: close\r\n\r\n", status, reason_phrase(status),
+                  body.len, pg_http_date());
     if (pg_buf_append(&b, body.data, body.len) == 0)
         lws_write(wsi, (unsigned char *)b.data + LWS_PRE, b.len - LWS_PRE,
                   LWS_WRITE_HTTP_HEADERS);
@@ -164,6 +211,18 @@ int pg_http_header(struct lws *wsi, enum lws_token_indexes tok, char *buf, size_
         return -1;
     if (lws_hdr_copy(wsi, buf, (int)len, tok) < 0)
         return -1;
+    /* RFC 9112 §5.1: whitespace around a value is not part of it. lws keeps
+     * the trailing part; a request with a body reaches lws as sent
+     * (listener.c), not in the canonical form that has it trimmed. */
+    int a = 0;
+    while (a < n && (buf[a] == ' ' || buf[a] == '\t'))
+        a++;
+    while (n > a && (buf[n - 1] == ' ' || buf[n - 1] == '\t'))
+        n--;
+    if (a)
+        memmove(buf, buf + a, (size_t)(n - a));
+    n -= a;
+    buf[n] = '\0';
     return n;
 }
 

@@ -31,6 +31,7 @@ typedef struct pg_http {
     size_t             req_len;
     int                too_big;    /* body passed --max-message-bytes */
     int                close_after; /* answered before the body was read */
+    int                head_only;  /* a HEAD request: the answer has no content */
     const char        *path;       /* the API route being served, static */
     struct pg_api_req *api;        /* Redis work in flight; see api.c */
 } pg_http_t;
@@ -56,6 +57,14 @@ int pg_http_writeable(struct lws *wsi, pg_http_t *h);
 /* Refuse a WebSocket upgrade (from the filter callback) with a real
  * HTTP/1.1 answer and {"error":msg}. Returns -1 for lws to drop the wsi. */
 int pg_http_refuse_upgrade(struct lws *wsi, int status, const char *msg);
+
+/* A whole refusal (status line, fields with Date and "connection: close",
+ * {"error":msg} unless no_body) appended to out, for a request answered
+ * before lws has it (listener.c). extra: more "name: v\r\n" lines or NULL.
+ * 0, or -1 on out-of-memory. */
+int pg_http_refusal(pg_buf_t *out, int status, const char *msg, int no_body, const char *extra);
+/* The current time as an IMF-fixdate (RFC 9110 §5.6.7), for Date fields. */
+const char *pg_http_date(void);
 
 /* Copy header tok of wsi into buf (NUL-terminated). Returns its length, or
  * -1 when absent or longer than the buffer. */

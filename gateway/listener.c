@@ -6,14 +6,19 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <libwebsockets.h>
 
 #include "listener.h"
+#include "http.h"
+#include "httphead.h"
 #include "node.h"
 #include "pg_log.h"
+#include "pg_util.h"
 
 #define ACCEPT_BATCH 64   /* accepts per wake-up, so a SYN flood cannot starve the loop */
 
@@ -22,7 +27,7 @@ static int       spare_fd = -1;   /* kept open to shed a connection at EMFILE */
 static uv_poll_t watcher;
 static int       watching;
 
-static void adopt(int fd)
+static void set_nodelay(int fd)
 {
     /* lws sets TCP_NODELAY only on sockets it accepts itself. Without it a
      * small write that follows one not yet acknowledged waits for the
@@ -31,14 +36,235 @@ static void adopt(int fd)
      * frame sent right after another could wait as long. */
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+/* TLS: lws reads the head (it must decrypt it), so no pre-check. */
+static void adopt_tls(int fd)
+{
     lws_sock_file_fd_type sock;
     sock.sockfd = fd;
-    lws_adoption_type type = LWS_ADOPT_SOCKET | LWS_ADOPT_HTTP;
-    if (pg_node.cfg.tls_cert != NULL)
-        type |= LWS_ADOPT_ALLOW_SSL;
     /* on failure lws closes fd itself */
-    if (lws_adopt_descriptor_vhost(pg_node.vhost, type, sock, NULL, NULL) == NULL)
+    if (lws_adopt_descriptor_vhost(pg_node.vhost, LWS_ADOPT_SOCKET | LWS_ADOPT_HTTP |
+                                   LWS_ADOPT_ALLOW_SSL, sock, NULL, NULL) == NULL)
         pg_log(PG_LOG_WARN, "could not take a new connection (out of memory?)");
+}
+
+/* --- the first request head ------------------------------------------------
+ * On a plain socket the node reads the request head itself, checks it
+ * (httphead.h says what and why), answers a bad one and closes, and hands
+ * a good one to lws.
+ *
+ * The head is peeked, not read, until it is whole; the sockets wait in a
+ * private edge-triggered epoll set (like hangup.c's), so a head arriving in
+ * pieces costs one wake-up per piece and the socket never enters the uv
+ * loop before lws takes it. Then:
+ * - a request without a body: its head is read off the socket and lws gets
+ *   the canonical copy (lws_adopt_socket_vhost_readbuf); what follows (a
+ *   frame right behind a handshake, a pipelined request) stays in the
+ *   socket for lws;
+ * - a request with a body: lws reads the head itself, as checked, because
+ *   lws 4.1 consumes a handed-over head a second time as the body
+ *   (lws_http_action's buflist loop) and spins on BODY_COMPLETION. */
+
+#define HEAD_TIMEOUT_MS   10000   /* as lws's timeout_secs for a head */
+#define LINGER_MS          2000   /* reading out a refused request */
+
+enum { HS_READING, HS_LINGER };
+
+typedef struct head_reader {
+    lws_dll2_t  node;           /* in readers, oldest first */
+    int         fd;
+    int         state;          /* HS_* */
+    uint64_t    since_ms;
+    char        buf[PG_HEAD_MAX + 64];
+} head_reader_t;
+
+static lws_dll2_owner_t readers;
+static uv_timer_t       reader_timer;
+static int              reader_timer_on;
+static int              head_ep = -1;
+static uv_poll_t        head_ep_watch;
+
+/* Done with r: hand its socket to lws (canon != NULL, or adopt_raw), or
+ * close it. */
+static void reader_end(head_reader_t *r, const pg_buf_t *canon, int adopt_raw)
+{
+    int fd = r->fd;
+    epoll_ctl(head_ep, EPOLL_CTL_DEL, fd, NULL);
+    lws_dll2_remove(&r->node);
+    free(r);
+    if (canon != NULL) {
+        /* on failure lws closes fd itself */
+        if (lws_adopt_socket_vhost_readbuf(pg_node.vhost, fd, canon->data, canon->len) == NULL)
+            pg_log(PG_LOG_DEBUG, "a connection closed during its first request");
+    } else if (adopt_raw) {
+        lws_sock_file_fd_type sock;
+        sock.sockfd = fd;
+        if (lws_adopt_descriptor_vhost(pg_node.vhost, LWS_ADOPT_SOCKET | LWS_ADOPT_HTTP, sock,
+                                       NULL, NULL) == NULL)
+            pg_log(PG_LOG_WARN, "could not take a new connection (out of memory?)");
+    } else
+        close(fd);
+}
+
+static void refuse(head_reader_t *r, const pg_head_t *h)
+{
+    pg_buf_t b = PG_BUF_INIT;
+    pg_http_refusal(&b, h->status, h->why, h->is_head,
+                    h->ws_version ? "sec-websocket-version: 13\r\nupgrade: websocket\r\n" : NULL);
+    /* one small answer on a fresh socket: it fits the send buffer */
+    if (b.len)
+        (void)!send(r->fd, b.data, b.len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    pg_buf_free(&b);
+    /* Not close() at once: with the rest of the request unread the kernel
+     * would reset the connection and the client could lose the answer. End
+     * our side, read out what comes for a moment, then close. */
+    shutdown(r->fd, SHUT_WR);
+    r->state = HS_LINGER;
+    r->since_ms = pg_mono_ms();
+    lws_dll2_remove(&r->node);
+    lws_dll2_add_tail(&r->node, &readers);
+}
+
+static void reader_event(head_reader_t *r)
+{
+    if (r->state == HS_LINGER) {
+        char sink[4096];
+        ssize_t n;
+        while ((n = recv(r->fd, sink, sizeof(sink), MSG_DONTWAIT)) > 0)
+            ;
+        if (n == 0 || (errno != EAGAIN && errno != EINTR))
+            reader_end(r, NULL, 0);
+        return;
+    }
+    ssize_t n = recv(r->fd, r->buf, sizeof(r->buf), MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+        reader_end(r, NULL, 0);   /* gone before its request was whole */
+        return;
+    }
+    if (n < 0)
+        return;
+    pg_head_t h;
+    pg_buf_t canon = PG_BUF_INIT;
+    int rc = pg_head_check(r->buf, (size_t)n, &h, &canon);
+    if (rc == PG_AGAIN)
+        return;   /* edge-triggered: back when more has come */
+    if (rc == PG_ERR) {
+        reader_end(r, NULL, 0);
+        return;
+    }
+    if (h.status != 0) {
+        pg_node.metrics.connections_rejected_total++;
+        refuse(r, &h);
+        return;
+    }
+    if (h.expect_continue && h.content_length > 0) {
+        /* RFC 9110 §10.1.1: the client may wait for this before its body */
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        (void)!send(r->fd, cont, sizeof(cont) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+    }
+    if (h.has_body) {
+        pg_buf_free(&canon);
+        reader_end(r, NULL, 1);
+        return;
+    }
+    /* the head was peeked whole: reading it cannot come up short */
+    if (recv(r->fd, r->buf, h.consumed, MSG_DONTWAIT) != (ssize_t)h.consumed) {
+        pg_buf_free(&canon);
+        reader_end(r, NULL, 0);
+        return;
+    }
+    reader_end(r, &canon, 0);
+    pg_buf_free(&canon);
+}
+
+static void head_ep_cb(uv_poll_t *hd, int status, int events)
+{
+    struct epoll_event ev[64];
+    (void)hd;
+    (void)status;
+    (void)events;
+    int n;
+    do {
+        n = epoll_wait(head_ep, ev, 64, 0);
+        for (int i = 0; i < n; i++)
+            reader_event(ev[i].data.ptr);
+    } while (n == 64);
+}
+
+/* Once a second: drop heads that did not come whole in time (slowloris),
+ * and refused connections that did not go away. */
+static void reader_sweep(uv_timer_t *t)
+{
+    (void)t;
+    uint64_t now = pg_mono_ms();
+    lws_start_foreach_dll_safe(struct lws_dll2 *, d, d1, lws_dll2_get_head(&readers)) {
+        head_reader_t *r = lws_container_of(d, head_reader_t, node);
+        if (now - r->since_ms >= (r->state == HS_LINGER ? LINGER_MS : HEAD_TIMEOUT_MS))
+            reader_end(r, NULL, 0);
+    } lws_end_foreach_dll_safe(d, d1);
+}
+
+static void adopt(int fd)
+{
+    set_nodelay(fd);
+    if (pg_node.cfg.tls_cert != NULL || head_ep < 0) {
+        adopt_tls(fd);
+        return;
+    }
+    head_reader_t *r = malloc(sizeof(*r));
+    struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP | EPOLLET, .data.ptr = r };
+    if (r == NULL || epoll_ctl(head_ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        free(r);
+        close(fd);
+        pg_log(PG_LOG_WARN, "could not take a new connection (out of memory?)");
+        return;
+    }
+    r->fd = fd;
+    r->state = HS_READING;
+    r->since_ms = pg_mono_ms();
+    memset(&r->node, 0, sizeof(r->node));
+    lws_dll2_add_tail(&r->node, &readers);
+}
+
+static int readers_start(void)
+{
+    head_ep = epoll_create1(EPOLL_CLOEXEC);
+    if (head_ep < 0 || uv_poll_init(pg_node.loop, &head_ep_watch, head_ep) != 0) {
+        if (head_ep >= 0)
+            close(head_ep);
+        head_ep = -1;
+        return -1;
+    }
+    uv_poll_start(&head_ep_watch, UV_READABLE, head_ep_cb);
+    if (uv_timer_init(pg_node.loop, &reader_timer) == 0 &&
+        uv_timer_start(&reader_timer, reader_sweep, 1000, 1000) == 0)
+        reader_timer_on = 1;
+    return 0;
+}
+
+static void head_ep_closed(uv_handle_t *h)
+{
+    (void)h;
+    close(head_ep);
+    head_ep = -1;
+}
+
+static void readers_stop(void)
+{
+    /* heads still being read: their connections end with the node */
+    lws_start_foreach_dll_safe(struct lws_dll2 *, d, d1, lws_dll2_get_head(&readers)) {
+        reader_end(lws_container_of(d, head_reader_t, node), NULL, 0);
+    } lws_end_foreach_dll_safe(d, d1);
+    if (reader_timer_on) {
+        reader_timer_on = 0;
+        uv_timer_stop(&reader_timer);
+        uv_close((uv_handle_t *)&reader_timer, NULL);
+    }
+    if (head_ep >= 0) {
+        uv_poll_stop(&head_ep_watch);
+        uv_close((uv_handle_t *)&head_ep_watch, head_ep_closed);
+    }
 }
 
 static void accept_cb(uv_poll_t *h, int status, int events)
@@ -114,6 +340,8 @@ int pg_listener_start(void)
     }
     uv_poll_start(&watcher, UV_READABLE, accept_cb);
     watching = 1;
+    if (pg_node.cfg.tls_cert == NULL && readers_start() != 0)
+        pg_log(PG_LOG_WARN, "epoll_create1: %s: request heads go to lws unchecked", strerror(errno));
     return 0;
 }
 
@@ -131,6 +359,7 @@ void pg_listener_stop(void)
     watching = 0;
     uv_poll_stop(&watcher);
     uv_close((uv_handle_t *)&watcher, closed_cb);
+    readers_stop();
     if (spare_fd >= 0)
         close(spare_fd);
     spare_fd = -1;

@@ -5,7 +5,11 @@
  * accepting while its connections drain. So the node binds the port itself
  * (SO_REUSEPORT with --reuse-port), accepts on the uv loop, and hands each
  * connection to lws with lws_adopt_descriptor_vhost(); lws itself listens
- * on nothing (CONTEXT_PORT_NO_LISTEN_SERVER). */
+ * on nothing (CONTEXT_PORT_NO_LISTEN_SERVER).
+ *
+ * On a plain socket the node also reads the first request head itself and
+ * checks it (httphead.h) before lws gets the socket: a bad one is answered
+ * and closed here, a good one handed over in canonical form. */
 #ifndef PG_LISTENER_H
 #define PG_LISTENER_H
 

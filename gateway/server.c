@@ -55,10 +55,26 @@ static int on_http(struct lws *wsi, pg_pss_t *pss, const char *path)
     int ulen;
     int meth = lws_http_get_uri_and_method(wsi, &uri, &ulen);
     pg_http_t *h = &pss->http;
-    int is_get = meth == LWSHUMETH_GET;
+    /* HEAD is GET without content (RFC 9110 §9.3.2): routed as GET, the
+     * answer written without its body (http.c) */
+    int is_head = meth == LWSHUMETH_HEAD;
+    int is_get = meth == LWSHUMETH_GET || is_head;
 
     pg_http_reset(h);
     pss->kind = PG_PSS_HTTP;
+    h->head_only = is_head;
+
+    /* The first request of a connection was checked whole by the node
+     * (listener.c); a later one on a kept-alive connection only by lws,
+     * which reads a body by Content-Length even beside Transfer-Encoding:
+     * refused here, and the connection closed, so the two cannot disagree
+     * on where the next request starts (RFC 9112 §6.1, smuggling). */
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0 &&
+        lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0) {
+        h->close_after = 1;
+        pg_http_error(wsi, h, 400, "Transfer-Encoding with Content-Length");
+        return 0;
+    }
 
     const char *api = pg_api_route(path);
     if ((api != NULL || strcmp(path, "/sse") == 0) &&
@@ -121,6 +137,8 @@ static int on_http(struct lws *wsi, pg_pss_t *pss, const char *path)
     else if (strcmp(path, "/pushgate.js") == 0)
         pg_http_answer_static(wsi, h, 200, "application/javascript; charset=utf-8",
                               pg_embed_pushgate_js, pg_embed_pushgate_js_len);
+    else if (strcmp(path, "/sse") == 0 && is_head)
+        pg_http_answer_static(wsi, h, 200, "text/event-stream", "", 0);
     else if (strcmp(path, "/sse") == 0)
         return sse_start(wsi, pss);
     else /* /ws without an upgrade */
@@ -241,6 +259,10 @@ void pg_server_drain(void)
 
 static void lws_log_emit(int level, const char *line)
 {
+    /* lws 4.1 logs every adoption with a head handed over (listener.c) as
+     * an error: routine, not a fault */
+    if (strstr(line, "adopt_socket_readbuf: ") != NULL)
+        return;
     int lvl = (level & LLL_ERR) ? PG_LOG_ERROR : (level & LLL_WARN) ? PG_LOG_WARN : PG_LOG_DEBUG;
     size_t n = strlen(line);
     while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))

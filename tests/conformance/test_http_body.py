@@ -56,8 +56,6 @@ def test_body_of_a_get_is_read_and_skipped(node):
 
 
 @pytest.mark.parametrize("order", ["cl_first", "te_first"])
-@deviation("Content-Length with Transfer-Encoding: chunked: the body is read by "
-           "Content-Length, published (200), the connection kept")
 def test_content_length_with_transfer_encoding_never_uses_content_length(node, rds, order):
     """§6.1: "A server MAY reject a request that contains both
     Content-Length and Transfer-Encoding or process such a request in
@@ -76,17 +74,30 @@ def test_content_length_with_transfer_encoding_never_uses_content_length(node, r
     assert history_len(rds, CH) == 0
 
 
+@pytest.mark.parametrize("order", ["cl_first", "te_first"])
+def test_both_framings_on_a_kept_alive_connection_are_refused(node, rds, order):
+    """The same as above on the second request of a kept-alive connection,
+    which the node does not read itself (lws does, README "How a node
+    works"): a smuggled request most often rides behind a proxy's earlier
+    one. A 4xx, nothing published, the connection closed."""
+    te, cl = ("Transfer-Encoding", "chunked"), ("Content-Length", str(len(BODY)))
+    fields = publish_fields(node) + ([cl, te] if order == "cl_first" else [te, cl])
+    w = Wire(node.port)
+    with w:
+        w.send(healthz(node))
+        assert w.answer().status == 200
+        w.send(request("POST", "/api/publish", fields, body=BODY) + healthz(node))
+        a = w.answer()
+        assert 400 <= a.status < 500, a
+        assert w.closed_within(), "connection kept after a request with both framings"
+    assert history_len(rds, CH) == 0
+
+
 @pytest.mark.parametrize("coding,with_cl", [
-    pytest.param("gzip", True, id="gzip_with_content_length",
-                 marks=deviation("Transfer-Encoding: gzip with a Content-Length: "
-                                 "published by Content-Length (200)")),
-    pytest.param("identity", True, id="identity_with_content_length",
-                 marks=deviation("Transfer-Encoding: identity with a Content-Length: "
-                                 "published by Content-Length (200)")),
-    pytest.param("chunked, gzip", False, id="chunked_then_gzip",
-                 marks=deviation("Transfer-Encoding: chunked, gzip: refused 411, not 400")),
-    pytest.param("gzip", False, id="gzip_alone",
-                 marks=deviation("Transfer-Encoding: gzip alone: refused 411, not 400")),
+    pytest.param("gzip", True, id="gzip_with_content_length"),
+    pytest.param("identity", True, id="identity_with_content_length"),
+    pytest.param("chunked, gzip", False, id="chunked_then_gzip"),
+    pytest.param("gzip", False, id="gzip_alone"),
 ])
 def test_transfer_encoding_not_ending_in_chunked_is_400(node, rds, coding, with_cl):
     """§6.3 rule 4: "If a Transfer-Encoding header field is present in a

@@ -43,8 +43,6 @@ def test_field_names_are_case_insensitive(node, rds):
     assert history_len(rds, "fields") == 1
 
 
-@deviation("trailing whitespace is kept in a field value: Authorization "
-           "'Bearer testkey <SP><HTAB>' is refused 401")
 def test_whitespace_around_a_value_is_not_part_of_it(node, rds):
     """RFC 9110 §5.5: "A field value does not include leading or trailing
     whitespace"; "a parsing implementation MUST exclude such whitespace
@@ -57,12 +55,8 @@ def test_whitespace_around_a_value_is_not_part_of_it(node, rds):
 
 
 @pytest.mark.parametrize("line", [
-    pytest.param(b"Authorization : Bearer " + API_KEY.encode(), id="authorization",
-                 marks=deviation("whitespace between a field name and the colon: the "
-                                 "field is ignored (401), not refused 400")),
-    pytest.param(b"X-Extra\t: 1", id="other_field",
-                 marks=deviation("whitespace between a field name and the colon: "
-                                 "accepted (200)")),
+    pytest.param(b"Authorization : Bearer " + API_KEY.encode(), id="authorization"),
+    pytest.param(b"X-Extra\t: 1", id="other_field"),
 ])
 def test_whitespace_before_the_colon_is_400(node, rds, line):
     """RFC 9112 §5.1: "A server MUST reject, with a response status code of
@@ -79,7 +73,6 @@ def test_whitespace_before_the_colon_is_400(node, rds, line):
     assert history_len(rds, "fields") == 0
 
 
-@deviation("obs-fold inside Authorization is neither refused nor unfolded: 401")
 def test_obs_fold_is_refused_or_unfolded(node, rds):
     """RFC 9112 §5.2: a server receiving obs-fold "MUST either reject the
     message by sending a 400 (Bad Request) [...] or replace each received
@@ -91,7 +84,6 @@ def test_obs_fold_is_refused_or_unfolded(node, rds):
     assert history_len(rds, "fields") == (1 if a.status == 200 else 0)
 
 
-@deviation("a folded line without a colon (X-Foo: bar CRLF SP baz): held with no answer")
 def test_obs_fold_on_any_field_is_refused_or_unfolded(node):
     """RFC 9112 §5.2, on a field the node does not use: 400, or unfolded
     and served (200). An answer either way."""
@@ -113,12 +105,8 @@ def test_obs_fold_cannot_smuggle_a_content_length(node, rds):
 
 
 @pytest.mark.parametrize("ctl", [
-    pytest.param(b"\x00", id="NUL",
-                 marks=deviation("a NUL in a field value cuts the value there: "
-                                 "'Bearer testkey<NUL>junk' is accepted (200)")),
-    pytest.param(b"\r", id="bare_CR",
-                 marks=deviation("a bare CR in a field value cuts the value there: "
-                                 "'Bearer testkey<CR>junk' is accepted (200)")),
+    pytest.param(b"\x00", id="NUL"),
+    pytest.param(b"\r", id="bare_CR"),
 ])
 def test_nul_or_cr_in_a_value_is_refused_or_made_a_space(node, rds, ctl):
     """RFC 9110 §5.5: "a recipient of CR, LF, or NUL within a field value
@@ -148,12 +136,9 @@ def test_whitespace_before_the_first_field_is_refused_or_skipped(node, rds):
 
 
 @pytest.mark.parametrize("line", [
-    pytest.param(b"NoColonHere", id="no_colon",
-                 marks=deviation("a field line without a colon: held with no answer")),
-    pytest.param(b": value", id="empty_name",
-                 marks=deviation("a field line with an empty name: held with no answer")),
-    pytest.param(b"X(Foo): bar", id="name_not_a_token",
-                 marks=deviation("a field name that is not a token: accepted (200)")),
+    pytest.param(b"NoColonHere", id="no_colon"),
+    pytest.param(b": value", id="empty_name"),
+    pytest.param(b"X(Foo): bar", id="name_not_a_token"),
 ])
 def test_malformed_field_line_is_400(node, line):
     """RFC 9112 §5: field-name is a token followed by ":". A line that does
@@ -167,12 +152,9 @@ def test_malformed_field_line_is_400(node, line):
 
 
 @pytest.mark.parametrize("fields", [
-    pytest.param([], id="missing",
-                 marks=deviation("an HTTP/1.1 request without Host is served (200)")),
-    pytest.param([("Host", "127.0.0.1"), ("Host", "evil.example")], id="twice",
-                 marks=deviation("two Host lines are served (200)")),
-    pytest.param([("Host", "a b")], id="invalid",
-                 marks=deviation("an invalid Host value (a b) is served (200)")),
+    pytest.param([], id="missing"),
+    pytest.param([("Host", "127.0.0.1"), ("Host", "evil.example")], id="twice"),
+    pytest.param([("Host", "a b")], id="invalid"),
 ])
 def test_host_missing_repeated_or_invalid_is_400(node, fields):
     """RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request)

@@ -24,7 +24,7 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd)
 
 flags="-g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
--fno-sanitize-recover=undefined -std=c11 -D_GNU_SOURCE -I$common \
+-fno-sanitize-recover=undefined -std=c11 -D_GNU_SOURCE -I$common -I$common/../gateway \
 $(pkg-config --cflags json-c libjwt openssl)"
 libs="$(pkg-config --libs json-c libjwt openssl)"
 
@@ -34,8 +34,9 @@ srcs_fuzz_command="pg_cmd.c pg_json.c pg_buf.c pg_util.c pg_chan.c"
 srcs_fuzz_channels="pg_chan.c pg_origin.c pg_url.c pg_util.c"
 srcs_fuzz_token="pg_jwt.c pg_json.c pg_buf.c pg_util.c pg_chan.c"
 srcs_fuzz_order="pg_order.c pg_json.c pg_buf.c pg_util.c pg_chan.c"
+srcs_fuzz_httphead="../gateway/httphead.c pg_buf.c pg_util.c"
 
-harnesses=${FUZZ_HARNESSES:-"fuzz_envelope fuzz_command fuzz_channels fuzz_token fuzz_order"}
+harnesses=${FUZZ_HARNESSES:-"fuzz_envelope fuzz_command fuzz_channels fuzz_token fuzz_order fuzz_httphead"}
 
 for h in $harnesses; do
     eval "srcs=\$srcs_$h"
