@@ -21,9 +21,6 @@ typedef struct conn {
     int           events;   /* UV_READABLE | UV_WRITABLE currently polled */
 } conn_t;
 
-/* A SUNSUBSCRIBE we sent and Redis has not confirmed yet, so its
- * sunsubscribe push is told apart from the one Redis sends by itself when
- * a slot moves. A list: a node unsubscribes a few channels at a time. */
 /* A request sent and not answered yet: replies come back in order. */
 typedef struct request {
     struct request   *next;
@@ -31,6 +28,10 @@ typedef struct request {
     void             *arg;
 } request_t;
 
+/* A SUNSUBSCRIBE we sent and Redis has not confirmed yet, so its
+ * sunsubscribe push is told apart from the one Redis sends by itself when
+ * a slot moves. A FIFO: Redis confirms in the order we asked, so ours is
+ * found at the head, and only a push of Redis' own scans the list. */
 typedef struct pending {
     struct pending *next;
     size_t          len;
@@ -48,7 +49,8 @@ struct pg_shard {
     pg_shard_state_t  state;
     conn_t           *conn;       /* NULL while DOWN */
     uv_timer_t        timer;      /* connect + AUTH deadline */
-    pending_t        *unsubs;     /* our SUNSUBSCRIBEs not yet confirmed */
+    pending_t        *unsubs;     /* our SUNSUBSCRIBEs not yet confirmed, oldest first */
+    pending_t       **unsubs_tail;
     struct request   *reqs;       /* requests sent, oldest first (FIFO) */
     struct request  **reqs_tail;
     int               subscribed; /* this connection has sent an SSUBSCRIBE */
@@ -91,6 +93,7 @@ static void pending_clear(pg_shard_t *s)
         s->unsubs = p->next;
         free(p);
     }
+    s->unsubs_tail = &s->unsubs;
 }
 
 /* 1 and the entry dropped when channel is one we asked to leave. */
@@ -100,6 +103,8 @@ static int pending_take(pg_shard_t *s, const char *ch, size_t len)
         pending_t *p = *pp;
         if (p->len == len && memcmp(p->name, ch, len) == 0) {
             *pp = p->next;
+            if (*pp == NULL)
+                s->unsubs_tail = pp;
             free(p);
             return 1;
         }
@@ -337,6 +342,7 @@ pg_shard_t *pg_shard_new(uv_loop_t *loop, const char *host, int port,
         goto err;
     s->timer.data = s;
     s->reqs_tail = &s->reqs;
+    s->unsubs_tail = &s->unsubs;
     return s;
 err:
     free(s->user);
@@ -424,8 +430,9 @@ int pg_shard_sunsubscribe(pg_shard_t *s, const char *channel, size_t len)
     }
     p->len = len;
     memcpy(p->name, channel, len);
-    p->next = s->unsubs;
-    s->unsubs = p;
+    p->next = NULL;
+    *s->unsubs_tail = p;
+    s->unsubs_tail = &p->next;
     return 0;
 }
 
