@@ -4,6 +4,9 @@
  *
  *   pg-cluster-probe <refresh ms> <library file | -> <host:port>...
  *
+ * $PG_PROBE_USER and $PG_PROBE_PASSWORD, when set, are the data nodes' ACL
+ * user and password (not on the command line, where ps shows them).
+ *
  * Starts a pg_cluster_t on those seeds and a pg_router_t on its map that
  * loads the library file (if any) on every master. Commands on stdin, one a
  * line (words separated by one space):
@@ -187,13 +190,15 @@ int main(int argc, char **argv)
     uv_loop_t *loop = uv_default_loop();
     pg_cluster_cfg_t cfg = {
         .seeds = seeds, .nseeds = nseeds, .timeout_ms = 1000,
+        .user = getenv("PG_PROBE_USER"), .password = getenv("PG_PROBE_PASSWORD"),
         .refresh_ms = (unsigned)atoi(argv[1]), .backoff_base_ms = 50, .backoff_cap_ms = 500,
     };
     pg_cluster_cbs_t cbs = { .message = on_message, .subscribed = on_subscribed,
                              .ready = on_ready };
     cl = pg_cluster_new(loop, &cfg, &cbs, NULL);
     free(seeds);
-    pg_router_cfg_t rcfg = { .timeout_ms = 1000, .library = lib, .library_len = lib_len };
+    pg_router_cfg_t rcfg = { .timeout_ms = 1000, .library = lib, .library_len = lib_len,
+                             .user = cfg.user, .password = cfg.password };
     router = cl ? pg_router_new(loop, cl, &rcfg) : NULL;
     free(lib);
     if (router == NULL || pg_cluster_start(cl) < 0) {

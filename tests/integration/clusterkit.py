@@ -74,7 +74,8 @@ class ClusterNode:
     its own directory. Has .port and .logfile, so pgfixtures' report hook
     attaches its log to a failing test."""
 
-    def __init__(self, tmpdir, idx):
+    def __init__(self, tmpdir, idx, acl=None):
+        self.acl = acl  # (user, password): the only user; default is off
         self.dir = Path(tmpdir) / f"node{idx}"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.idx = idx
@@ -104,7 +105,7 @@ class ClusterNode:
                  "--cluster-node-timeout", str(node_timeout_ms),
                  "--save", "", "--appendonly", "no", "--dir", str(self.dir),
                  "--logfile", str(self.logfile), "--daemonize", "no",
-                 "--protected-mode", "no"],
+                 "--protected-mode", "no"] + self._acl_args(),
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, cwd=str(self.dir))
             wait_until(self._ping_or_dead, timeout=10, msg=f"{self.name} PING")
@@ -112,6 +113,14 @@ class ClusterNode:
                 return self
             # most likely a port was taken between free_port() and bind
         raise RuntimeError(f"{self.name} did not start:\n{tail(self.logfile)}")
+
+    def _acl_args(self):
+        if self.acl is None:
+            return []
+        user, password = self.acl
+        # redis-server takes a directive's words as separate arguments
+        return ["--user", user, "on", f">{password}", "~*", "&*", "+@all",
+                "--user", "default", "off"]
 
     def _ping_or_dead(self):
         if self.proc.poll() is not None:
@@ -122,8 +131,9 @@ class ClusterNode:
             return False
 
     def client(self, decode=True):
-        return redis_py.Redis(host="127.0.0.1", port=self.port,
-                              decode_responses=decode, socket_timeout=5)
+        user, password = self.acl or (None, None)
+        return redis_py.Redis(host="127.0.0.1", port=self.port, username=user,
+                              password=password, decode_responses=decode, socket_timeout=5)
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
@@ -142,12 +152,16 @@ class RedisCluster:
     returns once every node reports cluster_state:ok and agrees on who owns
     every slot; stop() stops every node by PID."""
 
-    def __init__(self, tmpdir=None, masters=3, replicas=0, node_timeout_ms=2000):
+    def __init__(self, tmpdir=None, masters=3, replicas=0, node_timeout_ms=2000, acl=None):
+        """acl = (user, password): every node has that ACL user only (the
+        default user off), as a production cluster with ACLs would; no
+        replicas then (they would need masteruser)."""
         self.dir = Path(tmpdir or tempfile.mkdtemp(prefix="pg-cluster-"))
         self.nmasters = masters
         self.replicas = replicas
         self.node_timeout_ms = node_timeout_ms
-        self.nodes = [ClusterNode(self.dir, i)
+        self.acl = acl
+        self.nodes = [ClusterNode(self.dir, i, acl)
                       for i in range(masters * (1 + replicas))]
         self._clients = {}
 
@@ -157,6 +171,8 @@ class RedisCluster:
             n.start(self.node_timeout_ms)
         cmd = ["redis-cli", "--cluster", "create", *[n.addr for n in self.nodes],
                "--cluster-replicas", str(self.replicas), "--cluster-yes"]
+        if self.acl:
+            cmd += ["--user", self.acl[0], "--pass", self.acl[1], "--no-auth-warning"]
         res = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True,
                              text=True, timeout=60)
         if res.returncode != 0:
@@ -188,8 +204,10 @@ class RedisCluster:
         """A cached redis-py client (str replies) on the node at port."""
         c = self._clients.get(port)
         if c is None:
+            user, password = self.acl or (None, None)
             c = self._clients[port] = redis_py.Redis(
-                host="127.0.0.1", port=port, decode_responses=True, socket_timeout=5)
+                host="127.0.0.1", port=port, username=user, password=password,
+                decode_responses=True, socket_timeout=5)
         return c
 
     def slot_map(self, port=None):
@@ -353,10 +371,11 @@ class LineProcess:
     """A test program that takes commands on stdin and reports on stdout, one
     a line: send() a command, expect() a report. Stopped by PID in close()."""
 
-    def __init__(self, args):
+    def __init__(self, args, env=None):
         self.port = None
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, bufsize=1)
+                                     stderr=subprocess.PIPE, text=True, bufsize=1,
+                                     env=None if env is None else {**os.environ, **env})
         self.lines = queue.Queue()
         self.seen = []
         threading.Thread(target=self._pump, daemon=True).start()

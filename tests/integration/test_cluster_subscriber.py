@@ -24,9 +24,9 @@ def cprobes():
     each must exit 0 at teardown (no leak under ASan)."""
     made = []
 
-    def make(*ports, refresh_ms=1000):
+    def make(*ports, refresh_ms=1000, env=None):
         p = LineProcess([probe_bin("pg-cluster-probe", "PG_CLUSTER_PROBE"), str(refresh_ms), "-"]
-                        + [f"127.0.0.1:{port}" for port in ports])
+                        + [f"127.0.0.1:{port}" for port in ports], env=env)
         made.append(p)
         return p
     try:
@@ -232,3 +232,35 @@ def test_twenty_thousand_channels_in_and_out(redis_cluster, cprobes):
     for c in again:
         p.send(f"sub {chan(c)}")
         p.expect_line(f"subscribed {chan(c)} resync=0")
+
+
+def test_acl_user_subscribes_everywhere_and_a_wrong_password_never_gets_ready(tmp_path, cprobes):
+    """redis+cluster://user:password@... : every link (map reads included)
+    authenticates as the ACL user on every master; with a wrong password
+    nothing is subscribed, nothing is ready, and the probe still exits
+    cleanly."""
+    cl = RedisCluster(tmp_path / "cluster-acl", masters=3, acl=("pushgate", "s3cret"))
+    try:
+        cl.start()
+        by_shard = cl.channels_on_shards(1, stem="acl")
+        names = [c for (c,) in by_shard.values()]
+        good = cprobes(cl.masters()[0], env={"PG_PROBE_USER": "pushgate",
+                                             "PG_PROBE_PASSWORD": "s3cret"})
+        for c in names:
+            good.send(f"sub {chan(c)}")
+        got = {good.expect(lambda ln: ln.startswith("subscribed ")) for _ in names}
+        assert got == {f"subscribed {chan(c)} resync=0" for c in names}
+        for port, (c,) in by_shard.items():
+            assert cl.client(port).execute_command("SPUBLISH", chan(c), "ok") == 1
+        got = {good.expect(lambda ln: ln.startswith("msg ")) for _ in names}
+        assert got == {f"msg {chan(c)} ok" for c in names}
+
+        bad = cprobes(cl.masters()[0], env={"PG_PROBE_USER": "pushgate",
+                                            "PG_PROBE_PASSWORD": "wrong"})
+        bad.send(f"sub {chan(names[0])}")
+        bad.nothing_more(lambda ln: ln.startswith(("subscribed", "ready 1")), wait=2.0)
+        owner = cl.owner_port(key_slot(chan(names[0])))
+        assert cl.client(owner).execute_command("PUBSUB", "SHARDNUMSUB", chan(names[0])) == \
+            [chan(names[0]), 1], "only the good probe is subscribed"
+    finally:
+        cl.stop()
