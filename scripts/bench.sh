@@ -379,7 +379,7 @@ for set in "${SETS[@]}"; do
                 run_bench "storm-$which-$STORM_N-1000-r$r" --host 127.0.0.1 --port "$GW_PORT" \
                     --server-pid "$GW_PID" --redis-url "redis://127.0.0.1:$REDIS_PORT" \
                     --transport ws --path /ws -c "$STORM_N" --users "$STORM_N" --jwt-secret "$SECRET" \
-                    --storm 1000 --drain 20 --timeout 600
+                    --storm 1000 --drain 120 --timeout 900
                 stop_gateway
                 GW_USE=""
             done
