@@ -51,7 +51,7 @@ static const opt_t opts[] = {
     { "listen",           O_ADDR,    "0.0.0.0:8080",             0, 0,            NULL,          F(listen),              NONE,                   "HOST:PORT",
       "address:port of the one HTTP/WebSocket port ([v6]:port for IPv6)" },
     { "redis-url",        O_URL,     "redis://127.0.0.1:6379/0", 0, 0,            NULL,          F(redis_url),           NONE,                   "URL",
-      "redis://[[user]:password@]host[:port][/db]" },
+      "redis://[[user]:password@]host[:port][/db], redis+sentinel://[[user]:password@]s1:port[,s2:port...]/master[/db][?sentinel-password=P] or redis+cluster://[[user]:password@]h1:port[,h2:port...]" },
     { "prefix",           O_PREFIX,  "pushgate:",                0, 0,            NULL,          F(prefix),              NONE,                   "PREFIX",
       "prefix of every Redis channel and key (1..64 of A-Z a-z 0-9 _ - . :)" },
     { "node-id",          O_NODEID,  NULL,                       0, 0,            NULL,          F(node_id),             NONE,                   "ID",
