@@ -59,6 +59,15 @@ def key_slot(key):
     return crc16(key) % NSLOTS
 
 
+def channel_in_slot(slot, stem, prefix=PREFIX):
+    """A channel name C whose pub/sub channel <prefix>{C} (and so all of C's
+    keys) hashes to slot: about 16384 tries."""
+    i = 0
+    while key_slot(f"{prefix}{{{stem}{i}}}") != slot:
+        i += 1
+    return f"{stem}{i}"
+
+
 def render_cluster_functions(prefix=PREFIX, **kw):
     """gateway/functions.lua rendered for a redis+cluster:// node: the usual
     placeholders plus @TOPOLOGY@ = cluster."""
@@ -301,6 +310,22 @@ class RedisCluster:
         dst.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
         src.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
         self.wait_consistent()
+
+    def reshard_lowest_slot(self, src_port, dst_port):
+        """redis-cli --cluster reshard of one slot from src to dst, as an
+        operator runs it; redis-cli moves the source's lowest slot first.
+        Returns that slot once every node agrees."""
+        lo = min(lo for (lo, _hi), p in self.slot_map().items() if p == src_port)
+        cmd = ["redis-cli", "--cluster", "reshard", f"127.0.0.1:{src_port}",
+               "--cluster-from", self.node_id(src_port), "--cluster-to", self.node_id(dst_port),
+               "--cluster-slots", "1", "--cluster-yes"]
+        if self.acl:
+            cmd += ["--user", self.acl[0], "--pass", self.acl[1], "--no-auth-warning"]
+        res = sh(*cmd)
+        if res.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster reshard failed:\n{res.stdout}\n{res.stderr}")
+        self.wait_consistent()
+        return lo
 
     def load_functions(self, prefix=PREFIX, **kw):
         """FUNCTION LOAD REPLACE the cluster-mode library on every master

@@ -10,8 +10,8 @@ import random
 
 import pytest
 
-from clusterkit import (PREFIX, LineProcess, key_slot, probe_bin,  # noqa: F401
-                        redis_cluster, sh)
+from clusterkit import (PREFIX, LineProcess, channel_in_slot, key_slot,  # noqa: F401
+                        probe_bin, redis_cluster, sh)
 from pgtest import free_port
 
 
@@ -36,15 +36,6 @@ def probes():
 
 def chan(name):
     return f"{PREFIX}{{{name}}}"
-
-
-def name_in_slot(slot, stem):
-    """A channel name whose pub/sub channel <prefix>{name} hashes to slot
-    (about 16384 tries)."""
-    i = 0
-    while key_slot(chan(f"{stem}{i}")) != slot:
-        i += 1
-    return f"{stem}{i}"
 
 
 def test_slot_of_key_matches_cluster_keyslot(redis_cluster, probes):
@@ -163,7 +154,7 @@ def test_slot_moved_by_redis_cli_reshard_pushes_sunsubscribe(redis_cluster, prob
     src, dst = masters[2], masters[0]
     # redis-cli moves the source's lowest slots first
     lo = min(lo for (lo, _hi), p in cl.slot_map().items() if p == src)
-    c = name_in_slot(lo, stem="rs")
+    c = channel_in_slot(lo, stem="rs")
     p = probes(src)
     p.expect_line("up")
     p.send(f"sub {chan(c)}")
