@@ -230,3 +230,41 @@ def test_one_key_forms_on_one_redis_use_one_redis_names(rds):
             rds.execute_command("FCALL_RO", FN + "history", 1, hkey("d"), "c", "0")
     finally:
         p.close()
+
+
+def test_readme_cluster_client_forms(cl):
+    """The README's redis-cli -c and redis-py RedisCluster lines, as written
+    there, against the cluster: each publish lands on the channel's shard."""
+    from redis.cluster import RedisCluster as ClusterClient
+    from clusterkit import sh
+    port = cl.masters()[0]
+    sub_port = cl.owner_port(key_slot(PREFIX + "{user:42}"))
+    s = ShardSubscriber(sub_port)
+    try:
+        s.ssubscribe(PREFIX + "{user:42}")
+        res = sh("redis-cli", "-c", "-h", "127.0.0.1", "-p", str(port), "SPUBLISH",
+                 "pushgate:{user:42}", '{"data":1}')
+        assert res.returncode == 0 and res.stdout.strip() == "1", res.stdout + res.stderr
+        assert s.read() == ["smessage", "pushgate:{user:42}", '{"data":1}']
+        res = sh("redis-cli", "-c", "-h", "127.0.0.1", "-p", str(port), "FCALL",
+                 "pushgate_publish", "1", "pushgate:{user:42}:history", "user:42",
+                 '{"event":"order.shipped","data":{"order":7}}')
+        rid = res.stdout.strip()
+        assert res.returncode == 0 and rid.isdigit(), res.stdout + res.stderr
+        assert s.read()[2] == '{"event":"order.shipped","data":{"order":7},"id":"' + rid + '"}'
+
+        payload = json.dumps({"event": "order.shipped", "data": {"order": 7}})
+        rc = ClusterClient(host="127.0.0.1", port=port, decode_responses=True)
+        try:
+            msg_id = rc.fcall("pushgate_publish", 1, "pushgate:{user:42}:history", "user:42",
+                              payload)
+            assert msg_id.isdigit() and int(msg_id) > int(rid)
+            assert json.loads(s.read()[2])["id"] == msg_id
+            ch = "pushgate:{user:42}"
+            assert rc.execute_command("SPUBLISH", ch, payload,
+                                      target_nodes=rc.get_node_from_key(ch)) == 1
+            assert s.read()[2] == payload
+        finally:
+            rc.close()
+    finally:
+        s.close()
