@@ -1097,6 +1097,51 @@ static void abandoned_waiter_leaves_the_others_served(void **state)
     end_case();
 }
 
+/* A message of about 1 MiB on channel, with id. */
+static pg_msg_t *big_msg(const char *channel, uint64_t id)
+{
+    size_t big_len = (size_t)1 << 20;
+    char *payload = malloc(big_len + 64);
+    assert_non_null(payload);
+    int off = snprintf(payload, 64, "{\"id\":\"%llu\",\"data\":\"", (unsigned long long)id);
+    memset(payload + off, 'x', big_len);
+    memcpy(payload + off + big_len, "\"}", 3);
+    int err = 0;
+    pg_msg_t *m = pg_msg_from_payload(channel, payload, strlen(payload), big_len * 2, &err);
+    free(payload);
+    assert_non_null(m);
+    return m;
+}
+
+static void window_past_its_bound_keeps_the_newest_exactly(void **state)
+{
+    (void)state;
+    pg_conn_t *c0 = conn(0), *c1 = conn(1), *c2 = conn(2);
+    pg_node.cfg.queue_limit_bytes = (size_t)64 << 20;  /* c0 takes it all */
+    subscribe("a");
+    must_recover(c0, "a", 1);
+    HISTORY(0, 2);
+    /* six ~1 MiB messages live: past the window's 4 MiB its oldest go,
+     * and it then covers from the last one it dropped */
+    for (uint64_t id = 10; id < 16; id++) {
+        pg_msg_t *m = big_msg("a", id);
+        pg_recovery_dispatch(m);
+        pg_msg_unref(&m);
+    }
+    assert_string_equal(log_of(c0), "2 10 11 12 13 14 15");
+    /* from 13 on it still has everything: from memory */
+    must_recover(c1, "a", 13);
+    assert_int_equal(st.nreads, 1);
+    assert_string_equal(log_of(c1), "14 15");
+    /* from 2 it no longer has 10: a read of its own */
+    must_recover(c2, "a", 2);
+    assert_int_equal(st.nreads, 2);
+    must_read(1, "a", 2);
+    HISTORY(1, 10, 11, 12, 13, 14, 15);
+    assert_string_equal(log_of(c2), "10 11 12 13 14 15");
+    end_case();
+}
+
 int main(void)
 {
     pg_log_level = PG_LOG_ERROR;
@@ -1131,6 +1176,7 @@ int main(void)
         T(window_dropped_when_unused_or_unsubscribed),
         T(failed_window_read_retries_for_every_waiter),
         T(abandoned_waiter_leaves_the_others_served),
+        T(window_past_its_bound_keeps_the_newest_exactly),
 #undef T
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
