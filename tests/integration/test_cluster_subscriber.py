@@ -269,3 +269,27 @@ def test_acl_user_subscribes_everywhere_and_a_wrong_password_never_gets_ready(tm
             [chan(names[0]), 1], "only the good probe is subscribed"
     finally:
         cl.stop()
+
+
+def test_lost_link_resubscribes_its_channels_only(redis_cluster, cprobes):
+    """A shard link cut by the server (CLIENT KILL): its channels come back
+    with resync=1 on a new link; the other shards' channels never notice."""
+    cl = redis_cluster
+    by_shard = cl.channels_on_shards(2, stem="cut")
+    victim = cl.masters()[2]
+    p = cprobes(cl.masters()[0])
+    names = [c for cs in by_shard.values() for c in cs]
+    for c in names:
+        p.send(f"sub {chan(c)}")
+    for _ in names:
+        p.expect(lambda ln: ln.startswith("subscribed "))
+    assert cl.client(victim).execute_command("CLIENT", "KILL", "TYPE", "pubsub") == 1
+    back = {p.expect(lambda ln: ln.startswith("subscribed "), timeout=5) for _ in by_shard[victim]}
+    assert back == {f"subscribed {chan(c)} resync=1" for c in by_shard[victim]}
+    p.expect_line("ready 1")
+    p.nothing_more(lambda ln: ln.startswith("subscribed "), wait=0.5)
+    for port, cs in by_shard.items():
+        for c in cs:
+            assert cl.client(port).execute_command("SPUBLISH", chan(c), "still") == 1
+    got = {p.expect(lambda ln: ln.startswith("msg ")) for _ in names}
+    assert got == {f"msg {chan(c)} still" for c in names}
