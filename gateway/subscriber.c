@@ -7,6 +7,7 @@
  * arrives, which would silently orphan a SUBSCRIBE sent just after it. */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <uthash.h>
 
 #include "subscriber.h"
@@ -268,6 +269,15 @@ static void probe_cb(uv_timer_t *t)
 {
     (void)t;
     uint64_t now = pg_mono_ms();
+    /* Both timeouts below mean "Redis did not answer". A node whose loop
+     * is behind (a reconnect storm: one iteration over thousands of
+     * sockets) runs this timer before it reads the answers already waiting
+     * on the socket, and dropping the link then made every channel subscribe
+     * and read its history again (10k extra reads in a 10k-client storm).
+     * Bytes waiting to be read are an answer: not stuck, just behind. */
+    int unread = 0;
+    if (sub.ac != NULL && ioctl(sub.ac->c.fd, FIONREAD, &unread) == 0 && unread > 0)
+        return;
     if (ninflight > 0 && sub.state >= PG_LINK_SUBSCRIBING &&
         now - oldest_batch_ms > BATCH_TIMEOUT_MS) {
         pg_link_fail(&sub, "(UN)SUBSCRIBE unanswered");
