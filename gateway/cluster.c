@@ -236,10 +236,14 @@ static void l_unsubscribed(pg_shard_t *s, void *ud, const char *name, size_t len
     (void)s;
     link_t *l = ud;
     pg_cluster_t *c = l->c;
-    if (asked)
-        return; /* ours: the channel was dropped or moved by reconcile() */
+    /* Our own SUNSUBSCRIBEs are for channels already dropped or moved away
+     * from l (at != l), or sent before an SSUBSCRIBE not yet confirmed, so
+     * our state alone tells; asked is not trusted, since an error reply to
+     * a SUNSUBSCRIBE would leave it pending and make a later push of the
+     * same channel look like its answer. */
+    (void)asked;
     chan_t *ch = chan_find(c, name, len);
-    if (ch == NULL || ch->at != l)
+    if (ch == NULL || ch->at != l || !ch->confirmed)
         return;
     /* its slot left this master: find the new owner at once */
     chan_lose(c, ch);

@@ -44,7 +44,10 @@ typedef struct pg_shard_cbs {
     /* channel is no longer subscribed: asked = 1 answers our SUNSUBSCRIBE,
      * asked = 0 is Redis dropping it because its slot left this shard (a
      * resharding or failover): subscribe it again at the new owner and
-     * replay its history. */
+     * replay its history. asked is exact while every SUNSUBSCRIBE is
+     * answered with sunsubscribe; one answered with an error stays pending,
+     * and a later push of that channel is then taken for its answer, so a
+     * caller that can should judge by its own state (cluster.c does). */
     void (*unsubscribed)(pg_shard_t *s, void *ud, const char *channel, size_t clen,
                          int asked);
     /* An error reply to one of our commands, in order of sending: a MOVED
