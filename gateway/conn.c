@@ -10,6 +10,7 @@
 #include "node.h"
 #include "pg_log.h"
 #include "pg_util.h"
+#include "wsframe.h"
 
 /* lws rewrites the bytes just before a payload (frame header); pg_msg
  * reserves PG_MSG_PRE of them for each view. */
@@ -19,6 +20,7 @@ static lws_dll2_owner_t open_conns[PG_TR_COUNT];   /* by transport */
 static pg_msg_t        *keepalive_msg;              /* shared ping frame / ": ping" */
 static lws_dll2_owner_t dirty;                      /* got messages this iteration */
 static uv_prepare_t     flush_prep;
+static void           (*message_hook)(pg_conn_t *c, const char *buf, size_t len);
 
 static void want_pollout(pg_conn_t *c)
 {
@@ -299,6 +301,21 @@ static int ws_close(pg_conn_t *c, uint16_t code, const char *reason)
             memcpy(f + 4, reason, rlen);
         lws_write(c->wsi, f, 4 + rlen, LWS_WRITE_RAW);
     }
+    /* our Close is out: nothing may follow it, a keepalive Ping included,
+     * should lws keep the socket a moment longer (§5.5.1) */
+    c->flags |= PG_CONN_CLOSE_ASAP;
+    pg_wheel_cancel(&pg_node.wheel, &c->keepalive);
+    if ((c->flags & PG_CONN_OWN_READS) && c->hangup_fd > 0 && code != 0) {
+        /* §7.1.1: the server closes TCP first. Our side is shut now (the
+         * client reads its FIN right after the Close), but the socket is
+         * read out until the client closes too, 2 s at most: closing it
+         * with unread bytes would reset it, and a reset can destroy the
+         * Close frame before the client has read it. */
+        shutdown(c->hangup_fd, SHUT_WR);
+        c->flags |= PG_CONN_LINGER;
+        lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, 2);
+        return 0;
+    }
     return -1;
 }
 
@@ -377,6 +394,8 @@ static int write_queue(pg_conn_t *c)
 int pg_conn_writeable(pg_conn_t *c)
 {
     c->flags &= ~PG_CONN_WANT_POLLOUT;
+    if (c->flags & PG_CONN_LINGER)
+        return 0;   /* everything is said: waiting for the client's FIN */
     if (c->flags & PG_CONN_CLOSE_ASAP)
         return ws_close(c, c->close_code, c->close_reason);
     if (c->qlen == 0) {
@@ -426,9 +445,144 @@ static void flush_cb(uv_prepare_t *h)
     }
 }
 
+/* --- WebSocket reads on a plain socket ---------------------------------------
+ * lws keeps the write side and the close; the read side is here, through
+ * wsframe.c (wsframe.h says why). The socket sits in the hang-up watcher's
+ * edge-triggered epoll set, so it is read until EAGAIN on each wake-up, and
+ * lws's own POLLIN is off (rx flow control: lws then ignores the socket's
+ * input and still gives WRITEABLE). */
+
+/* A small frame of ours (a Pong) now, between whole frames: after what lws
+ * still holds of an earlier write, else straight out. */
+static void ctl_write(pg_conn_t *c, const unsigned char *frame, size_t len)
+{
+    unsigned char buf[LWS_PRE + 2 + 125];
+    memcpy(buf + LWS_PRE, frame, len);
+    int rc = lws_partial_buffered(c->wsi)
+                 ? (lws_write(c->wsi, buf + LWS_PRE, len, LWS_WRITE_RAW) < 0 ? -1 : 0)
+                 : out_write(c, buf + LWS_PRE, len);
+    if (rc < 0)
+        pg_conn_close(c, 0, NULL);   /* the peer is gone: no close frame */
+}
+
+static int ws_event(void *arg, int type, const uint8_t *p, size_t n, int fin, uint16_t code)
+{
+    pg_conn_t *c = arg;
+    switch (type) {
+    case PG_WSF_TEXT:
+        if (n > 0 && pg_buf_append(&c->rx, p, n) < 0) {
+            pg_conn_close(c, 1011, "out of memory");
+            return 1;
+        }
+        if (!fin)
+            return 0;
+        if (message_hook != NULL)
+            message_hook(c, c->rx.data != NULL ? c->rx.data : "", c->rx.len);
+        pg_buf_reset(&c->rx);
+        return (c->flags & (PG_CONN_CLOSE_ASAP | PG_CONN_CLOSING)) != 0;
+    case PG_WSF_PING: {
+        unsigned char f[2 + 125];
+        f[0] = 0x8a;                 /* FIN | pong, §5.5.3: the Ping's data */
+        f[1] = (unsigned char)n;
+        if (n)
+            memcpy(f + 2, p, n);
+        ctl_write(c, f, 2 + n);
+        return 0;
+    }
+    case PG_WSF_PONG:
+        return 0;
+    case PG_WSF_CLOSE:
+        /* §5.5.1: answer with a Close (its code echoed) after what is
+         * already queued, then close */
+        pg_conn_close_after_flush(c, code, NULL);
+        return 1;
+    }
+    return 0;
+}
+
+static const char *fail_reason(uint16_t code)
+{
+    switch (code) {
+    case 1003: return "binary frames are not accepted";
+    case 1007: return "invalid UTF-8";
+    case 1009: return "message too big";
+    default:   return "protocol error";
+    }
+}
+
+static void ws_gone(pg_conn_t *c)
+{
+    pg_hangup_forget(c->hangup_fd);
+    c->hangup_fd = 0;
+    lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+}
+
+static void ws_readable(pg_conn_t *c)
+{
+    /* one thread reads, one connection at a time: a static buffer is safe */
+    static uint8_t in[16384];
+    for (;;) {
+        ssize_t n = recv(c->hangup_fd, in, sizeof(in), MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+            ws_gone(c);
+            return;
+        }
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return;
+        }
+        pg_conn_seen(c);
+        if (c->flags & (PG_CONN_CLOSE_ASAP | PG_CONN_CLOSING))
+            continue;   /* closing: what else it sends is read and ignored */
+        if (c->wsf == NULL && (c->wsf = calloc(1, sizeof(*c->wsf))) == NULL) {
+            pg_conn_close(c, 1011, "out of memory");
+            continue;
+        }
+        uint16_t code = pg_wsf_feed(c->wsf, in, (size_t)n, pg_node.cfg.max_message_bytes,
+                                    ws_event, c);
+        if (code != 0) {
+            /* §7.1.7: what came before is answered, then the Close */
+            conn_log(PG_LOG_DEBUG, c, "failing the connection: %u %s", code, fail_reason(code));
+            pg_conn_close_after_flush(c, code, fail_reason(code));
+        }
+        if (pg_wsf_idle(c->wsf)) {
+            /* an idle connection keeps no reader state */
+            free(c->wsf);
+            c->wsf = NULL;
+        }
+    }
+}
+
+void pg_conn_set_message_hook(void (*cb)(pg_conn_t *c, const char *buf, size_t len))
+{
+    message_hook = cb;
+}
+
+void pg_conn_ws_own_reads(pg_conn_t *c)
+{
+    int fd = (int)lws_get_socket_fd(c->wsi);
+    if (fd < 0 || pg_hangup_watch(fd, c) != 0)
+        return;   /* lws goes on reading: its parser, not ours */
+    c->hangup_fd = fd;
+    c->flags |= PG_CONN_OWN_READS;
+    lws_rx_flow_control(c->wsi, 0);
+}
+
+/* The watcher's callback: a WebSocket we read has input, or an SSE stream
+ * hung up. */
+static void readable(void *arg)
+{
+    pg_conn_t *c = arg;
+    if (c->flags & PG_CONN_OWN_READS)
+        ws_readable(c);
+    else
+        hung_up(c);
+}
+
 int pg_conn_init(void)
 {
-    pg_hangup_init(hung_up);
+    pg_hangup_init(readable);
     if ((keepalive_msg = pg_msg_keepalive()) == NULL)
         return -1;
     if (uv_prepare_init(pg_node.loop, &flush_prep) != 0)
@@ -463,6 +617,8 @@ void pg_conn_destroy(pg_conn_t *c)
     c->q = NULL;
     c->qcap = 0;
     pg_buf_free(&c->rx);
+    free(c->wsf);
+    c->wsf = NULL;
     free(c->close_reason);
     c->close_reason = NULL;
     pg_node.metrics.connections[c->transport]--;
@@ -492,15 +648,19 @@ int pg_conn_ws_receive(pg_conn_t *c, const void *in, size_t len)
     struct lws *wsi = c->wsi;
     size_t max = pg_node.cfg.max_message_bytes;
 
+    /* lws sends the Close for these and waits for the client's: no
+     * keepalive Ping may follow it meanwhile (CLOSE_ASAP stops it) */
     if (lws_frame_is_binary(wsi)) {
         lws_close_reason(wsi, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE,
                          (unsigned char *)"binary frames are not accepted", 30);
+        c->flags |= PG_CONN_CLOSE_ASAP;
         return PG_ERR;
     }
     size_t remaining = lws_remaining_packet_payload(wsi);
     if (c->rx.len + len + remaining > max) {
         lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
                          (unsigned char *)"message too big", 15);
+        c->flags |= PG_CONN_CLOSE_ASAP;
         return PG_ERR;
     }
     if (pg_buf_append(&c->rx, in, len) < 0)

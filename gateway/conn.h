@@ -28,6 +28,7 @@
 #include "pg_wheel.h"
 
 struct pg_recovery;
+struct pg_wsf;
 
 #define PG_CONN_OPEN        (1u << 0)  /* pg_conn_open() done, destroy owed */
 #define PG_CONN_CLOSE_ASAP  (1u << 1)  /* never enqueue again; close on next WRITEABLE */
@@ -38,6 +39,8 @@ struct pg_recovery;
 #define PG_CONN_CLOSING     (1u << 6)  /* pg_conn_close_after_flush: queue nothing new */
 #define PG_CONN_EXPIRY_WARNED (1u << 7) /* session: "expiring" sent for the current token */
 #define PG_CONN_GAP_TOLD    (1u << 8)  /* recovery: within one pass, already sent the gap notice */
+#define PG_CONN_OWN_READS   (1u << 9)  /* WS on a plain socket: conn.c reads its frames, not lws */
+#define PG_CONN_LINGER      (1u << 10) /* OWN_READS: our Close is out and our side shut; reading out */
 
 typedef struct pg_conn {
     /* --- conn.c: the transport --- */
@@ -54,6 +57,7 @@ typedef struct pg_conn {
     uint32_t         qhead, qlen, qcap;
     size_t           queued_bytes;
     pg_buf_t         rx;            /* WebSocket message being reassembled */
+    struct pg_wsf   *wsf;           /* OWN_READS: frame reader state, NULL between frames */
     int              hangup_fd;     /* SSE: socket in the hang-up epoll set; 0 = none */
     pg_timer_t       keepalive;     /* every --ping-interval, phase spread at open */
     uint32_t         seen_tick;     /* WS: last pong or frame from the client */
@@ -110,6 +114,14 @@ void pg_conn_destroy(pg_conn_t *c);
  * must close (a binary frame: 1003; over --max-message-bytes: 1009; the
  * close reason is already set). */
 int pg_conn_ws_receive(pg_conn_t *c, const void *in, size_t len);
+
+/* WebSocket on a plain socket: read its frames here (wsframe.h) instead of
+ * in lws, whose frame parser lets through what RFC 6455 forbids. Call from
+ * ESTABLISHED; lws keeps the write side. Each whole text message goes to
+ * the hook set with pg_conn_set_message_hook; Pings are answered, a Close
+ * answered and the connection closed, a violation fails it with its code. */
+void pg_conn_ws_own_reads(pg_conn_t *c);
+void pg_conn_set_message_hook(void (*cb)(pg_conn_t *c, const char *buf, size_t len));
 
 /* Visit the open connections of one transport (PG_TR_*), or all with -1.
  * cb may close (flag) the connection it is given, nothing more. */

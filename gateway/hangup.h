@@ -8,7 +8,10 @@
  * them too.) So every SSE socket is also put in a private epoll set,
  * edge-triggered on EPOLLRDHUP/EPOLLIN, whose one descriptor sits in the
  * uv loop: a hang-up costs one wake-up and closes exactly that stream,
- * with no sweep over all connections. */
+ * with no sweep over all connections.
+ *
+ * The same set carries the WebSocket sockets whose frames conn.c reads
+ * itself (conn.c's callback tells the two apart). */
 #ifndef PG_HANGUP_H
 #define PG_HANGUP_H
 

@@ -315,6 +315,8 @@ int pg_head_check(const char *buf, size_t len, pg_head_t *h, pg_buf_t *out)
             why = "a WebSocket handshake needs HTTP/1.1";
         else if (!conn_upgrade)
             why = "a WebSocket handshake needs Connection: Upgrade";
+        else if (nte || h->content_length > 0)
+            why = "a WebSocket handshake has no body";   /* its bytes would be frames */
         else if (nkey != 1 || !key_ok)
             why = "bad Sec-WebSocket-Key";
         else if (nver != 1 || !ver_ok) {

@@ -76,6 +76,7 @@ typedef struct head_reader {
     int         fd;
     int         state;          /* HS_* */
     uint64_t    since_ms;
+    size_t      seen;           /* bytes peeked so far */
     char        buf[PG_HEAD_MAX + 64];
 } head_reader_t;
 
@@ -143,6 +144,14 @@ static void reader_event(head_reader_t *r)
         return;
     }
     if (n < 0)
+        return;
+    /* The head is peeked again whole at each wake-up; it is parsed again
+     * only when a line has ended since (or it reached the limit), so a head
+     * trickling in byte by byte costs one parse per line, not per byte. */
+    size_t seen = r->seen;
+    r->seen = (size_t)n;
+    if ((size_t)n < PG_HEAD_MAX && (size_t)n > seen &&
+        memchr(r->buf + seen, '\n', (size_t)n - seen) == NULL)
         return;
     pg_head_t h;
     pg_buf_t canon = PG_BUF_INIT;
@@ -221,6 +230,7 @@ static void adopt(int fd)
         return;
     }
     r->fd = fd;
+    r->seen = 0;
     r->state = HS_READING;
     r->since_ms = pg_mono_ms();
     memset(&r->node, 0, sizeof(r->node));

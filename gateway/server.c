@@ -191,6 +191,10 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     case LWS_CALLBACK_ESTABLISHED:
         pss->kind = PG_PSS_WS;
         pg_session_ws_open(&pss->conn, wsi);
+        /* frames are read by conn.c (wsframe.h says why); over TLS lws
+         * must decrypt them, so its parser stays there */
+        if (pg_node.cfg.tls_cert == NULL)
+            pg_conn_ws_own_reads(&pss->conn);
         return 0;
     case LWS_CALLBACK_RECEIVE_PONG:
         pg_conn_seen(&pss->conn);
@@ -320,6 +324,7 @@ int pg_server_start(void)
         return -1;
     }
     pg_http_set_abandon(pg_api_abandon);
+    pg_conn_set_message_hook(pg_session_message);
     if (pg_listener_start() != 0)
         return -1;
     if (pg_conn_init() != 0)

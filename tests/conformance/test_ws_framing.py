@@ -76,7 +76,6 @@ def test_binary_frame_is_closed_1003(node, n):
         expect_fail(ws, 1003)
 
 
-@deviation("an unmasked client frame is processed and answered")
 def test_unmasked_client_frame_closes_the_connection(node):
     """§5.1: "The server MUST close the connection upon receiving a frame
     that is not masked. In this case, a server MAY send a Close frame with
@@ -90,7 +89,6 @@ def test_unmasked_client_frame_closes_the_connection(node):
         ws.reply_close(out.code)
 
 
-@deviation("a 64-bit length with its most significant bit set: TCP dropped with no Close")
 def test_64bit_length_with_the_top_bit_set_fails_the_connection(node):
     """§5.2: in the 64-bit length form "the most significant bit MUST be
     0". Such a frame is invalid and fails the connection (§7.1.7): a Close

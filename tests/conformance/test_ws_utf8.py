@@ -107,8 +107,6 @@ def test_invalid_first_fragment_fails_before_the_message_ends(node):
         expect_fail(ws, 1007)
 
 
-@deviation("a fragmented message ending inside a code point (empty last fragment) "
-           "is taken as text: answered with a bad_json error frame")
 def test_fragmented_message_ending_inside_a_code_point_fails_1007(node):
     """The last data fragment ends with the first two bytes of a 3-byte
     sequence and an empty final fragment closes the message: the message
