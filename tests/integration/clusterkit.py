@@ -83,8 +83,9 @@ class ClusterNode:
     its own directory. Has .port and .logfile, so pgfixtures' report hook
     attaches its log to a failing test."""
 
-    def __init__(self, tmpdir, idx, acl=None):
-        self.acl = acl  # (user, password): the only user; default is off
+    def __init__(self, tmpdir, idx, acl=None, app_user=None):
+        self.acl = acl  # (user, password): an all-powerful user; default is off
+        self.app_user = app_user  # (user, password, [rule words]) or None
         self.dir = Path(tmpdir) / f"node{idx}"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.idx = idx
@@ -128,8 +129,12 @@ class ClusterNode:
             return []
         user, password = self.acl
         # redis-server takes a directive's words as separate arguments
-        return ["--user", user, "on", f">{password}", "~*", "&*", "+@all",
+        args = ["--user", user, "on", f">{password}", "~*", "&*", "+@all",
                 "--user", "default", "off"]
+        if self.app_user:
+            name, pw, rule = self.app_user
+            args += ["--user", name, "reset"] + [w.replace(">PASSWORD", f">{pw}") for w in rule]
+        return args
 
     def _ping_or_dead(self):
         if self.proc.poll() is not None:
@@ -161,16 +166,19 @@ class RedisCluster:
     returns once every node reports cluster_state:ok and agrees on who owns
     every slot; stop() stops every node by PID."""
 
-    def __init__(self, tmpdir=None, masters=3, replicas=0, node_timeout_ms=2000, acl=None):
-        """acl = (user, password): every node has that ACL user only (the
-        default user off), as a production cluster with ACLs would; no
-        replicas then (they would need masteruser)."""
+    def __init__(self, tmpdir=None, masters=3, replicas=0, node_timeout_ms=2000, acl=None,
+                 app_user=None):
+        """acl = (user, password): every node has that ACL user, allowed
+        everything, for the cluster's own set-up and the tests' clients, and
+        the default user is off, as a production cluster with ACLs would;
+        app_user = (user, password, rule words) adds the user a gateway
+        would run as. No replicas with ACLs (they would need masteruser)."""
         self.dir = Path(tmpdir or tempfile.mkdtemp(prefix="pg-cluster-"))
         self.nmasters = masters
         self.replicas = replicas
         self.node_timeout_ms = node_timeout_ms
         self.acl = acl
-        self.nodes = [ClusterNode(self.dir, i, acl)
+        self.nodes = [ClusterNode(self.dir, i, acl, app_user)
                       for i in range(masters * (1 + replicas))]
         self._clients = {}
 

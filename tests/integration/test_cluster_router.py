@@ -26,11 +26,11 @@ def rprobe(tmp_path):
     pg-cluster-probe whose router loads the cluster-mode library."""
     made = []
 
-    def make(*ports, refresh_ms=1000, history_size=1000):
+    def make(*ports, refresh_ms=1000, history_size=1000, env=None):
         lib = tmp_path / f"functions{len(made)}.lua"
         lib.write_text(render_cluster_functions(history_size=history_size))
         p = LineProcess([probe_bin("pg-cluster-probe", "PG_CLUSTER_PROBE"), str(refresh_ms),
-                         str(lib)] + [f"127.0.0.1:{port}" for port in ports])
+                         str(lib)] + [f"127.0.0.1:{port}" for port in ports], env=env)
         made.append(p)
         return p
     try:
@@ -306,3 +306,56 @@ def test_redis_cli_reshard_of_a_busy_channel_loses_nothing(redis_cluster, rprobe
                                           str(last_before))
     assert hist[0] == 1
     assert set(ids) <= live | {int(i) for i in hist[1::2]}, "no gap after the replay"
+
+
+# What a cluster node's ACL user needs beyond the one-Redis rule (README,
+# "Redis Cluster" under "Redis topologies").
+CLUSTER_ACL_EXTRA = "+ssubscribe +sunsubscribe +spublish +cluster|slots +asking"
+
+
+def test_readme_cluster_acl_rule_runs_subscriber_and_router(tmp_path, rprobe):
+    """A user holding exactly the README's ACL rule plus its cluster line
+    subscribes on every shard, loads the library on every master, publishes
+    and sends control orders through the router, and Redis' ACL LOG stays
+    empty."""
+    import pgtest
+    from clusterkit import RedisCluster
+    from sentinelkit import ACL_RULE
+    readme = " ".join((pgtest.REPO / "README.md").read_text().split())
+    assert CLUSTER_ACL_EXTRA in readme, "README's cluster ACL line differs from the tested one"
+    rule = (ACL_RULE + " " + CLUSTER_ACL_EXTRA).split()
+    cl = RedisCluster(tmp_path / "cluster-aclrule", masters=3, acl=("admin", "admin-pw"),
+                      app_user=("pushgate", "s3cret", rule))
+    try:
+        cl.start()
+        env = {"PG_PROBE_USER": "pushgate", "PG_PROBE_PASSWORD": "s3cret"}
+        p = rprobe(cl.masters()[0], env=env)
+        by_shard = cl.channels_on_shards(1, stem="rule")
+        names = [c for (c,) in by_shard.values()]
+        for c in names + ["_control"]:
+            p.send(f"sub {chan(c)}")
+        for _ in names + ["_control"]:
+            p.expect(lambda ln: ln.startswith("subscribed "))
+        wait_for_map(p)
+        for c in names:
+            p.send(publish_line(c, c, '{"data":1}'))
+        got = replies(p, names)
+        assert all(k == "str" for k, _ in got.values()), got
+        # messages may have come while waiting for the replies: in p.seen
+        msgs = [ln for ln in p.seen if ln.startswith("msg ")]
+        while len(msgs) < len(names):
+            msgs.append(p.expect(lambda ln: ln.startswith("msg ")))
+        assert set(msgs) == {f'msg {chan(c)} {{"data":1,"id":"{got[c][1]}"}}' for c in names}
+        route = f"{PREFIX}{{_control}}:revoked"
+        p.send(f"call ctl {route} FCALL pushgate_disconnect 1 {route} 42 "
+               '{"revoke":true}')
+        assert reply_of(p, "ctl") == ("int", "1"), "the order reached the one subscriber"
+        if not any(ln.startswith(f"msg {chan('_control')} ") for ln in p.seen):
+            p.expect(lambda ln: ln.startswith(f"msg {chan('_control')} "))
+        p.send(f"call hist {hkey(names[0])} FCALL_RO pushgate_history 1 {hkey(names[0])} "
+               f"{names[0]} 0")
+        assert reply_of(p, "hist")[0] == "arr"
+        for port in cl.masters():
+            assert cl.client(port).execute_command("ACL", "LOG") == [], f"ACL denials on :{port}"
+    finally:
+        cl.stop()
