@@ -141,6 +141,15 @@ int main(int argc, char **argv)
     pg_log_level = cfg->log_level;
     pg_log_json = cfg->log_json;
     pg_log_node = cfg->node_id;
+    if (cfg->redis.kind == PG_URL_CLUSTER) {
+        /* The cluster links exist (cluster.c, router.c) but the node is not
+         * wired to them yet: refusing beats silently using the first seed
+         * as one Redis, which would miss every other shard's messages. */
+        fprintf(stderr, "pushgate: --redis-url: redis+cluster:// is not served by this build yet "
+                "(README \"Redis Cluster (in progress)\"); use redis:// or redis+sentinel://\n");
+        pg_config_free(cfg);
+        return 2;
+    }
 
     if (pg_keys_load(cfg, &pg_node.keys, err, sizeof(err)) != 0) {
         fprintf(stderr, "pushgate: %s\n", err);
