@@ -199,17 +199,6 @@ int pg_metrics_render_workers(const pg_metrics_t *total, const pg_metrics_t *wor
 {
     int rc = 0;
     for (int f = 0; f < F_COUNT; f++) {
-        /* the history-read counters appear once a node has read history
-         * (issue 13): an exposition without recoveries stays as it was */
-        if ((f == F_HREADS || f == F_HCOALESCED) &&
-            total->history_reads_total == 0 && total->history_reads_coalesced_total == 0)
-            continue;
-        /* likewise the presence and events counters (issue 11) */
-        if (f == F_SENDS && total->client_sends_sent == 0 && total->client_sends_refused == 0)
-            continue;
-        if ((f == F_EVDROPPED && total->events_dropped_total == 0) ||
-            (f == F_PRESENCE && total->presence_updates_total == 0))
-            continue;
         rc |= head(o, fams[f].name, fams[f].type, fams[f].help);
         rc |= samples(o, f, total, 0);
         for (size_t i = 0; i < n; i++)

@@ -56,6 +56,22 @@ static const char *expected =
     "# TYPE pushgate_key_reloads_total counter\n"
     "pushgate_key_reloads_total{result=\"ok\"} 8\n"
     "pushgate_key_reloads_total{result=\"failed\"} 9\n"
+    "# HELP pushgate_history_reads_total History reads issued to Redis for resuming connections and replays.\n"
+    "# TYPE pushgate_history_reads_total counter\n"
+    "pushgate_history_reads_total 11\n"
+    "# HELP pushgate_history_reads_coalesced_total Channel recoveries served by a read another connection's recovery issued, or from its result kept in memory.\n"
+    "# TYPE pushgate_history_reads_coalesced_total counter\n"
+    "pushgate_history_reads_coalesced_total 12\n"
+    "# HELP pushgate_client_sends_total WebSocket send commands by answer: sent (stored in the events stream) or refused (SPEC 9).\n"
+    "# TYPE pushgate_client_sends_total counter\n"
+    "pushgate_client_sends_total{result=\"sent\"} 13\n"
+    "pushgate_client_sends_total{result=\"refused\"} 14\n"
+    "# HELP pushgate_events_dropped_total Events not written to the events stream: Redis link down or the write refused.\n"
+    "# TYPE pushgate_events_dropped_total counter\n"
+    "pushgate_events_dropped_total 15\n"
+    "# HELP pushgate_presence_updates_total Presence batches written (one FCALL per loop iteration with changes, SPEC 8).\n"
+    "# TYPE pushgate_presence_updates_total counter\n"
+    "pushgate_presence_updates_total 16\n"
     "# HELP pushgate_delivery_latency_seconds Time from arrival from Redis to the socket write.\n"
     "# TYPE pushgate_delivery_latency_seconds histogram\n"
     "pushgate_delivery_latency_seconds_bucket{le=\"0.0001\"} 2\n"
@@ -106,6 +122,12 @@ static void render_exact(void **state)
     m.session_closes[PG_CLOSE_4029] = 1;
     m.key_reloads_ok = 8;
     m.key_reloads_failed = 9;
+    m.history_reads_total = 11;
+    m.history_reads_coalesced_total = 12;
+    m.client_sends_sent = 13;
+    m.client_sends_refused = 14;
+    m.events_dropped_total = 15;
+    m.presence_updates_total = 16;
     pg_metrics_latency(&m, 0);              /* le 0.0001 */
     pg_metrics_latency(&m, 100000);         /* exactly on the bound: le 0.0001 */
     pg_metrics_latency(&m, 300050);         /* le 0.0005 */
@@ -138,8 +160,8 @@ static void render_zero_and_appends(void **state)
         helps++;
     for (const char *p = out.data; (p = strstr(p, "# TYPE ")); p++)
         types++;
-    assert_int_equal(helps, 14);
-    assert_int_equal(types, 14);
+    assert_int_equal(helps, 19);
+    assert_int_equal(types, 19);
     assert_int_equal(out.data[out.len - 1], '\n');
     pg_buf_free(&out);
 
@@ -188,7 +210,7 @@ static void workers_totals_and_labelled_series_stay_grouped(void **state)
     int helps = 0;
     for (const char *p = out.data; (p = strstr(p, "# HELP ")); p++)
         helps++;
-    assert_int_equal(helps, 14);   /* once per family, not per worker */
+    assert_int_equal(helps, 19);   /* once per family, not per worker */
     pg_buf_free(&out);
 }
 
