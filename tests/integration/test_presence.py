@@ -335,3 +335,36 @@ def test_mass_disconnect_is_written_in_batches_and_leaves_presence_exact(gateway
             await close_all(*clients)
 
     run(body(), timeout=120)
+
+
+def test_reconnect_drops_entries_the_node_no_longer_holds(gateway_factory, rds):
+    """Removals lost with the link (a client that closed while the command
+    link was down) must not linger: after every reconnect the node resets
+    its entries and writes what it holds. Stood in for here by an entry of
+    the node that it does not hold, planted while its links are up."""
+    n1 = gateway_factory(ARGS + ["--node-id", "n1", "--presence-ttl", "60"])
+
+    async def body():
+        a = await ws_connect(n1, "token=" + token("42") + "&channels=room.2")
+        try:
+            await wait_stats(rds, "room.2", {"clients": 1, "users": 1})
+            rds.fcall("pushgate_presence_update", 0, "n1", "+", "room.2", "999",
+                      json.dumps({"user": "ghost", "node": "n1", "conn": "999",
+                                  "info": None, "since": 1}, separators=(",", ":")))
+            assert stats(rds, "room.2") == {"clients": 2, "users": 2}
+            # cut both of the node's links; it reconnects with backoff
+            killed = 0
+            for c in rds.client_list():
+                if c["name"] != "" or c["cmd"] in ("client|list", "client"):
+                    continue
+                if c["id"] != str(rds.client_id()):
+                    rds.client_kill_filter(_id=c["id"])
+                    killed += 1
+            assert killed >= 2
+            await wait_stats(rds, "room.2", {"clients": 1, "users": 1}, timeout=10)
+            assert [e["user"] for e in presence(rds, "room.2")] == ["42"]
+            assert node_fields(rds, "user:42", n1) != []
+        finally:
+            await close_all(a)
+
+    run(body())
