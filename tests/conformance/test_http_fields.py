@@ -12,7 +12,7 @@ the field (200 = the key was read as "Bearer testkey")."""
 
 import pytest
 
-from conformkit import (API_KEY, deviation, exchange, history_len, host, request)
+from conformkit import (API_KEY, Wire, deviation, exchange, history_len, host, request)
 
 BODY = b'{"channel":"fields","data":"x"}'
 
@@ -117,6 +117,31 @@ def test_nul_or_cr_in_a_value_is_refused_or_made_a_space(node, rds, ctl):
     a, w = publish_raw(node, std(node, b"Authorization: Bearer " + API_KEY.encode() +
                                  ctl + b"junk"))
     with w:
+        assert a.status in (400, 401), a
+    assert history_len(rds, "fields") == 0
+
+
+@pytest.mark.parametrize("ctl", [
+    pytest.param(b"\x00", id="NUL", marks=deviation(
+        "the second request on a kept-alive connection is parsed by lws alone "
+        "(README, How a node works): the value is cut at the NUL, 200, published")),
+    pytest.param(b"\r", id="bare_CR", marks=deviation(
+        "the second request on a kept-alive connection is parsed by lws alone "
+        "(README, How a node works): the value is cut at the CR, 200, published")),
+])
+def test_nul_or_cr_in_a_value_on_a_kept_alive_connection_is_refused(node, rds, ctl):
+    """The case above on the second request of a connection: the RFC
+    makes no exception for it, and behind a proxy that pools upstream
+    connections it is where another client's request lands."""
+    lines = std(node, b"Authorization: Bearer " + API_KEY.encode() + ctl + b"junk")
+    data = b"POST /api/publish HTTP/1.1\r\n" + b"".join(l + b"\r\n" for l in lines)
+    data += b"Content-Length: %d\r\n\r\n" % len(BODY) + BODY
+    w = Wire(node.port)
+    with w:
+        w.send(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % node.port)
+        assert w.answer().status == 200
+        w.send(data)
+        a = w.answer()
         assert a.status in (400, 401), a
     assert history_len(rds, "fields") == 0
 
