@@ -163,7 +163,9 @@ static void reader_event(head_reader_t *r)
         return;
     }
     if (h.status != 0) {
-        pg_node.metrics.connections_rejected_total++;
+        /* not counted in connections_rejected_total: that one is 503s
+         * past --max-connections only */
+        pg_log(PG_LOG_DEBUG, "refused a request head: %d %s", h.status, h.why);
         refuse(r, &h);
         return;
     }
