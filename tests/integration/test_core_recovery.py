@@ -198,13 +198,17 @@ def test_trimmed_history_is_reported_once_then_what_there_is(gateway_factory):
         finally:
             await c.close()
 
-        # History now holds ids[4] and that FIN; ids[1..3] are gone.
+        # History now holds ids[4] and that FIN; ids[1..3] are gone. The
+        # node may still keep the first read's result (reconnect-storm
+        # coalescing, README "Reconnect storms") with ids[3] in it, unless
+        # the channel was unsubscribed in between: either is "what there is",
+        # told incomplete, in order, each once, and ending with ids[4], FIN.
         s = await sse_connect(gw, "channels=news", last_event_id=ids[0])
         try:
             got = await sse_collect_until_fin(s)
             ev0, m0 = got[0]
             assert ev0.get("event") == "pushgate.recovery" and m0 == RECOVERY_FALSE
-            assert [ev.get("id") for ev, _ in got[1:]] == [ids[4], live]
+            assert [ev.get("id") for ev, _ in got[1:]] in ([ids[4], live], [ids[3], ids[4], live])
         finally:
             await s.close()
 
