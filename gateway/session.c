@@ -305,7 +305,7 @@ void pg_session_closed(pg_conn_t *c)
             code = 1001;
             why = "going away";
         } else if (code == 0) {
-            code = 1005;   /* the client closed; its own code is not kept */
+            code = 1005;   /* gone with no Close frame, or one without a code */
             why = "closed by the client";
         }
         pg_presence_leave_all(c);
