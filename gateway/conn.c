@@ -514,7 +514,13 @@ static void ws_gone(pg_conn_t *c)
 {
     pg_hangup_forget(c->hangup_fd);
     c->hangup_fd = 0;
-    lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+    /* Closed from a WRITEABLE callback like any other close (lws asks for
+     * POLLOUT, and a socket whose peer is gone is writable or in error at
+     * once). Not lws_set_timeout(LWS_TO_KILL_ASYNC): that only takes effect
+     * when lws next services this thread, and a node that has nothing else
+     * to do then kept the dead connection until its next ping (a burst of
+     * clients closing right after their handshake stayed open for seconds). */
+    pg_conn_close(c, 0, NULL);
 }
 
 static void ws_readable(pg_conn_t *c)
