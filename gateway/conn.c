@@ -21,6 +21,7 @@ static pg_msg_t        *keepalive_msg;              /* shared ping frame / ": pi
 static lws_dll2_owner_t dirty;                      /* got messages this iteration */
 static uv_prepare_t     flush_prep;
 static void           (*message_hook)(pg_conn_t *c, const char *buf, size_t len);
+static void           (*end_hook)(pg_conn_t *c);   /* pg_conn_set_end_hook */
 
 static void want_pollout(pg_conn_t *c)
 {
@@ -314,6 +315,8 @@ static int ws_close(pg_conn_t *c, uint16_t code, const char *reason)
         shutdown(c->hangup_fd, SHUT_WR);
         c->flags |= PG_CONN_LINGER;
         lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, 2);
+        if (end_hook != NULL)
+            end_hook(c);
         return 0;
     }
     return -1;
@@ -563,6 +566,11 @@ static void ws_readable(pg_conn_t *c)
 void pg_conn_set_message_hook(void (*cb)(pg_conn_t *c, const char *buf, size_t len))
 {
     message_hook = cb;
+}
+
+void pg_conn_set_end_hook(void (*cb)(pg_conn_t *c))
+{
+    end_hook = cb;
 }
 
 void pg_conn_ws_own_reads(pg_conn_t *c)

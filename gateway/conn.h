@@ -41,6 +41,7 @@ struct pg_wsf;
 #define PG_CONN_GAP_TOLD    (1u << 8)  /* recovery: within one pass, already sent the gap notice */
 #define PG_CONN_OWN_READS   (1u << 9)  /* WS on a plain socket: conn.c reads its frames, not lws */
 #define PG_CONN_LINGER      (1u << 10) /* OWN_READS: our Close is out and our side shut; reading out */
+#define PG_CONN_ENDED       (1u << 11) /* session: over (the end hook ran); only the destroy is left */
 
 typedef struct pg_conn {
     /* --- conn.c: the transport --- */
@@ -122,6 +123,11 @@ int pg_conn_ws_receive(pg_conn_t *c, const void *in, size_t len);
  * answered and the connection closed, a violation fails it with its code. */
 void pg_conn_ws_own_reads(pg_conn_t *c);
 void pg_conn_set_message_hook(void (*cb)(pg_conn_t *c, const char *buf, size_t len));
+/* Called when a WebSocket is over for its session although lws keeps the
+ * socket a moment (our Close is out, the socket is read out until the
+ * client's FIN): the client already sees it closed, so its channels,
+ * presence and events must not wait for lws to let go. */
+void pg_conn_set_end_hook(void (*cb)(pg_conn_t *c));
 
 /* Visit the open connections of one transport (PG_TR_*), or all with -1.
  * cb may close (flag) the connection it is given, nothing more. */

@@ -325,6 +325,7 @@ int pg_server_start(void)
     }
     pg_http_set_abandon(pg_api_abandon);
     pg_conn_set_message_hook(pg_session_message);
+    pg_conn_set_end_hook(pg_session_ended);
     if (pg_listener_start() != 0)
         return -1;
     if (pg_conn_init() != 0)

@@ -291,11 +291,13 @@ pg_conn_t *pg_session_sse_open(struct lws *wsi, pg_http_t *h, int *fatal)
     return c;
 }
 
-void pg_session_closed(pg_conn_t *c)
+void pg_session_ended(pg_conn_t *c)
 {
-    if (!(c->flags & PG_CONN_OPEN))
+    if (!(c->flags & PG_CONN_OPEN) || (c->flags & PG_CONN_ENDED))
         return;
-    /* reverse order of acquisition: timer, recovery, channels, identity */
+    c->flags |= PG_CONN_ENDED;
+    /* reverse order of acquisition: timer, recovery, channels (identity
+     * and the connection itself go in pg_session_closed) */
     pg_wheel_cancel(&pg_node.wheel, &c->life);
     pg_recovery_abandon(c);
     if (c->members.count > 0) {   /* it was admitted: presence and events saw it */
@@ -313,6 +315,13 @@ void pg_session_closed(pg_conn_t *c)
     }
     pg_events_closed(c);
     pg_hub_leave_all(c);
+}
+
+void pg_session_closed(pg_conn_t *c)
+{
+    if (!(c->flags & PG_CONN_OPEN))
+        return;
+    pg_session_ended(c);
     pg_identity_free(&c->who);
     pg_conn_destroy(c);
 }

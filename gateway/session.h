@@ -31,6 +31,10 @@ pg_conn_t *pg_session_sse_open(struct lws *wsi, pg_http_t *h, int *fatal);
  * hands over none from a closing connection (server.c drops them before
  * reassembly). */
 void pg_session_message(pg_conn_t *c, const char *buf, size_t len);
+/* The connection is over for everyone but lws (conn.c's end hook: our Close
+ * is out, the socket lingers): channels, presence, events, recovery and
+ * timers let go of it now. Idempotent. */
+void pg_session_ended(pg_conn_t *c);
 /* The connection closed: every layer lets go of it (then the transport). */
 void pg_session_closed(pg_conn_t *c);
 
