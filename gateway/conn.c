@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "conn.h"
-#include "hangup.h"
+#include "fdwatch.h"
 #include "http.h"
 #include "node.h"
 #include "pg_log.h"
@@ -22,6 +22,7 @@ static lws_dll2_owner_t dirty;                      /* got messages this iterati
 static uv_prepare_t     flush_prep;
 static void           (*message_hook)(pg_conn_t *c, const char *buf, size_t len);
 static void           (*end_hook)(pg_conn_t *c);   /* pg_conn_set_end_hook */
+static pg_fdwatch_t     watch = { .epfd = -1 };   /* SSE hang-ups, WebSocket reads */
 
 static void want_pollout(pg_conn_t *c)
 {
@@ -267,20 +268,25 @@ int pg_conn_sse_begin(pg_conn_t *c)
      * cut off after 10 s, busy or not */
     lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
     int fd = (int)lws_get_socket_fd(wsi);
-    if (pg_hangup_watch(fd, c) == 0)
-        c->hangup_fd = fd;
+    if (pg_fdwatch_add(&watch, fd, c) == 0)
+        c->watched_fd = fd;
     return 0;
 }
 
-/* The hang-up watcher's callback: an SSE client has nothing more to say
- * after its request, so EOF, an error or stray bytes all end the stream. */
-static void hung_up(void *arg)
+/* The peer is gone (EOF or a socket error), or an SSE client said more
+ * than its request, which ends its stream too: out of the watch set, and
+ * closed from a WRITEABLE callback like any other close (lws asks for
+ * POLLOUT, and such a socket is writable or in error at once). Not
+ * lws_set_timeout(LWS_TO_KILL_ASYNC): that only takes effect when lws next
+ * services this thread, and a node with nothing else to do then kept the
+ * dead connection until its next ping (a burst of clients closing right
+ * after their handshake stayed open for seconds). */
+static void peer_gone(pg_conn_t *c)
 {
-    pg_conn_t *c = arg;
     conn_log(PG_LOG_DEBUG, c, "peer hung up");
-    pg_hangup_forget(c->hangup_fd);
-    c->hangup_fd = 0;
-    lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+    pg_fdwatch_forget(&watch, c->watched_fd);
+    c->watched_fd = 0;
+    pg_conn_close(c, 0, NULL);
 }
 
 /* End a connection from its WRITEABLE callback. For WebSocket the close
@@ -306,13 +312,13 @@ static int ws_close(pg_conn_t *c, uint16_t code, const char *reason)
      * should lws keep the socket a moment longer (§5.5.1) */
     c->flags |= PG_CONN_CLOSE_ASAP;
     pg_wheel_cancel(&pg_node.wheel, &c->keepalive);
-    if ((c->flags & PG_CONN_OWN_READS) && c->hangup_fd > 0 && code != 0) {
+    if ((c->flags & PG_CONN_OWN_READS) && c->watched_fd > 0 && code != 0) {
         /* §7.1.1: the server closes TCP first. Our side is shut now (the
          * client reads its FIN right after the Close), but the socket is
          * read out until the client closes too, 2 s at most: closing it
          * with unread bytes would reset it, and a reset can destroy the
          * Close frame before the client has read it. */
-        shutdown(c->hangup_fd, SHUT_WR);
+        shutdown(c->watched_fd, SHUT_WR);
         c->flags |= PG_CONN_LINGER;
         lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, 2);
         if (end_hook != NULL)
@@ -513,27 +519,14 @@ static const char *fail_reason(uint16_t code)
     }
 }
 
-static void ws_gone(pg_conn_t *c)
-{
-    pg_hangup_forget(c->hangup_fd);
-    c->hangup_fd = 0;
-    /* Closed from a WRITEABLE callback like any other close (lws asks for
-     * POLLOUT, and a socket whose peer is gone is writable or in error at
-     * once). Not lws_set_timeout(LWS_TO_KILL_ASYNC): that only takes effect
-     * when lws next services this thread, and a node that has nothing else
-     * to do then kept the dead connection until its next ping (a burst of
-     * clients closing right after their handshake stayed open for seconds). */
-    pg_conn_close(c, 0, NULL);
-}
-
 static void ws_readable(pg_conn_t *c)
 {
     /* one thread reads, one connection at a time: a static buffer is safe */
     static uint8_t in[16384];
     for (;;) {
-        ssize_t n = recv(c->hangup_fd, in, sizeof(in), MSG_DONTWAIT);
+        ssize_t n = recv(c->watched_fd, in, sizeof(in), MSG_DONTWAIT);
         if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
-            ws_gone(c);
+            peer_gone(c);
             return;
         }
         if (n < 0) {
@@ -576,9 +569,9 @@ void pg_conn_set_end_hook(void (*cb)(pg_conn_t *c))
 void pg_conn_ws_own_reads(pg_conn_t *c)
 {
     int fd = (int)lws_get_socket_fd(c->wsi);
-    if (fd < 0 || pg_hangup_watch(fd, c) != 0)
+    if (fd < 0 || pg_fdwatch_add(&watch, fd, c) != 0)
         return;   /* lws goes on reading: its parser, not ours */
-    c->hangup_fd = fd;
+    c->watched_fd = fd;
     c->flags |= PG_CONN_OWN_READS;
     lws_rx_flow_control(c->wsi, 0);
 }
@@ -591,12 +584,12 @@ static void readable(void *arg)
     if (c->flags & PG_CONN_OWN_READS)
         ws_readable(c);
     else
-        hung_up(c);
+        peer_gone(c);
 }
 
 int pg_conn_init(void)
 {
-    pg_hangup_init(readable);
+    pg_fdwatch_init(&watch, readable);
     if ((keepalive_msg = pg_msg_keepalive()) == NULL)
         return -1;
     if (uv_prepare_init(pg_node.loop, &flush_prep) != 0)
@@ -606,7 +599,7 @@ int pg_conn_init(void)
 
 void pg_conn_shutdown(void)
 {
-    pg_hangup_stop();
+    pg_fdwatch_stop(&watch);
     pg_msg_unref(&keepalive_msg);
     uv_prepare_stop(&flush_prep);
     uv_close((uv_handle_t *)&flush_prep, NULL);
@@ -621,8 +614,8 @@ void pg_conn_destroy(pg_conn_t *c)
     /* reverse order of acquisition */
     pg_wheel_cancel(&pg_node.wheel, &c->keepalive);
     lws_dll2_remove(&c->dirty_node);
-    pg_hangup_forget(c->hangup_fd);
-    c->hangup_fd = 0;
+    pg_fdwatch_forget(&watch, c->watched_fd);
+    c->watched_fd = 0;
     while (c->qlen) {
         pg_msg_t *m = queue_pop(c);
         pg_msg_unref(&m);

@@ -59,7 +59,7 @@ typedef struct pg_conn {
     size_t           queued_bytes;
     pg_buf_t         rx;            /* WebSocket message being reassembled */
     struct pg_wsf   *wsf;           /* OWN_READS: frame reader state, NULL between frames */
-    int              hangup_fd;     /* SSE: socket in the hang-up epoll set; 0 = none */
+    int              watched_fd;     /* socket in conn.c's fdwatch set (SSE hang-up, WS reads); 0 = none */
     pg_timer_t       keepalive;     /* every --ping-interval, phase spread at open */
     uint32_t         seen_tick;     /* WS: last pong or frame from the client */
     uint32_t         ping_tick;     /* WS: when the last ping was queued; 0 = none */

@@ -9,11 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <libwebsockets.h>
 
 #include "listener.h"
+#include "fdwatch.h"
 #include "http.h"
 #include "httphead.h"
 #include "node.h"
@@ -55,7 +55,7 @@ static void adopt_tls(int fd)
  * a good one to lws.
  *
  * The head is peeked, not read, until it is whole; the sockets wait in a
- * private edge-triggered epoll set (like hangup.c's), so a head arriving in
+ * private edge-triggered epoll set (fdwatch.h), so a head arriving in
  * pieces costs one wake-up per piece and the socket never enters the uv
  * loop before lws takes it. Then:
  * - a request without a body: its head is read off the socket and lws gets
@@ -83,15 +83,14 @@ typedef struct head_reader {
 static lws_dll2_owner_t readers;
 static uv_timer_t       reader_timer;
 static int              reader_timer_on;
-static int              head_ep = -1;
-static uv_poll_t        head_ep_watch;
+static pg_fdwatch_t     heads = { .epfd = -1 };
 
 /* Done with r: hand its socket to lws (canon != NULL, or adopt_raw), or
  * close it. */
 static void reader_end(head_reader_t *r, const pg_buf_t *canon, int adopt_raw)
 {
     int fd = r->fd;
-    epoll_ctl(head_ep, EPOLL_CTL_DEL, fd, NULL);
+    pg_fdwatch_forget(&heads, fd);
     lws_dll2_remove(&r->node);
     free(r);
     if (canon != NULL) {
@@ -127,8 +126,10 @@ static void refuse(head_reader_t *r, const pg_head_t *h)
     lws_dll2_add_tail(&r->node, &readers);
 }
 
-static void reader_event(head_reader_t *r)
+/* fdwatch's callback: r's socket has input or hung up. */
+static void reader_event(void *arg)
 {
+    head_reader_t *r = arg;
     if (r->state == HS_LINGER) {
         char sink[4096];
         ssize_t n;
@@ -189,19 +190,6 @@ static void reader_event(head_reader_t *r)
     pg_buf_free(&canon);
 }
 
-static void head_ep_cb(uv_poll_t *hd, int status, int events)
-{
-    struct epoll_event ev[64];
-    (void)hd;
-    (void)status;
-    (void)events;
-    int n;
-    do {
-        n = epoll_wait(head_ep, ev, 64, 0);
-        for (int i = 0; i < n; i++)
-            reader_event(ev[i].data.ptr);
-    } while (n == 64);
-}
 
 /* Once a second: drop heads that did not come whole in time (slowloris),
  * and refused connections that did not go away. */
@@ -219,13 +207,12 @@ static void reader_sweep(uv_timer_t *t)
 static void adopt(int fd)
 {
     set_nodelay(fd);
-    if (pg_node.cfg.tls_cert != NULL || head_ep < 0) {
+    if (pg_node.cfg.tls_cert != NULL || heads.epfd < 0) {
         adopt_tls(fd);
         return;
     }
     head_reader_t *r = malloc(sizeof(*r));
-    struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP | EPOLLET, .data.ptr = r };
-    if (r == NULL || epoll_ctl(head_ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
+    if (r == NULL || pg_fdwatch_add(&heads, fd, r) != 0) {
         free(r);
         close(fd);
         pg_log(PG_LOG_WARN, "could not take a new connection (out of memory?)");
@@ -241,25 +228,12 @@ static void adopt(int fd)
 
 static int readers_start(void)
 {
-    head_ep = epoll_create1(EPOLL_CLOEXEC);
-    if (head_ep < 0 || uv_poll_init(pg_node.loop, &head_ep_watch, head_ep) != 0) {
-        if (head_ep >= 0)
-            close(head_ep);
-        head_ep = -1;
+    if (pg_fdwatch_init(&heads, reader_event) != 0)
         return -1;
-    }
-    uv_poll_start(&head_ep_watch, UV_READABLE, head_ep_cb);
     if (uv_timer_init(pg_node.loop, &reader_timer) == 0 &&
         uv_timer_start(&reader_timer, reader_sweep, 1000, 1000) == 0)
         reader_timer_on = 1;
     return 0;
-}
-
-static void head_ep_closed(uv_handle_t *h)
-{
-    (void)h;
-    close(head_ep);
-    head_ep = -1;
 }
 
 static void readers_stop(void)
@@ -273,10 +247,7 @@ static void readers_stop(void)
         uv_timer_stop(&reader_timer);
         uv_close((uv_handle_t *)&reader_timer, NULL);
     }
-    if (head_ep >= 0) {
-        uv_poll_stop(&head_ep_watch);
-        uv_close((uv_handle_t *)&head_ep_watch, head_ep_closed);
-    }
+    pg_fdwatch_stop(&heads);
 }
 
 static void accept_cb(uv_poll_t *h, int status, int events)
@@ -353,7 +324,7 @@ int pg_listener_start(void)
     uv_poll_start(&watcher, UV_READABLE, accept_cb);
     watching = 1;
     if (pg_node.cfg.tls_cert == NULL && readers_start() != 0)
-        pg_log(PG_LOG_WARN, "epoll_create1: %s: request heads go to lws unchecked", strerror(errno));
+        pg_log(PG_LOG_WARN, "request heads go to lws unchecked");   /* fdwatch logged why */
     return 0;
 }
 

@@ -7,7 +7,7 @@
  *   broker                     subscriber, commands
  *   hub                        channels, members, fan-out
  *   transport                  conn (ws, sse), http
- *   io                         listener, hangup, redis_link
+ *   io                         listener, fdwatch, redis_link
  */
 #include "node.h"
 #include "commands.h"
