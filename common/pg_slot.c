@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "pg_slot.h"
+#include "pg_util.h"
 
 /* Bitwise rather than a 512-byte table: a node hashes a channel name once
  * when it first needs it (to pick the shard link), never per message, so
@@ -52,14 +53,10 @@ static int shard_index(pg_slot_map_t *m, const char *host, int port)
     for (size_t i = 0; i < m->nshards; i++)
         if (m->shards[i].port == port && strcmp(m->shards[i].host, host) == 0)
             return (int)i;
-    if (m->nshards == m->cap) {
-        size_t cap = m->cap ? m->cap * 2 : 4;
-        pg_hostport_t *n = realloc(m->shards, cap * sizeof(*n));
-        if (n == NULL)
-            return -1;
-        m->shards = n;
-        m->cap = cap;
-    }
+    pg_hostport_t *n = pg_grow(m->shards, m->nshards, &m->cap, sizeof(*n), 4);
+    if (n == NULL)
+        return -1;
+    m->shards = n;
     pg_hostport_t *s = &m->shards[m->nshards];
     memset(s, 0, sizeof(*s));
     memcpy(s->host, host, strlen(host) + 1);

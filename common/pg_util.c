@@ -149,3 +149,14 @@ void pg_errf(char *err, size_t errlen, const char *fmt, ...)
     vsnprintf(err, errlen, fmt, ap);
     va_end(ap);
 }
+
+void *pg_grow(void *v, size_t n, size_t *cap, size_t elem, size_t first)
+{
+    if (n < *cap)
+        return v;
+    size_t ncap = *cap ? *cap * 2 : first;
+    void *nv = realloc(v, ncap * elem);
+    if (nv != NULL)
+        *cap = ncap;
+    return nv;
+}

@@ -38,6 +38,14 @@ int pg_strlist_split(const char *csv, pg_strlist_t *out);
  * spaces and tabs (possibly empty), or 0 when the list is exhausted. "" has
  * one empty item; NULL none. */
 int pg_csv_next(const char **p, const char **item, size_t *len);
+
+/* Room for one more element in an array v of n used of *cap, each elem
+ * bytes: v itself while n < *cap, else v grown to twice *cap (first when
+ * *cap is 0), *cap updated. NULL on out-of-memory, v and *cap untouched.
+ *     T *nv = pg_grow(a->v, a->n, &a->cap, sizeof(*nv), 8);
+ *     if (nv == NULL) return -1;
+ *     a->v = nv; */
+void *pg_grow(void *v, size_t n, size_t *cap, size_t elem, size_t first);
 /* Append a copy of s. Returns 0 or -1 on out-of-memory. */
 int pg_strlist_push(pg_strlist_t *l, const char *s);
 /* Free every item and the array; l becomes empty. NULL-safe. */

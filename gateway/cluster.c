@@ -11,6 +11,7 @@
 #include "pg_slot.h"
 #include "shard.h"
 #include "topology.h"
+#include "pg_util.h"
 
 /* One subscriber link to one master. */
 typedef struct link {
@@ -296,14 +297,10 @@ static link_t *link_get(pg_cluster_t *c, const pg_hostport_t *addr)
         if (c->links[i]->addr.port == addr->port &&
             strcmp(c->links[i]->addr.host, addr->host) == 0)
             return c->links[i];
-    if (c->nlinks == c->links_cap) {
-        size_t cap = c->links_cap ? c->links_cap * 2 : 4;
-        link_t **n = realloc(c->links, cap * sizeof(*n));
-        if (n == NULL)
-            return NULL;
-        c->links = n;
-        c->links_cap = cap;
-    }
+    link_t **n = pg_grow(c->links, c->nlinks, &c->links_cap, sizeof(*n), 4);
+    if (n == NULL)
+        return NULL;
+    c->links = n;
     link_t *l = calloc(1, sizeof(*l));
     if (l == NULL)
         return NULL;
@@ -537,14 +534,10 @@ int pg_cluster_subscribe(pg_cluster_t *c, const char *channel, size_t len)
     if ((c->nchans + 1) * 2 > c->index_cap &&
         index_resize(c, c->index_cap ? c->index_cap * 2 : 32) < 0)
         return -1;
-    if (c->nchans == c->chans_cap) {
-        size_t cap = c->chans_cap ? c->chans_cap * 2 : 16;
-        chan_t *n = realloc(c->chans, cap * sizeof(*n));
-        if (n == NULL)
-            return -1;
-        c->chans = n;
-        c->chans_cap = cap;
-    }
+    chan_t *n = pg_grow(c->chans, c->nchans, &c->chans_cap, sizeof(*n), 16);
+    if (n == NULL)
+        return -1;
+    c->chans = n;
     chan_t *ch = &c->chans[c->nchans];
     memset(ch, 0, sizeof(*ch));
     ch->name = malloc(len + 1);

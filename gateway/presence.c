@@ -152,14 +152,10 @@ static void drop_pubs(void)
 
 static int push_op(char kind, const pg_conn_t *c, const char *chan, uint64_t since_ms)
 {
-    if (nops == capops) {
-        size_t n = capops ? capops * 2 : 64;
-        op_t *p = realloc(ops, n * sizeof(*p));
-        if (p == NULL)
-            return -1;
-        ops = p;
-        capops = n;
-    }
+    op_t *grown = pg_grow(ops, nops, &capops, sizeof(*grown), 64);
+    if (grown == NULL)
+        return -1;
+    ops = grown;
     op_t *o = &ops[nops];
     memset(o, 0, sizeof(*o));
     o->kind = kind;
@@ -176,14 +172,10 @@ static int push_op(char kind, const pg_conn_t *c, const char *chan, uint64_t sin
 
 static void push_pub(const pg_conn_t *c, const char *chan, const char *event)
 {
-    if (npubs == cappubs) {
-        size_t n = cappubs ? cappubs * 2 : 16;
-        pub_t *p = realloc(pubs, n * sizeof(*p));
-        if (p == NULL)
-            return;
-        pubs = p;
-        cappubs = n;
-    }
+    pub_t *grown = pg_grow(pubs, npubs, &cappubs, sizeof(*grown), 16);
+    if (grown == NULL)
+        return;
+    pubs = grown;
     pub_t *p = &pubs[npubs];
     if ((p->chan = strdup(chan)) == NULL)
         return;

@@ -113,14 +113,10 @@ static void win_detach(rec_read_t *rd);
 
 static int list_push(msg_list_t *l, pg_msg_t *m)
 {
-    if (l->n == l->cap) {
-        size_t ncap = l->cap ? l->cap * 2 : 8;
-        pg_msg_t **nv = realloc(l->v, ncap * sizeof(*nv));
-        if (nv == NULL)
-            return -1;
-        l->v = nv;
-        l->cap = ncap;
-    }
+    pg_msg_t **nv = pg_grow(l->v, l->n, &l->cap, sizeof(*nv), 8);
+    if (nv == NULL)
+        return -1;
+    l->v = nv;
     l->v[l->n++] = pg_msg_ref(m);
     l->bytes += m->json_len;
     return 0;
@@ -469,14 +465,10 @@ static win_t *win_new(const char *channel, uint64_t since)
 
 static int win_attach(win_t *w, pg_recovery_t *r, size_t idx)
 {
-    if (w->nw == w->wcap) {
-        size_t ncap = w->wcap ? w->wcap * 2 : 8;
-        waiter_t *nv = realloc(w->w, ncap * sizeof(*nv));
-        if (nv == NULL)
-            return -1;
-        w->w = nv;
-        w->wcap = ncap;
-    }
+    waiter_t *nv = pg_grow(w->w, w->nw, &w->wcap, sizeof(*nv), 8);
+    if (nv == NULL)
+        return -1;
+    w->w = nv;
     rec_read_t *rd = &r->reads[idx];
     w->w[w->nw] = (waiter_t){ .rec = r, .idx = idx };
     rd->win = w;
@@ -813,14 +805,10 @@ static int add_read(pg_recovery_t *r, const char *channel, uint64_t since)
                 r->reads[i].since = since;
             return 0;
         }
-    if (r->nreads == r->readcap) {
-        size_t ncap = r->readcap ? r->readcap * 2 : 4;
-        rec_read_t *n = realloc(r->reads, ncap * sizeof(*n));
-        if (n == NULL)
-            return -1;
-        r->reads = n;
-        r->readcap = ncap;
-    }
+    rec_read_t *n = pg_grow(r->reads, r->nreads, &r->readcap, sizeof(*n), 4);
+    if (n == NULL)
+        return -1;
+    r->reads = n;
     rec_read_t *rd = &r->reads[r->nreads];
     memset(rd, 0, sizeof(*rd));
     if ((rd->channel = strdup(channel)) == NULL)

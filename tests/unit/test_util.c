@@ -94,6 +94,28 @@ static void atou64_cases(void **state)
     assert_true(v == 5);   /* untouched on failure */
 }
 
+static void grow_doubles_from_first_and_keeps_v_on_oom(void **state)
+{
+    (void)state;
+    size_t cap = 0;
+    int *v = pg_grow(NULL, 0, &cap, sizeof(*v), 4);
+    assert_non_null(v);
+    assert_int_equal(cap, 4);
+    v[0] = 7;
+    assert_ptr_equal(pg_grow(v, 3, &cap, sizeof(*v), 4), v);   /* room left */
+    assert_int_equal(cap, 4);
+    int *w = pg_grow(v, 4, &cap, sizeof(*w), 4);
+    assert_non_null(w);
+    assert_int_equal(cap, 8);
+    assert_int_equal(w[0], 7);
+    pg_test_fail_after = 0;
+    assert_null(pg_grow(w, 8, &cap, sizeof(*w), 4));
+    pg_test_fail_after = -1;
+    assert_int_equal(cap, 8);    /* untouched, w still owned by the caller */
+    assert_int_equal(w[0], 7);
+    free(w);
+}
+
 static void clocks(void **state)
 {
     (void)state;
@@ -122,6 +144,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(strlist_split_cases),
         cmocka_unit_test(strlist_push_and_oom),
+        cmocka_unit_test(grow_doubles_from_first_and_keeps_v_on_oom),
         cmocka_unit_test(u64toa_cases),
         cmocka_unit_test(atou64_cases),
         cmocka_unit_test(clocks),
