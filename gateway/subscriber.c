@@ -265,28 +265,32 @@ static void probe_published(void *arg, int ok)
         probe_sent_ms = 0;   /* the command link failed; it reconnects itself */
 }
 
+/* Both timeouts of probe_cb mean "Redis did not answer". A node whose loop
+ * is behind (a reconnect storm: one iteration over thousands of sockets)
+ * runs that timer before it reads the answers already waiting on the
+ * socket, and dropping the link then made every channel subscribe and read
+ * its history again (10k extra reads in a 10k-client storm). Bytes waiting
+ * to be read are an answer: not stuck, just behind. Asked only when a
+ * timeout is about to fire, not every second. */
+static int answers_waiting(void)
+{
+    int unread = 0;
+    return sub.ac != NULL && ioctl(sub.ac->c.fd, FIONREAD, &unread) == 0 && unread > 0;
+}
+
 static void probe_cb(uv_timer_t *t)
 {
     (void)t;
     uint64_t now = pg_mono_ms();
-    /* Both timeouts below mean "Redis did not answer". A node whose loop
-     * is behind (a reconnect storm: one iteration over thousands of
-     * sockets) runs this timer before it reads the answers already waiting
-     * on the socket, and dropping the link then made every channel subscribe
-     * and read its history again (10k extra reads in a 10k-client storm).
-     * Bytes waiting to be read are an answer: not stuck, just behind. */
-    int unread = 0;
-    if (sub.ac != NULL && ioctl(sub.ac->c.fd, FIONREAD, &unread) == 0 && unread > 0)
-        return;
     if (ninflight > 0 && sub.state >= PG_LINK_SUBSCRIBING &&
-        now - oldest_batch_ms > BATCH_TIMEOUT_MS) {
+        now - oldest_batch_ms > BATCH_TIMEOUT_MS && !answers_waiting()) {
         pg_link_fail(&sub, "(UN)SUBSCRIBE unanswered");
         return;
     }
     if (sub.state != PG_LINK_READY)
         return;
     if (probe_sent_ms != 0) {
-        if (now - probe_sent_ms > PROBE_TIMEOUT_MS) {
+        if (now - probe_sent_ms > PROBE_TIMEOUT_MS && !answers_waiting()) {
             probe_sent_ms = 0;
             pg_link_fail(&sub, "liveness probe did not come back");
         }
