@@ -78,7 +78,7 @@ def render_cluster_functions(prefix=PREFIX, **kw):
 # One cluster node
 
 
-class ClusterNode:
+class ClusterNode(pgtest.RedisProcess):
     """A redis-server with cluster support on 127.0.0.1, no persistence,
     its own directory. Has .port and .logfile, so pgfixtures' report hook
     attaches its log to a failing test."""
@@ -136,25 +136,11 @@ class ClusterNode:
             args += ["--user", name, "reset"] + [w.replace(">PASSWORD", f">{pw}") for w in rule]
         return args
 
-    def _ping_or_dead(self):
-        if self.proc.poll() is not None:
-            return True
-        try:
-            return self.client().ping()
-        except redis_py.exceptions.RedisError:
-            return False
-
     def client(self, decode=True):
         user, password = self.acl or (None, None)
         return redis_py.Redis(host="127.0.0.1", port=self.port, username=user,
                               password=password, decode_responses=decode, socket_timeout=5)
 
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self):
-        if self.proc is not None:
-            stop_process(self.proc, signal.SIGTERM, timeout=10)
 
 
 # --------------------------------------------------------------------------

@@ -234,7 +234,33 @@ def stop_process(proc, sig=signal.SIGTERM, timeout=10.0):
 # redis-server
 
 
-class RedisServer:
+class RedisProcess:
+    """What every redis-server the tests start shares: .proc (a Popen) and
+    .client(); subclasses start it their way."""
+
+    def _ping_or_dead(self):
+        if self.proc.poll() is not None:
+            return True
+        try:
+            return self.client().ping()
+        except redis_py.exceptions.RedisError:
+            return False
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self):
+        if self.proc is not None:
+            stop_process(self.proc, signal.SIGTERM, timeout=10)
+
+    def kill9(self):
+        """Crash it: SIGKILL by PID and wait until it is gone."""
+        if self.alive():
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+
+class RedisServer(RedisProcess):
     """A private redis-server on 127.0.0.1:<free port>, no persistence, its
     own temp dir and pidfile. stop() kills it by PID; kill9() and start()
     simulate a crash and restart on the same port (data is lost)."""
@@ -278,30 +304,9 @@ class RedisServer:
                 break
         raise RuntimeError(f"redis-server did not start:\n{tail(self.logfile)}")
 
-    def _ping_or_dead(self):
-        if self.proc.poll() is not None:
-            return True
-        try:
-            return self.client().ping()
-        except redis_py.exceptions.RedisError:
-            return False
-
     def client(self, decode=True):
         return redis_py.Redis(host="127.0.0.1", port=self.port,
                               decode_responses=decode, socket_timeout=5)
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self):
-        if self.proc is not None:
-            stop_process(self.proc, signal.SIGTERM, timeout=10)
-
-    def kill9(self):
-        """Crash it: SIGKILL by PID and wait until it is gone."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
 
     def restart_hard(self):
         """kill -9 then start again on the same port, empty."""

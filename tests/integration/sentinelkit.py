@@ -14,8 +14,6 @@ Built on pgtest; pgtest, pgfixtures and conftest are not changed.
   records when each announcement arrived (time.monotonic()).
 """
 
-import os
-import signal
 import subprocess
 import threading
 import time
@@ -45,7 +43,7 @@ def acl_setuser(client, user, password):
                            *ACL_RULE.replace(">PASSWORD", f">{password}").split())
 
 
-class RedisNode:
+class RedisNode(pgtest.RedisProcess):
     """A redis-server for a topology: like pgtest.RedisServer (no
     persistence, own dir, logfile, stopped by PID) plus extra arguments."""
 
@@ -75,35 +73,15 @@ class RedisNode:
             raise RuntimeError(f"{self.name} did not start:\n{pgtest.tail(self.logfile)}")
         return self
 
-    def _ping_or_dead(self):
-        if self.proc.poll() is not None:
-            return True
-        try:
-            return self.client().ping()
-        except redis_py.exceptions.RedisError:
-            return False
-
     def client(self, decode=True):
         return redis_py.Redis(host="127.0.0.1", port=self.port, password=self.password,
                               decode_responses=decode, socket_timeout=5)
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self):
-        if self.proc is not None:
-            pgtest.stop_process(self.proc, signal.SIGTERM, timeout=10)
-
-    def kill9(self):
-        if self.alive():
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
 
     def role(self):
         return self.client().execute_command("ROLE")[0]
 
 
-class Sentinel:
+class Sentinel(pgtest.RedisProcess):
     """One sentinel watching MASTER_NAME on its own config file."""
 
     def __init__(self, tmpdir, name, master_port, quorum=2, down_after_ms=1000,
@@ -139,8 +117,7 @@ class Sentinel:
             ["redis-server", str(self.conf), "--sentinel"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, cwd=str(self.dir))
-        wait_until(lambda: self.proc.poll() is not None or self.client().ping(),
-                   timeout=10, msg=f"{self.name} PING")
+        wait_until(self._ping_or_dead, timeout=10, msg=f"{self.name} PING")
         if self.proc.poll() is not None:
             raise RuntimeError(f"{self.name} did not start:\n{pgtest.tail(self.logfile)}")
         return self
@@ -153,12 +130,6 @@ class Sentinel:
         return tuple(self.client().execute_command(
             "SENTINEL", "get-master-addr-by-name", MASTER_NAME) or ())
 
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self):
-        if self.proc is not None:
-            pgtest.stop_process(self.proc, signal.SIGTERM, timeout=10)
 
 
 class Topology:
