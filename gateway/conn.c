@@ -286,6 +286,12 @@ static void peer_gone(pg_conn_t *c)
     conn_log(PG_LOG_DEBUG, c, "peer hung up");
     pg_fdwatch_forget(&watch, c->watched_fd);
     c->watched_fd = 0;
+    if (c->flags & PG_CONN_LINGER) {
+        /* the FIN the linger read out for (ws_close): the close is done
+         * now, not at the 2 s timeout, which also held every drain up */
+        lws_callback_on_writable(c->wsi);
+        return;
+    }
     pg_conn_close(c, 0, NULL);
 }
 
@@ -403,8 +409,8 @@ static int write_queue(pg_conn_t *c)
 int pg_conn_writeable(pg_conn_t *c)
 {
     c->flags &= ~PG_CONN_WANT_POLLOUT;
-    if (c->flags & PG_CONN_LINGER)
-        return 0;   /* everything is said: waiting for the client's FIN */
+    if (c->flags & PG_CONN_LINGER)   /* everything is said: waiting for the client's FIN */
+        return c->watched_fd > 0 ? 0 : -1;
     if (c->flags & PG_CONN_CLOSE_ASAP)
         return ws_close(c, c->close_code, c->close_reason);
     if (c->qlen == 0) {

@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from pgtest import metric_value, wait_until
 from conformkit import (API_KEY, OP_CLOSE, OP_PING, OP_TEXT, PING_CMD, PONG_CMD, Peer,
                         deviation, expect_close_reply, expect_fail, frame,
                         serves_fresh_client)
@@ -29,6 +30,20 @@ def test_close_1000_is_echoed_and_tcp_closed(node):
     with Peer.open(node.port) as ws:
         ws.send(close_frame(1000))
         expect_close_reply(ws, (1000,))
+
+
+def test_connection_ends_when_the_client_closes_tcp_after_the_handshake(node):
+    """§7.1.1: after the Close handshake the server closes TCP first, then
+    reads the socket out until the client's FIN (closing with unread bytes
+    would reset the Close away). That FIN ends the connection: the node
+    does not keep it, and hold a drain up, until its 2 s read-out limit."""
+    with Peer.open(node.port) as ws:
+        ws.send(close_frame(1000))
+        expect_close_reply(ws, (1000,))
+    # well inside the 2 s limit the FIN used to wait for
+    wait_until(lambda: metric_value(node.metrics(), "pushgate_connections",
+                                    {"transport": "ws"}) == 0, 1.5, 0.01,
+               msg="the node's connection ended by the client's FIN")
 
 
 def test_close_with_empty_body_gets_a_close(node):
