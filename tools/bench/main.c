@@ -33,7 +33,7 @@
 enum { PH_CONNECT = 0, PH_SETTLE, PH_PUBLISH, PH_DRAIN, PH_STORM, PH_COLLECT, PH_DONE };
 static const char *phase_name[] = {"connect", "settle", "publish", "drain", "storm", "collect", "done"};
 /* --storm / --close-all, within PH_STORM */
-enum { ST_NONE = 0, ST_MARK, ST_CLOSING, ST_CATCHUP, ST_DONE };
+enum { ST_NONE = 0, ST_SUBWAIT, ST_MARK, ST_CLOSING, ST_CATCHUP, ST_DONE };
 
 typedef struct wslot {
     pid_t pid;
@@ -73,7 +73,7 @@ typedef struct coord {
     struct event *storm_ev;
     redisContext *redis;
     uint64_t storm_expect, storm_base, marks_expect, storm_pub_errors;
-    uint64_t t_drop, t_closed, t_reconnect, t_caught;
+    uint64_t t_subwait, t_drop, t_closed, t_reconnect, t_caught;
     int64_t fds_before, fds_connected, fds_after;
     int t_cpu_window_open;
     long long reads_before, reads_after;
@@ -454,6 +454,7 @@ static void parse_opts(bench_opts_t *o, int argc, char **argv)
 
 static void phase_to(coord_t *c, int ph, double after_s);
 static void storm_begin(coord_t *c);
+static void storm_subwait(coord_t *c);
 static void storm_caught_up(coord_t *c, int complete);
 
 static double secs(uint64_t ns) { return (double)ns / 1e9; }
@@ -797,6 +798,10 @@ static void storm_poll_cb(evutil_socket_t fd, short what, void *arg)
     coord_t *c = arg;
     (void)fd;
     (void)what;
+    if (c->st == ST_SUBWAIT) {
+        storm_subwait(c);
+        return;
+    }
     if (c->st != ST_CLOSING)
         return;
     int64_t fds = server_fds(c);
@@ -838,27 +843,54 @@ static void storm_drop(coord_t *c)
     c->st = ST_CLOSING;
     c->t_drop = mono_ns();
     send_all(c, MSG_DROP);
-    c->storm_ev = evtimer_new(c->base, storm_poll_cb, c);
+    if (c->storm_ev == NULL)
+        c->storm_ev = evtimer_new(c->base, storm_poll_cb, c);
     struct timeval tv = {0, 5000};
     evtimer_add(c->storm_ev, &tv);
 }
 
-/* All connected: give each a last id (a mark on every channel it holds),
- * or go straight to the close. */
-static void storm_begin(coord_t *c)
+/* Redis counts a subscriber on broadcast and on every user channel some
+ * connection holds: 1, or 0 while a node's SUBSCRIBE is still on its way.
+ * A "connected" WebSocket is upgraded, not yet subscribed; a mark published
+ * before its node's SUBSCRIBE reaches no one, and without it the storm
+ * would wait for deliveries that never come (seen on a loaded ASan run).
+ * With several nodes this sees the first node's subscription only; the
+ * --drain wait below still ends the step. */
+static int storm_subscribed(coord_t *c)
 {
     const bench_opts_t *o = c->o;
-    c->phase = PH_STORM;
-    if (o->close_all) {
-        storm_drop(c);
-        return;
+    size_t n = 2 + (size_t)o->users, k = 0;
+    char **argv = calloc(n, sizeof *argv);
+    int ready = 0;
+    if (argv == NULL)
+        return 1;   /* cannot ask: publish as before */
+    argv[k++] = strdup("PUBSUB");
+    argv[k++] = strdup("NUMSUB");
+    if (asprintf(&argv[k], "%sbroadcast", o->prefix) >= 0)
+        k++;
+    for (long u = 0; u < o->users; u++)
+        if (c->user_conns && c->user_conns[u] > 0 &&
+            asprintf(&argv[k], "%suser:u%ld", o->prefix, u) >= 0)
+            k++;
+    redisReply *rep = redisCommandArgv(c->redis, (int)k, (const char **)argv, NULL);
+    if (rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 * (k - 2)) {
+        ready = 1;
+        for (size_t i = 1; i < rep->elements; i += 2)
+            if (rep->element[i]->type != REDIS_REPLY_INTEGER || rep->element[i]->integer < 1)
+                ready = 0;
     }
-    if ((c->redis = storm_redis(c)) == NULL) {
-        c->pub_failed = 1;
-        storm_end(c);
-        return;
-    }
-    /* seq 0 on broadcast, seq 1 + k on user:u<k> */
+    freeReplyObject(rep);
+    for (size_t i = 0; i < k; i++)
+        free(argv[i]);
+    free(argv);
+    return ready;
+}
+
+/* Publish one mark on every channel held: seq 0 on broadcast, seq 1 + k on
+ * user:u<k>; the workers record them as each connection's last id. */
+static void storm_marks(coord_t *c)
+{
+    const bench_opts_t *o = c->o;
     uint64_t expect = storm_publish(c, 0, 1, 0);
     for (long k = 0; k < o->users; k++) {
         char ch[64], data[128];
@@ -877,6 +909,42 @@ static void storm_begin(coord_t *c)
     c->marks_expect = expect;
     c->st = ST_MARK;
     say(o, "storm: marks published; waiting for %llu deliveries", (unsigned long long)expect);
+}
+
+/* Polled every 5 ms until the channels are subscribed, --drain at most. */
+static void storm_subwait(coord_t *c)
+{
+    if (!storm_subscribed(c)) {
+        if (mono_ns() - c->t_subwait <= (uint64_t)(c->o->drain * 1e9)) {
+            struct timeval tv = {0, 5000};
+            evtimer_add(c->storm_ev, &tv);
+            return;
+        }
+        say(c->o, "storm: channels still not subscribed after %.1f s: publishing anyway",
+            c->o->drain);
+    }
+    storm_marks(c);
+}
+
+/* All connected: once every channel is subscribed, give each connection a
+ * last id (storm_marks), or go straight to the close. */
+static void storm_begin(coord_t *c)
+{
+    const bench_opts_t *o = c->o;
+    c->phase = PH_STORM;
+    if (o->close_all) {
+        storm_drop(c);
+        return;
+    }
+    if ((c->redis = storm_redis(c)) == NULL) {
+        c->pub_failed = 1;
+        storm_end(c);
+        return;
+    }
+    c->st = ST_SUBWAIT;
+    c->t_subwait = mono_ns();
+    c->storm_ev = evtimer_new(c->base, storm_poll_cb, c);
+    storm_subwait(c);
 }
 
 /* Progress came: a storm step that waits on deliveries may go on. */
