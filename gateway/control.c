@@ -19,6 +19,7 @@ typedef struct revocation {
 static revocation_t      *revoked;
 static pg_control_hooks_t hooks;
 static unsigned           reload_gen;   /* a newer reload makes older replies stale */
+static int                loaded_once;  /* pg_control_loaded() */
 
 static void set_revoked(const char *user, int64_t at)
 {
@@ -93,6 +94,7 @@ static void loaded(void *arg, int ok, const char **fields, const char **values, 
 {
     if ((unsigned)(uintptr_t)arg != reload_gen)
         return;          /* a newer reload is on its way */
+    loaded_once = 1;
     if (!ok) {
         pg_log(PG_LOG_WARN, "could not load the revocations; keeping the copy in memory");
         return;
@@ -110,6 +112,11 @@ static void loaded(void *arg, int ok, const char **fields, const char **values, 
     pg_log(PG_LOG_DEBUG, "loaded %zu revocations", n);
     if (hooks.reloaded != NULL)
         hooks.reloaded();
+}
+
+int pg_control_loaded(void)
+{
+    return loaded_once;
 }
 
 void pg_control_reload(void)

@@ -27,6 +27,10 @@ void pg_control_free(void);
 void pg_control_order(const char *payload, size_t len);
 /* The command link is ready: reload the revocations. */
 void pg_control_reload(void);
+/* 1 once the first reload has answered (loaded, or failed and logged):
+ * until then a revoked token would be accepted and only closed after the
+ * load, so the node does not call itself ready (/readyz). */
+int pg_control_loaded(void);
 /* 1 if a token of user issued at iat (0: no iat) is revoked at now (unix
  * seconds): a revocation at or after iat that has not lapsed. */
 int pg_control_revoked(const char *user, int64_t iat, int64_t now);

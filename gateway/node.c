@@ -63,7 +63,8 @@ static void clock_earlier(pg_wheel_t *w, uint64_t due)
 
 int pg_node_ready_here(void)
 {
-    return pg_subscriber_ready() && pg_commands_ready() && !pg_node.draining;
+    return pg_subscriber_ready() && pg_commands_ready() && pg_control_loaded() &&
+           !pg_node.draining;
 }
 
 int pg_node_ready(void)
