@@ -349,6 +349,10 @@ def test_demoted_master_that_keeps_its_connections_is_left(sentinel_topology, ga
         r = gw.publish({"channel": CH, "data": {"n": 1}})
         assert r.status == 200
         await async_wait_until(lambda: live.ids, msg="first delivery")
+        # the replica has the library the node loaded at the master
+        # (replication is asynchronous), or the FCALL below cannot run there
+        await async_wait_until(lambda: b.client().execute_command("FUNCTION", "LIST") != [],
+                               msg="function library replicated")
         # Out of the Sentinel's sight: swap the roles by hand.
         s.execute_command("SENTINEL", "REMOVE", MASTER_NAME)
         b.client().execute_command("REPLICAOF", "NO", "ONE")
