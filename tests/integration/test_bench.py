@@ -24,6 +24,8 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -551,11 +553,13 @@ def test_calibrate(bench):
         assert x["wall_us_per_send"] > 0 and x["sends_per_s"] > 0, x
         assert x["cpu_us_per_send_min"] <= x["cpu_us_per_send"] <= x["cpu_us_per_send_max"], x
         assert x["wall_ms_delivered_all"] > 0, x
-    # the relay: every fed message relayed, about one wake-up each (a few
-    # may arrive together when the relay is late), a cost per message
+    # the relay: every fed message relayed, at most one wake-up each (+ the
+    # one for EOF), a cost per message. How many arrive together depends on
+    # how late the relay runs: 0.43 wake-ups per message on a loaded CI
+    # machine, so no lower bound beyond "it was woken"
     rl = r["relay"]
     assert rl["rate"] == 1000 and rl["messages"] == 2000, rl
-    assert 0.5 <= rl["wakeups_per_msg"] <= 1.01, rl   # + the wake-up for EOF
+    assert 0 < rl["wakeups_per_msg"] <= 1.01, rl
     assert rl["cpu_us_per_msg"] > 0, rl
 
 
@@ -607,6 +611,16 @@ def test_help_exits_0():
 NCHAN_MODULE = "/usr/lib/nginx/modules/ngx_nchan_module.so"
 
 
+def nchan_status(port, path):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return None
+
+
 @pytest.fixture
 def nchan(redis_server, tmp_path):
     """nginx with Nchan on a free port against the test's Redis, the
@@ -651,6 +665,11 @@ http {{
         pgtest.wait_until(lambda: proc.poll() is not None or pgtest.port_listening(port),
                           10, msg="nginx listening")
         assert proc.poll() is None, pgtest.tail(d / "stderr.log")
+        # listening is not serving: until Nchan's worker has its Redis link,
+        # a subscriber gets 503 (one of 100 bench clients did on a loaded
+        # run). A publisher GET of a channel nobody made answers 404 then.
+        pgtest.wait_until(lambda: nchan_status(port, "/pub?id=ready-probe") in (200, 404),
+                          10, msg="Nchan connected to Redis")
         workers = []
         pgtest.wait_until(lambda: workers.extend(
             int(p) for p in open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split())
