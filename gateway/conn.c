@@ -75,15 +75,6 @@ static uint64_t interval_ticks(void)
     return (uint64_t)pg_node.cfg.ping_interval * PG_TICKS_PER_SEC;
 }
 
-/* Keepalives are filed on whole seconds: the node's clock then wakes once a
- * second for all the pings due in it, not up to ten times, and their pongs
- * come back together, so one read wake-up takes many. Still spread over the
- * interval's seconds, so 100 000 connections ping in 25 batches, not one. */
-static uint64_t keepalive_due(uint64_t tick)
-{
-    return (tick + PG_TICKS_PER_SEC - 1) / PG_TICKS_PER_SEC * PG_TICKS_PER_SEC;
-}
-
 static int out_write(pg_conn_t *c, unsigned char *buf, size_t len);
 
 /* With nothing queued and nothing left with lws, the ping's few bytes go
@@ -121,7 +112,7 @@ static void keepalive_cb(pg_timer_t *t)
     }
     if ((c->transport == PG_TR_WS || (c->flags & PG_CONN_HDRS_SENT)) && keepalive_msg != NULL)
         send_keepalive(c);
-    pg_wheel_arm(&pg_node.wheel, &c->keepalive, keepalive_due(pg_node_tick() + interval_ticks()));
+    pg_wheel_arm(&pg_node.wheel, &c->keepalive, pg_node_second(pg_node_tick() + interval_ticks()));
 }
 
 void pg_conn_seen(pg_conn_t *c)
@@ -140,8 +131,12 @@ void pg_conn_open(pg_conn_t *c, struct lws *wsi, int transport)
     pg_node.metrics.connections[transport]++;
     c->seen_tick = tick32();
     c->keepalive.cb = keepalive_cb;
+    /* On whole seconds (pg_node_second): the clock wakes once a second for
+     * all the pings due in it, and their pongs come back together, so one
+     * read wake-up takes many. Spread over the interval's seconds, so
+     * 100 000 connections ping in 25 batches, not one. */
     pg_wheel_arm(&pg_node.wheel, &c->keepalive,
-                 keepalive_due(pg_node_tick() + 1 + (uint64_t)random() % interval_ticks()));
+                 pg_node_second(pg_node_tick() + 1 + (uint64_t)random() % interval_ticks()));
 }
 
 static void set_close(pg_conn_t *c, uint16_t code, const char *reason)

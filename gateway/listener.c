@@ -81,8 +81,7 @@ typedef struct head_reader {
 } head_reader_t;
 
 static lws_dll2_owner_t readers;
-static uv_timer_t       reader_timer;
-static int              reader_timer_on;
+static pg_timer_t       reader_timer;   /* armed while there are readers */
 static pg_fdwatch_t     heads = { .epfd = -1 };
 
 /* Done with r: hand its socket to lws (canon != NULL, or adopt_raw), or
@@ -191,17 +190,20 @@ static void reader_event(void *arg)
 }
 
 
-/* Once a second: drop heads that did not come whole in time (slowloris),
- * and refused connections that did not go away. */
-static void reader_sweep(uv_timer_t *t)
+/* Once a second while heads are being read: drop heads that did not come
+ * whole in time (slowloris), and refused connections that did not go away.
+ * On the node's wheel, on whole seconds: a node with none does not wake
+ * for it, and one with some wakes for it with its keepalives. */
+static void reader_sweep(pg_timer_t *t)
 {
-    (void)t;
     uint64_t now = pg_mono_ms();
     lws_start_foreach_dll_safe(struct lws_dll2 *, d, d1, lws_dll2_get_head(&readers)) {
         head_reader_t *r = lws_container_of(d, head_reader_t, node);
         if (now - r->since_ms >= (r->state == HS_LINGER ? LINGER_MS : HEAD_TIMEOUT_MS))
             reader_end(r, NULL, 0);
     } lws_end_foreach_dll_safe(d, d1);
+    if (readers.count > 0)
+        pg_wheel_arm(&pg_node.wheel, t, pg_node_second(pg_node_tick() + 1));
 }
 
 static void adopt(int fd)
@@ -224,15 +226,15 @@ static void adopt(int fd)
     r->since_ms = pg_mono_ms();
     memset(&r->node, 0, sizeof(r->node));
     lws_dll2_add_tail(&r->node, &readers);
+    if (!pg_timer_armed(&reader_timer))
+        pg_wheel_arm(&pg_node.wheel, &reader_timer, pg_node_second(pg_node_tick() + 1));
 }
 
 static int readers_start(void)
 {
     if (pg_fdwatch_init(&heads, reader_event) != 0)
         return -1;
-    if (uv_timer_init(pg_node.loop, &reader_timer) == 0 &&
-        uv_timer_start(&reader_timer, reader_sweep, 1000, 1000) == 0)
-        reader_timer_on = 1;
+    reader_timer.cb = reader_sweep;
     return 0;
 }
 
@@ -242,11 +244,7 @@ static void readers_stop(void)
     lws_start_foreach_dll_safe(struct lws_dll2 *, d, d1, lws_dll2_get_head(&readers)) {
         reader_end(lws_container_of(d, head_reader_t, node), NULL, 0);
     } lws_end_foreach_dll_safe(d, d1);
-    if (reader_timer_on) {
-        reader_timer_on = 0;
-        uv_timer_stop(&reader_timer);
-        uv_close((uv_handle_t *)&reader_timer, NULL);
-    }
+    pg_wheel_cancel(&pg_node.wheel, &reader_timer);
     pg_fdwatch_stop(&heads);
 }
 

@@ -54,6 +54,10 @@ extern pg_node_t pg_node;
 /* The current tick of pg_node.wheel's clock. In tick.c, at the bottom with
  * this header, since every layer reads it (unit tests bring their own). */
 uint64_t pg_node_tick(void);
+/* The first whole-second tick at or after tick. Periodic timers (keepalive,
+ * the subscriber's probe, the head-reader sweep) are filed there, so an idle
+ * node wakes once a second for all of them, not once for each. */
+uint64_t pg_node_second(uint64_t tick);
 /* Wire the layers together and start them: the hub, the HTTP server, the
  * Redis links, the wheel's clock. 0, or -1 (logged). */
 int pg_node_start(void);

@@ -42,7 +42,7 @@ typedef struct rchan {
 
 static pg_subscriber_hooks_t hooks;
 static pg_link_t    sub;
-static uv_timer_t   probe_timer;
+static pg_timer_t   probe_timer;  /* once a second, on the node's wheel */
 static char         probe_chan[96];   /* "_probe.<node-id>" */
 static char         probe_pattern[256]; /* prefix + probe_chan, glob-escaped */
 static char         control_pattern[256]; /* prefix + "_control", glob-escaped */
@@ -278,9 +278,8 @@ static int answers_waiting(void)
     return sub.ac != NULL && ioctl(sub.ac->c.fd, FIONREAD, &unread) == 0 && unread > 0;
 }
 
-static void probe_cb(uv_timer_t *t)
+static void probe_check(void)
 {
-    (void)t;
     uint64_t now = pg_mono_ms();
     if (ninflight > 0 && sub.state >= PG_LINK_SUBSCRIBING &&
         now - oldest_batch_ms > BATCH_TIMEOUT_MS && !answers_waiting()) {
@@ -302,6 +301,14 @@ static void probe_cb(uv_timer_t *t)
     size_t n = pg_u64toa(++probe_nonce, payload);
     if (pg_commands_raw_publish(probe_chan, payload, n, probe_published, NULL) == 0)
         probe_sent_ms = now;
+}
+
+/* Filed on whole seconds like the keepalives, so an idle node wakes once a
+ * second for both (a uv timer of its own woke it a second time). */
+static void probe_cb(pg_timer_t *t)
+{
+    pg_wheel_arm(&pg_node.wheel, t, pg_node_second(pg_node_tick() + 1));
+    probe_check();
 }
 
 static void sub_ready(pg_link_t *l)
@@ -345,14 +352,14 @@ int pg_subscriber_start(const pg_subscriber_hooks_t *h)
     sub.on_ready = sub_ready;
     sub.on_down = sub_down;
     sub.select_db = 0;   /* pub/sub ignores the database */
-    if (pg_link_init(&sub) != 0 || uv_prepare_init(pg_node.loop, &flush_prep) != 0 ||
-        uv_timer_init(pg_node.loop, &probe_timer) != 0)
+    if (pg_link_init(&sub) != 0 || uv_prepare_init(pg_node.loop, &flush_prep) != 0)
         return -1;
     uv_prepare_start(&flush_prep, flush_cb);
     snprintf(probe_chan, sizeof(probe_chan), "_probe.%s", pg_node.cfg.node_id);
     exact_pattern(probe_pattern, sizeof(probe_pattern), probe_chan);
     exact_pattern(control_pattern, sizeof(control_pattern), "_control");
-    uv_timer_start(&probe_timer, probe_cb, 1000, 1000);
+    probe_timer.cb = probe_cb;
+    pg_wheel_arm(&pg_node.wheel, &probe_timer, pg_node_second(pg_node_tick() + 1));
     pg_link_start(&sub);
     return 0;
 }
@@ -362,8 +369,7 @@ void pg_subscriber_stop(void)
     pg_link_stop(&sub);
     uv_prepare_stop(&flush_prep);
     uv_close((uv_handle_t *)&flush_prep, NULL);
-    uv_timer_stop(&probe_timer);
-    uv_close((uv_handle_t *)&probe_timer, NULL);
+    pg_wheel_cancel(&pg_node.wheel, &probe_timer);
     rchan_t *e, *tmp;
     HASH_ITER(hh, rchans, e, tmp) {
         HASH_DEL(rchans, e);

@@ -7,3 +7,8 @@ uint64_t pg_node_tick(void)
 {
     return pg_mono_ms() / (1000 / PG_TICKS_PER_SEC);
 }
+
+uint64_t pg_node_second(uint64_t tick)
+{
+    return (tick + PG_TICKS_PER_SEC - 1) / PG_TICKS_PER_SEC * PG_TICKS_PER_SEC;
+}
