@@ -586,6 +586,14 @@ int pg_cluster_unsubscribe(pg_cluster_t *c, const char *channel, size_t len)
     return 0;
 }
 
+int pg_cluster_has(pg_cluster_t *c, const char *channel, size_t len)
+{
+    if (c == NULL || c->freeing)
+        return 0;
+    const chan_t *ch = chan_find(c, channel, len);
+    return ch != NULL && ch->confirmed;
+}
+
 size_t pg_cluster_channels(const pg_cluster_t *c)
 {
     return c->nchans;

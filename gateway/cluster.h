@@ -58,6 +58,9 @@ int pg_cluster_start(pg_cluster_t *c);
 int pg_cluster_subscribe(pg_cluster_t *c, const char *channel, size_t len);
 /* Stop wanting channel. Returns 0, or -1 when it was not wanted. */
 int pg_cluster_unsubscribe(pg_cluster_t *c, const char *channel, size_t len);
+/* 1 when channel is wanted and its SSUBSCRIBE is confirmed at its owner:
+ * from then on every message published on it reaches us. */
+int pg_cluster_has(pg_cluster_t *c, const char *channel, size_t len);
 /* Wanted channels, and how many master links are open. */
 size_t pg_cluster_channels(const pg_cluster_t *c);
 size_t pg_cluster_links(const pg_cluster_t *c);

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "commands.h"
+#include "broker.h"
 #include "redis_link.h"
 #include "embed.h"
 #include "node.h"
@@ -12,6 +13,7 @@
 #include "pg_util.h"
 
 static pg_link_t cmd;
+const pg_broker_ops_t *pg_broker;   /* NULL: this link (broker.h) */
 static void (*ready_hook)(void);
 
 /* Replace every @KEY@ placeholder of the template. The prefix is limited to
@@ -20,7 +22,7 @@ char *pg_commands_render_library(size_t *len)
 {
     char num[4][24];
     const char *keys[] = { "@PREFIX@", "@FN@", "@HISTORY_SIZE@", "@HISTORY_TTL@", "@MAX_BYTES@",
-                           "@REVOKE_TTL@" };
+                           "@REVOKE_TTL@", "@TOPOLOGY@" };
     enum { NKEYS = sizeof(keys) / sizeof(keys[0]) };
     const char *vals[NKEYS];
 
@@ -30,6 +32,8 @@ char *pg_commands_render_library(size_t *len)
     snprintf(num[3], sizeof(num[3]), "%u", pg_node.cfg.revoke_ttl);
     vals[0] = pg_node.cfg.prefix; vals[1] = pg_node.fn_prefix;
     vals[2] = num[0]; vals[3] = num[1]; vals[4] = num[2]; vals[5] = num[3];
+    /* the cluster naming of SPEC §10, baked in (functions.lua says why) */
+    vals[6] = pg_node.cfg.redis.kind == PG_URL_CLUSTER ? "cluster" : "single";
 
     pg_buf_t b = PG_BUF_INIT;
     const char *s = pg_embed_functions_lua, *end = s + pg_embed_functions_lua_len;
@@ -131,11 +135,15 @@ void pg_commands_stop(void)
 
 void pg_commands_hurry(void)
 {
+    if (pg_broker != NULL)
+        return;
     pg_link_hurry(&cmd);
 }
 
 int pg_commands_ready(void)
 {
+    if (pg_broker != NULL)
+        return pg_broker->cmd_ready();
     return cmd.state == PG_LINK_READY;
 }
 
@@ -195,6 +203,8 @@ static void publish_cb(redisAsyncContext *ac, void *r, void *priv)
 int pg_commands_publish(const char *channel, const char *payload, size_t len,
                    pg_publish_cb cb, void *arg)
 {
+    if (pg_broker != NULL)
+        return pg_broker->publish(channel, payload, len, cb, arg);
     if (cmd.state != PG_LINK_READY)
         return -1;
     pub_req_t *p = malloc(sizeof(*p));
@@ -219,30 +229,38 @@ typedef struct hist_req {
 
 static void history_cb(redisAsyncContext *ac, void *r, void *priv)
 {
-    redisReply *reply = r;
     hist_req_t *h = priv;
     (void)ac;
+    pg_commands_history_reply(h->channel, r, h->cb, h->arg);
+    free(h->channel);
+    free(h);
+}
+
+void pg_commands_history_reply(const char *channel, const struct redisReply *r,
+                               pg_history_cb cb, void *arg)
+{
+    const redisReply *reply = r;
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements < 1 ||
         reply->element[0]->type != REDIS_REPLY_INTEGER) {
         if (reply != NULL)
-            pg_log(PG_LOG_WARN, "history read of %s failed: %s", h->channel,
+            pg_log(PG_LOG_WARN, "history read of %s failed: %s", channel,
                    reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
-        h->cb(h->arg, 0, 0, NULL, 0);
-        goto out;
+        cb(arg, 0, 0, NULL, 0);
+        return;
     }
     int complete = reply->element[0]->integer != 0;
     size_t n = (reply->elements - 1) / 2, got = 0;
     pg_msg_t **msgs = n ? calloc(n, sizeof(*msgs)) : NULL;
     if (n && msgs == NULL) {
-        h->cb(h->arg, 0, 0, NULL, 0);
-        goto out;
+        cb(arg, 0, 0, NULL, 0);
+        return;
     }
     for (size_t i = 0; i < n; i++) {
         redisReply *env = reply->element[2 + 2 * i];
         if (env->type != REDIS_REPLY_STRING)
             continue;
         int err;
-        pg_msg_t *m = pg_msg_from_payload(h->channel, env->str, env->len,
+        pg_msg_t *m = pg_msg_from_payload(channel, env->str, env->len,
                                           pg_node.cfg.max_message_bytes, &err);
         if (m == NULL || m->id == 0) {
             pg_msg_unref(&m);
@@ -250,17 +268,16 @@ static void history_cb(redisAsyncContext *ac, void *r, void *priv)
         }
         msgs[got++] = m;
     }
-    h->cb(h->arg, 1, complete, msgs, got);
+    cb(arg, 1, complete, msgs, got);
     for (size_t i = 0; i < got; i++)
         pg_msg_unref(&msgs[i]);
     free(msgs);
-out:
-    free(h->channel);
-    free(h);
 }
 
 int pg_commands_history(const char *channel, uint64_t since, pg_history_cb cb, void *arg)
 {
+    if (pg_broker != NULL)
+        return pg_broker->history(channel, since, cb, arg);
     if (cmd.state != PG_LINK_READY)
         return -1;
     hist_req_t *h = calloc(1, sizeof(*h));
@@ -299,6 +316,8 @@ static void raw_cb(redisAsyncContext *ac, void *r, void *priv)
 int pg_commands_raw_publish(const char *channel, const char *payload, size_t len,
                        pg_raw_cb cb, void *arg)
 {
+    if (pg_broker != NULL)
+        return pg_broker->raw_publish(channel, payload, len, cb, arg);
     if (cmd.state != PG_LINK_READY)
         return -1;
     raw_req_t *q = malloc(sizeof(*q));
@@ -351,6 +370,8 @@ static void int_cb(redisAsyncContext *ac, void *r, void *priv)
 int pg_commands_fcall_int(const char *fn, int argc, const char **argv, const size_t *lens,
                           pg_fcall_int_cb cb, void *arg)
 {
+    if (pg_broker != NULL)
+        return pg_broker->fcall_int(fn, argc, argv, lens, cb, arg);
     if (cmd.state != PG_LINK_READY)
         return -1;
     int_req_t *q = malloc(sizeof(*q));
@@ -401,6 +422,8 @@ static void hash_cb(redisAsyncContext *ac, void *r, void *priv)
 
 int pg_commands_hgetall(const char *key, pg_hash_cb cb, void *arg)
 {
+    if (pg_broker != NULL)
+        return pg_broker->hgetall(key, cb, arg);
     if (cmd.state != PG_LINK_READY)
         return -1;
     hash_req_t *q = malloc(sizeof(*q));
@@ -432,6 +455,8 @@ static void argv_cb(redisAsyncContext *ac, void *r, void *priv)
 
 int pg_commands_argv(int argc, const char **argv, const size_t *lens, pg_reply_cb cb, void *arg)
 {
+    if (pg_broker != NULL)
+        return pg_broker->argv(argc, argv, lens, cb, arg);
     if (cmd.state != PG_LINK_READY)
         return -1;
     argv_req_t *q = NULL;

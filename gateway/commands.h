@@ -36,6 +36,11 @@ int pg_commands_publish(const char *channel, const char *payload, size_t len,
  * reached back that far. */
 typedef void (*pg_history_cb)(void *arg, int ok, int complete, pg_msg_t **msgs, size_t n);
 int pg_commands_history(const char *channel, uint64_t since, pg_history_cb cb, void *arg);
+/* Hand the history function's reply (NULL: the link dropped) to cb as
+ * pg_commands_history does: shared with the cluster broker's routed read. */
+struct redisReply;
+void pg_commands_history_reply(const char *channel, const struct redisReply *reply,
+                               pg_history_cb cb, void *arg);
 
 /* PUBLISH <prefix>channel payload (no history): the liveness probe. */
 typedef void (*pg_raw_cb)(void *arg, int ok);

@@ -14,6 +14,7 @@
 #include "redis_link.h"
 #include "node.h"
 #include "commands.h"
+#include "broker.h"
 #include "pg_log.h"
 #include "pg_msg.h"
 #include "pg_util.h"
@@ -80,6 +81,10 @@ static void rchan_maybe_free(rchan_t *e)
 
 void pg_subscriber_want(const char *name, int on)
 {
+    if (pg_broker != NULL) {
+        pg_broker->want(name, on);
+        return;
+    }
     rchan_t *e = rchan_get(name, on);
     if (e == NULL) {
         if (on)
@@ -380,11 +385,15 @@ void pg_subscriber_stop(void)
 
 int pg_subscriber_ready(void)
 {
+    if (pg_broker != NULL)
+        return pg_broker->sub_ready();
     return sub.state == PG_LINK_READY;
 }
 
 int pg_subscriber_has(const char *name)
 {
+    if (pg_broker != NULL)
+        return pg_broker->has(name);
     if (sub.state != PG_LINK_READY && sub.state != PG_LINK_SUBSCRIBING)
         return 0;
     rchan_t *e = rchan_get(name, 0);

@@ -17,6 +17,10 @@ typedef struct pg_subscriber_hooks {
     void (*connecting)(int reconnect);             /* a new connection's setup began */
     void (*ready)(int reconnect);                  /* every wanted channel subscribed */
     void (*down)(void);                            /* the link was lost */
+    /* cluster mode: name's subscription was lost (slot moved, shard link
+     * lost) and is back, so replay it from its last id; NULL: the orders'
+     * channel came back, so orders may have been missed */
+    void (*resync)(const char *name);
 } pg_subscriber_hooks_t;
 
 /* Start connecting; hooks are copied. 0 or -1. */

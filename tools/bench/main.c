@@ -859,7 +859,7 @@ static void storm_drop(coord_t *c)
 static int storm_subscribed(coord_t *c)
 {
     const bench_opts_t *o = c->o;
-    size_t n = 2 + (size_t)o->users, k = 0;
+    size_t n = 3 + (size_t)o->users, k = 0;   /* PUBSUB NUMSUB broadcast user:u0... */
     char **argv = calloc(n, sizeof *argv);
     int ready = 0;
     if (argv == NULL)
