@@ -486,3 +486,195 @@ def test_browser_html_in_chromium_shows_what_is_published(gateway_factory, rds,
         pgtest.run(main(), timeout=60)
     finally:
         browser.stop()
+
+
+# --------------------------------------------------------------------------
+# examples/consume.py, examples/node/consume.js, examples/go/consume.go: the
+# events stream (SPEC §9) read by a consumer group, as the README shows.
+
+EVENTS_PREFIX = "shop-eu:"   # not the default: the consumers must use PUSHGATE_PREFIX
+
+
+@pytest.fixture
+def events_node(gateway_factory):
+    return gateway_factory(["--jwt-secret", SECRET, "--public-topics", "news", "--events",
+                            "--node-id", "ev1", "--prefix", EVENTS_PREFIX])
+
+
+@pytest.fixture(scope="module")
+def go_consume_binary(tmp_path_factory):
+    """examples/go/consume.go built offline like publish.go (go_binary)."""
+    go = shutil.which("go")
+    if not go:
+        pytest.skip("go not installed (Debian: golang-go golang-github-gomodule-redigo-dev)")
+    if not (Path(GOPATH) / "src/github.com/gomodule/redigo/redis").is_dir():
+        pytest.skip("redigo not installed (Debian: golang-github-gomodule-redigo-dev)")
+    out = tmp_path_factory.mktemp("go-consume")
+    env = clean_env(GO111MODULE="off", GOPATH=GOPATH, GOCACHE=str(out / "cache"),
+                    GOFLAGS="", CGO_ENABLED="0")
+    r = subprocess.run([go, "build", "-o", str(out / "consume"),
+                        str(EX / "go" / "consume.go")], env=env, capture_output=True,
+                       text=True, timeout=280, cwd=str(EX / "go"),
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, f"go build examples/go/consume.go:\n{r.stderr}"
+    return out / "consume"
+
+
+@pytest.fixture(params=["python", "node", "go"])
+def consumer_cmd(request):
+    """(argv, cwd) of one consumer example, run as a user would run it."""
+    if request.param == "python":
+        return [PYTHON, str(EX / "consume.py")], REPO
+    if request.param == "node":
+        d = request.getfixturevalue("node_example_dir")
+        if d != EX / "node":   # a temp copy made for publish.js: add the consumer
+            shutil.copy(EX / "node" / "consume.js", d / "consume.js")
+        return ["node", "consume.js"], d
+    return [str(request.getfixturevalue("go_consume_binary"))], EX / "go"
+
+
+class Consumer:
+    """A consumer example as a child process, stdout/stderr in files,
+    stopped by PID at teardown (consumers fixture)."""
+
+    def __init__(self, cmd, cwd, tmp_path, **env):
+        self.out = tmp_path / "consume.out"
+        self.err = tmp_path / "consume.err"
+        with open(self.out, "wb") as o, open(self.err, "wb") as e:
+            self.proc = subprocess.Popen(cmd, env=clean_env(**env), stdout=o, stderr=e,
+                                         stdin=subprocess.DEVNULL, cwd=str(cwd))
+
+    def lines(self):
+        return self.out.read_text().splitlines()
+
+    def output(self):
+        return f"stdout:\n{self.out.read_text()}\nstderr:\n{self.err.read_text()}"
+
+    def wait_exit(self, timeout=30):
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("consumer still running;\n" + self.output())
+
+    def stop(self):
+        pgtest.stop_process(self.proc, signal.SIGTERM, timeout=5)
+
+
+@pytest.fixture
+def consumers(tmp_path, consumer_cmd):
+    made = []
+
+    def make(gw, **env):
+        d = tmp_path / f"consume{len(made) + 1}"
+        d.mkdir()
+        settings = dict(REDIS_URL=gw.redis.url, PUSHGATE_PREFIX=gw.prefix, GROUP="backend",
+                        CONSUMER="worker-1", CLAIM_IDLE_MS=60000, MAX_EVENTS=0, TIMEOUT=60)
+        settings.update(env)
+        c = Consumer(*consumer_cmd, d, **settings)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.stop()
+
+
+def group_names(rds, stream):
+    # XGROUP CREATE ... MKSTREAM makes the stream and the group at once
+    return [g["name"] for g in rds.xinfo_groups(stream)] if rds.exists(stream) else []
+
+
+def test_consume_prints_a_clients_events_in_order_and_acknowledges_them(events_node,
+                                                                         consumers):
+    """The consumer creates its group, then a client of user 42 connects,
+    subscribes, sends and closes: the consumer prints the four events in
+    order with their fields, acknowledges each (nothing pending), and stops
+    after MAX_EVENTS."""
+    gw = events_node
+    stream = gw.prefix + "events"
+    con = consumers(gw, MAX_EVENTS=4)
+    rds = gw.redis.client()
+
+    async def main():
+        await pgtest.async_wait_until(
+            lambda: con.proc.poll() is not None or "backend" in group_names(rds, stream),
+            timeout=20, msg="the consumer created its group")
+        assert con.proc.poll() is None, con.output()
+        c = await pgtest.ws_connect(gw, "token=" + pgtest.mint_hs256(SECRET, {"sub": "42"}))
+        try:
+            await c.send_json({"type": "subscribe", "channel": "news"})
+            assert (await c.recv_json())["type"] == "subscribed"
+            await c.send_json({"type": "send", "data": {"text": "hi", "n": [1, 2]},
+                               "ref": "r1"})
+            sent = await c.recv_json()
+            assert sent["type"] == "sent" and sent["ref"] == "r1", sent
+            # websockets closes with 1000 and no reason. (The reason of a
+            # client's Close frame does not reach the event yet: conn.c
+            # passes NULL for it. A server's reason does: next test.)
+            await asyncio.wait_for(c.ws.close(), 5)
+        finally:
+            await c.close()
+        return sent["id"]
+
+    try:
+        sent_id = pgtest.run(main(), timeout=60)
+        assert con.wait_exit() == 0, con.output()
+        entries = rds.xrange(stream)
+        assert [f["type"] for _, f in entries] == ["connect", "subscribe", "message",
+                                                   "disconnect"]
+        ids = [i for i, _ in entries]
+        assert ids[2] == sent_id
+        conn = entries[0][1]["conn"]
+        assert conn.isdigit()
+        assert con.lines() == [
+            f"connect user=42 conn={conn} node=ev1 id={ids[0]}",
+            f"subscribe user=42 conn={conn} channel=news node=ev1 id={ids[1]}",
+            f'message user=42 conn={conn} data={{"text":"hi","n":[1,2]}} node=ev1 id={ids[2]}',
+            f'disconnect user=42 conn={conn} code=1000 reason="" node=ev1 id={ids[3]}',
+        ], con.output()
+        assert rds.xpending(stream, "backend")["pending"] == 0
+        assert "4 event(s) handled" in con.err.read_text()
+    finally:
+        rds.close()
+
+
+def test_consume_takes_over_what_a_dead_worker_left_unacknowledged(events_node, consumers):
+    """At least once: a worker read three events and died before XACK; one of
+    them was trimmed from the stream since. The example, started with
+    CLAIM_IDLE_MS=0, handles the two the stream still holds and leaves
+    nothing pending."""
+    gw = events_node
+    stream = gw.prefix + "events"
+    rds = gw.redis.client()
+    try:
+        rds.xgroup_create(stream, "backend", id="$", mkstream=True)
+
+        async def client():
+            c = await pgtest.ws_connect(gw, "token=" + pgtest.mint_hs256(SECRET, {"sub": "42"}))
+            try:
+                await c.send_json({"type": "send", "data": "order 7", "ref": "r1"})
+                assert (await c.recv_json())["type"] == "sent"
+                assert rds.fcall(gw.fn + "disconnect", 0, "42",
+                                 json.dumps({"reason": "bye now"})) == 1
+                assert (await c.wait_closed())[0] == 4000
+            finally:
+                await c.close()
+
+        pgtest.run(client(), timeout=30)
+        pgtest.wait_until(lambda: rds.xlen(stream) == 3, msg="connect, message, disconnect")
+        read = rds.xreadgroup("backend", "dead-worker", {stream: ">"}, count=10)
+        (ids, _) = zip(*read[0][1])
+        assert rds.xpending(stream, "backend")["pending"] == 3
+        rds.xdel(stream, ids[0])   # trimmed while nobody handled it
+
+        con = consumers(gw, CLAIM_IDLE_MS=0, MAX_EVENTS=2)
+        assert con.wait_exit() == 0, con.output()
+        got = con.lines()
+        assert [x.split()[0] for x in got] == ["message", "disconnect"], con.output()
+        conn = rds.xrange(stream)[0][1]["conn"]
+        assert got[0] == f'message user=42 conn={conn} data="order 7" node=ev1 id={ids[1]}'
+        assert got[1] == (f'disconnect user=42 conn={conn} code=4000 reason="bye now" '
+                          f"node=ev1 id={ids[2]}")
+        assert rds.xpending(stream, "backend")["pending"] == 0
+    finally:
+        rds.close()
