@@ -10,6 +10,7 @@
  *   io                         listener, fdwatch, redis_link
  */
 #include "node.h"
+#include "cbroker.h"
 #include "commands.h"
 #include "control.h"
 #include "events.h"
@@ -139,6 +140,7 @@ int pg_node_start(void)
         .connecting = sub_connecting,
         .ready = sub_ready,
     };
+    int cluster = pg_node.cfg.redis.kind == PG_URL_CLUSTER;
     static const pg_control_hooks_t control_hooks = {
         .order = pg_session_apply,
         .reloaded = pg_session_recheck_revocations,
@@ -150,11 +152,15 @@ int pg_node_start(void)
     pg_node.wheel.earlier = clock_earlier;
     clock_sleep_until(pg_wheel_next(&pg_node.wheel, CLOCK_MAX_SLEEP_TICKS));
     pg_control_init(&control_hooks);
+    /* the topology seam (broker.h), before the hub wants broadcast */
+    if (cluster && pg_cbroker_init() != 0)
+        return -1;
     if (pg_hub_init(&hub_hooks) != 0 || pg_presence_init() != 0 || pg_server_start() != 0)
         return -1;
     /* the Sentinel locator first: the links ask it where to connect */
-    if (pg_sentinel_start() != 0 || pg_subscriber_start(&sub_hooks) != 0 ||
-        pg_commands_start(commands_ready) != 0) {
+    if (cluster ? pg_cbroker_start(&sub_hooks, commands_ready) != 0 :
+        (pg_sentinel_start() != 0 || pg_subscriber_start(&sub_hooks) != 0 ||
+         pg_commands_start(commands_ready) != 0)) {
         pg_log(PG_LOG_ERROR, "cannot start the Redis links");
         return -1;
     }
@@ -166,10 +172,16 @@ void pg_node_stop(void)
     pg_workers_stop();
     uv_timer_stop(&clock_timer);
     uv_close((uv_handle_t *)&clock_timer, NULL);
-    pg_subscriber_stop();
+    int cluster = pg_node.cfg.redis.kind == PG_URL_CLUSTER;
+    if (cluster)
+        pg_cbroker_stop();
+    else
+        pg_subscriber_stop();
     pg_presence_stop();   /* before the command link: its last writes go out */
-    pg_commands_stop();
-    pg_sentinel_stop();
+    if (!cluster) {
+        pg_commands_stop();
+        pg_sentinel_stop();
+    }
     pg_server_stop();
 }
 
