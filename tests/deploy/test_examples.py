@@ -3,7 +3,9 @@ Go, curl) against a real redis-server and pushgate, checked by a WebSocket
 receiver that must get exactly what the example published (channel, event,
 data, and the id the example printed for FCALL / the API); the Python
 receiver prints what is published, resumes with SINCE, and survives a node
-going away behind nginx without losing a message. Examples run as a user
+going away behind nginx without losing a message; the events-stream
+consumers (Python, Node.js, Go) print a client's events in order, acknowledge
+each and take over what a dead worker left pending. Examples run as a user
 would run them: their own interpreter, settings from the environment only."""
 
 import asyncio
