@@ -111,6 +111,17 @@ static void sub_ready(int reconnect)
     pg_recovery_kick();
 }
 
+/* Cluster mode (cbroker.h): one channel lost its subscription and has it
+ * again; NULL is the orders' channel, whose missed revocations are in the
+ * hash. */
+static void sub_resync(const char *name)
+{
+    if (name == NULL)
+        pg_control_reload();
+    else
+        pg_recovery_resync(name);
+}
+
 static void commands_ready(void)
 {
     pg_recovery_kick();
@@ -139,6 +150,7 @@ int pg_node_start(void)
         .subscribed = pg_recovery_kick,
         .connecting = sub_connecting,
         .ready = sub_ready,
+        .resync = sub_resync,
     };
     int cluster = pg_node.cfg.redis.kind == PG_URL_CLUSTER;
     static const pg_control_hooks_t control_hooks = {

@@ -950,6 +950,33 @@ void pg_recovery_replay_all(void)
     pg_recovery_kick();
 }
 
+void pg_recovery_resync(const char *channel)
+{
+    pg_channel_t *ch = pg_hub_find(channel);
+    if (ch == NULL)
+        return;              /* its last member left meanwhile */
+    /* held live messages reach the hub without the windows recording
+     * them: their records would have a hole */
+    retire_all_windows();
+    node_holding = 1;
+    pg_recovery_t *r = node_replay;
+    if (r == NULL) {
+        if ((r = calloc(1, sizeof(*r))) == NULL) {
+            pg_log(PG_LOG_ERROR, "out of memory: cannot replay %s", channel);
+            pg_hub_foreach_member(channel, notify_gap, NULL);
+            pg_hub_foreach_member(channel, untell, NULL);
+            release_node_hold();
+            return;
+        }
+        node_replay = r;
+        arm_timeout(r);
+    }
+    add_channel_cb(ch, r);
+    if (r->node.owner == NULL)
+        lws_dll2_add_tail(&r->node, &waiting);
+    pg_recovery_kick();
+}
+
 void pg_recovery_shutdown(void)
 {
     /* Links are stopped: every reply callback has run. What still waits

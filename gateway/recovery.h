@@ -61,6 +61,11 @@ void pg_recovery_dispatch(pg_msg_t *m);
 void pg_recovery_hold_node(void);
 /* The subscriber is ready again: replay every channel from its last id. */
 void pg_recovery_replay_all(void);
+/* Cluster mode: channel's subscription was lost (its slot moved, its
+ * shard link dropped) and is confirmed again: replay it from its last id,
+ * holding live messages until that is done, like replay_all for one
+ * channel. Channels resynced while a replay runs join it. */
+void pg_recovery_resync(const char *channel);
 /* At exit, after the Redis links stopped: free what still waits. */
 void pg_recovery_shutdown(void);
 
