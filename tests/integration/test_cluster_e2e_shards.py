@@ -1,0 +1,443 @@
+"""A node on a real three-master Redis Cluster (SPEC §10, README "Redis
+Cluster"): redis+cluster:// starts the cluster subscriber and the router in
+place of the two links of one Redis. Channels whose slots live on three
+different shards are delivered (POST /api/publish, the one-key FCALL, raw
+SPUBLISH), control orders reach the node over {_control}, and a client that
+drops and resumes with its per-channel positions gets every message once,
+per channel in id order, while publishers run on all three shards at once;
+a slot moved under load and a master killed with -9 lose no history-backed
+message.
+
+The node runs with PUSHGATE_CLUSTER_PREVIEW=1: main.c refuses
+redis+cluster:// without it until SSE positions, presence and events work
+per shard."""
+
+import asyncio
+import json
+import threading
+import time
+
+import pytest
+
+import pgtest
+from clusterkit import (PREFIX, RedisCluster, channel_in_slot, key_slot,  # noqa: F401
+                        redis_cluster)
+from pgtest import API_KEY, WSClient, async_wait_until, wait_until
+
+TOPICS = "e2e*,mv*,kill*"
+ARGS = ["--api-key", API_KEY, "--public-topics", TOPICS, "--history-size", "5000"]
+PREVIEW = {"PUSHGATE_CLUSTER_PREVIEW": "1"}
+
+
+def cluster_url(cl, ports=None):
+    ports = ports or [n.port for n in cl.nodes[:1]]
+    return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in ports)
+
+
+@pytest.fixture
+def cnode(tmp_path):
+    """cnode(cluster, args=(), ready=True) -> a started Gateway on it; each
+    must exit 0 on SIGTERM at teardown (no leak under ASan)."""
+    made = []
+
+    def make(cl, args=(), ready=True, seeds=None):
+        gw = pgtest.Gateway(None, tmp_path / "gw", args=list(ARGS) + list(args), env=PREVIEW,
+                            name=f"cgw{len(made) + 1}", ready=ready,
+                            redis_url=cluster_url(cl, seeds))
+        made.append(gw)
+        return gw.start()
+    try:
+        yield make
+    finally:
+        bad = []
+        for gw in made:
+            running = gw.alive()
+            rc = gw.stop(timeout=10)
+            if running and rc != 0:
+                bad.append((gw.name, rc, pgtest.tail(gw.logfile, 60)))
+            if gw in pgtest.ACTIVE:
+                pgtest.ACTIVE.remove(gw)
+        assert not bad, f"nodes exited non-zero: {bad}"
+
+
+def hkey(name):
+    return f"{PREFIX}{{{name}}}:history"
+
+
+def fcall_publish(cl, name, payload):
+    """The one-key form, sent to the master owning the key, as a cluster
+    client routes it."""
+    return cl.owner_of_key(hkey(name)).execute_command(
+        "FCALL", "pushgate_publish", 1, hkey(name), name, payload)
+
+
+def shard_numsub(cl, name):
+    """PUBSUB SHARDNUMSUB of name's cluster channel at its owner."""
+    ch = f"{PREFIX}{{{name}}}"
+    reply = cl.owner_of_key(ch).execute_command("PUBSUB", "SHARDNUMSUB", ch)
+    return int(reply[1])
+
+
+async def ws(gw, channels):
+    return await WSClient.connect(gw.ws_url("channels=" + ",".join(channels)))
+
+
+def test_readyz_publish_fcall_spublish_on_three_shards(redis_cluster, cnode):
+    cl = redis_cluster
+    by_shard = cl.channels_on_shards(1, stem="e2e")
+    names = [cs[0] for cs in by_shard.values()]
+    gw = cnode(cl)
+    assert gw.readyz() == 200
+    # {broadcast} and {_control} always, each at its own shard
+    assert shard_numsub(cl, "broadcast") == 1
+    assert shard_numsub(cl, "_control") == 1
+
+    async def go():
+        c = await ws(gw, names)
+        await async_wait_until(lambda: all(shard_numsub(cl, n) == 1 for n in names),
+                               msg="every channel SSUBSCRIBEd at its owner")
+        ids = {}
+        for n in names:
+            r = gw.publish({"channel": n, "event": "api", "data": {"n": n}})
+            assert r.status == 200, r
+            ids[n] = r.json()["id"]
+            got = await c.recv_json()
+            assert got == {"channel": n, "event": "api", "id": ids[n], "data": {"n": n}}
+            fid = fcall_publish(cl, n, json.dumps({"data": "fc"}))
+            got = await c.recv_json()
+            assert got == {"channel": n, "id": str(fid), "data": "fc"}
+            assert int(fid) > int(ids[n])
+            ch = f"{PREFIX}{{{n}}}"
+            assert cl.owner_of_key(ch).execute_command("SPUBLISH", ch, '{"data":"raw"}') == 1
+            got = await c.recv_json()
+            assert got == {"channel": n, "data": "raw"}
+        # a list of channels on three shards: one id each, in order
+        r = gw.publish({"channels": names, "data": 7})
+        assert r.status == 200 and len(r.json()["ids"]) == 3, r
+        got = [await c.recv_json() for _ in names]
+        assert sorted(m["channel"] for m in got) == sorted(names)
+        # broadcast lives on its own shard too
+        assert gw.publish({"channel": "broadcast", "data": "all"}).status == 200
+        assert (await c.recv_json())["data"] == "all"
+        await c.close()
+        await async_wait_until(lambda: all(shard_numsub(cl, n) == 0 for n in names),
+                               msg="SUNSUBSCRIBEd when the last member left")
+    pgtest.run(go())
+
+
+def test_control_orders_reach_the_node_through_the_control_shard(redis_cluster, cnode):
+    cl = redis_cluster
+    gw = cnode(cl, ["--jwt-secret", "s3cret"])
+    tok = pgtest.mint_hs256("s3cret", {"sub": "42"})
+
+    async def go():
+        c = await WSClient.connect(gw.ws_url(f"token={tok}"))
+        r = gw.api("/api/subscribe", {"user": "42", "channel": "e2e.room"})
+        assert r.status == 200 and r.json() == {"nodes": 1}, r
+        msg, _ = await c.recv_until(lambda m: m.get("type") == "subscribed")
+        assert msg["channel"] == "e2e.room"
+        r = gw.api("/api/disconnect", {"user": "42", "reconnect": False})
+        assert r.status == 200 and r.json() == {"nodes": 1}, r
+        code, _ = await c.wait_closed()
+        assert code == 4003
+    pgtest.run(go())
+
+
+# --------------------------------------------------------------------------
+# Publishers on three shards while clients drop and resume
+
+
+class Publisher(threading.Thread):
+    """Publishes n messages on one channel, alternating POST /api/publish
+    and the one-key FCALL, as fast as they are answered; ids[] are the
+    answers, in order. failures counts refused publishes when
+    tolerate_failures (a master being killed), else the first one raises."""
+
+    def __init__(self, gw, cl, name, n, every_s=0.0, tolerate_failures=False):
+        super().__init__(daemon=True)
+        self.gw, self.cl, self.name, self.n = gw, cl, name, n
+        self.every_s = every_s
+        self.tolerate = tolerate_failures
+        self.ids = []
+        self.failures = 0
+        self.why = []
+        self.error = None
+
+    def run(self):
+        try:
+            for i in range(self.n):
+                try:
+                    if i % 2 == 0:
+                        r = self.gw.publish({"channel": self.name, "data": {"i": i}})
+                        if r.status != 200:
+                            raise RuntimeError(f"publish {self.name} #{i}: {r}")
+                        self.ids.append(int(r.json()["id"]))
+                    else:
+                        self.ids.append(int(fcall_publish(self.cl, self.name,
+                                                          json.dumps({"data": {"i": i}}))))
+                except Exception as e:  # noqa: BLE001
+                    if not self.tolerate:
+                        raise
+                    self.failures += 1
+                    self.why.append(f"#{i}: {e}")
+                if self.every_s:
+                    time.sleep(self.every_s)   # the offered rate, not a wait for a state
+        except Exception as e:  # noqa: BLE001 - reported by the test
+            self.error = e
+
+
+class Tally:
+    """What one client got per channel: ids strictly rising (no duplicate,
+    id order), checked as they come."""
+
+    def __init__(self, names, start):
+        self.ids = {n: [] for n in names}
+        self.pos = dict(start)
+
+    def add(self, msg):
+        n, i = msg["channel"], int(msg["id"])
+        assert i > self.pos[n], f"{n}: id {i} after {self.pos[n]} (duplicate or out of order)"
+        self.ids[n].append(i)
+        self.pos[n] = i
+
+    def has_all(self, expected):
+        return all(set(expected[n]) <= set(self.ids[n]) for n in expected)
+
+
+async def ws_resumer(gw, names, tally, expected, done, round_sizes, drops):
+    """Connects, subscribes each channel with its own since (the per-channel
+    position the WebSocket `subscribe` command carries), takes a few
+    messages, drops (a clean close or a reset, in turn) and does it again,
+    until the publishers are done and it has every id."""
+    rnd = 0
+    while True:
+        c = await WSClient.connect(gw.ws_url())
+        for n in names:
+            await c.send_json({"type": "subscribe", "channel": n, "since": str(tally.pos[n])})
+        want = round_sizes[rnd % len(round_sizes)]
+        got = 0
+        deadline = time.monotonic() + 30
+        while got < want and time.monotonic() < deadline:
+            if done.is_set() and tally.has_all(expected()):
+                break
+            try:
+                m = await c.recv_json(timeout=0.5)
+            except asyncio.TimeoutError:
+                continue
+            if "type" in m:
+                assert m["type"] == "subscribed", m
+                continue
+            tally.add(m)
+            got += 1
+        if done.is_set() and tally.has_all(expected()):
+            await c.close()
+            return
+        assert time.monotonic() < deadline, "a resumed client got nothing for 30 s"
+        if rnd % 2:
+            c.ws.transport.abort()
+        else:
+            await c.close()
+        drops.append(1)
+        rnd += 1
+
+
+async def sse_resumer(gw, name, tally, expected, done, round_sizes, drops):
+    """The same over SSE, one channel per stream, resuming with the
+    Last-Event-ID a browser would send (one channel: one position)."""
+    rnd = 0
+    while True:
+        s = await pgtest.sse_connect(gw, f"channels={name}",
+                                     last_event_id=str(tally.pos[name]))
+        assert s.status == 200
+        want = round_sizes[rnd % len(round_sizes)]
+        got = 0
+        deadline = time.monotonic() + 30
+        while got < want and time.monotonic() < deadline:
+            if done.is_set() and tally.has_all(expected()):
+                break
+            try:
+                ev = await s.next_data_event(timeout=0.5)
+            except asyncio.TimeoutError:
+                continue
+            assert ev is not None, "stream ended"
+            assert ev.get("event") is None, ev
+            m = json.loads(ev["data"])
+            assert ev["id"] == m["id"]
+            tally.add(m)
+            got += 1
+        await s.close()
+        if done.is_set() and tally.has_all(expected()):
+            return
+        assert time.monotonic() < deadline, "a resumed stream got nothing for 30 s"
+        drops.append(1)
+        rnd += 1
+
+
+def seed(gw, names):
+    """One message per channel before the test's publishers, so every
+    client starts with a position on each channel."""
+    return {n: int(gw.publish({"channel": n, "data": "seed"}).json()["id"]) for n in names}
+
+
+def test_three_shards_concurrent_publishers_clients_drop_and_resume(redis_cluster, cnode):
+    cl = redis_cluster
+    by_shard = cl.channels_on_shards(1, stem="e2eres")
+    names = [cs[0] for cs in by_shard.values()]
+    assert len({cl.owner_port(key_slot(f"{PREFIX}{{{n}}}")) for n in names}) == 3
+    gw = cnode(cl)
+    start = seed(gw, names)
+    pubs = [Publisher(gw, cl, n, 200) for n in names]
+    done = threading.Event()
+
+    def expected():
+        return {p.name: p.ids for p in pubs}
+
+    async def go():
+        drops = []
+        ws_tallies = [Tally(names, start) for _ in range(2)]
+        sse_tallies = [Tally([n], {n: start[n]}) for n in names]
+        tasks = [asyncio.ensure_future(ws_resumer(gw, names, t, expected, done, [17, 40, 5], drops))
+                 for t in ws_tallies]
+        tasks += [asyncio.ensure_future(
+            sse_resumer(gw, n, t, lambda n=n: {n: expected()[n]}, done, [23, 9, 31], drops))
+            for n, t in zip(names, sse_tallies)]
+        for p in pubs:
+            p.start()
+        while any(p.is_alive() for p in pubs):
+            await asyncio.sleep(0.05)
+        done.set()
+        for p in pubs:
+            assert p.error is None, p.error
+        await asyncio.wait_for(asyncio.gather(*tasks), 60)
+        for t in ws_tallies:
+            for n in names:
+                assert t.ids[n] == sorted(expected()[n]), f"{n}: ws got {t.ids[n]}"
+        for n, t in zip(names, sse_tallies):
+            assert t.ids[n] == sorted(expected()[n]), f"{n}: sse got {t.ids[n]}"
+        assert len(drops) >= 10, f"only {len(drops)} drops: the test did not test resuming"
+    pgtest.run(go(), timeout=120)
+    # nothing was delivered twice or cut short: no recovery notice either
+    assert "recovery incomplete" not in gw.log()
+
+
+# --------------------------------------------------------------------------
+# Slot moves and failovers under load
+
+
+async def collect(c, tally, expected, done, timeout=30):
+    """Receive on c until the publishers are done and tally has every id."""
+    deadline = time.monotonic() + timeout
+    while not (done.is_set() and tally.has_all(expected())):
+        assert time.monotonic() < deadline, \
+            f"missing: { {n: sorted(set(expected()[n]) - set(tally.ids[n])) for n in tally.ids} }"
+        try:
+            m = await c.recv_json(timeout=0.5)
+        except asyncio.TimeoutError:
+            continue
+        assert "type" not in m, m   # no recovery notice: nothing was lost
+        tally.add(m)
+
+
+def test_slot_resharded_under_load_loses_nothing(redis_cluster, cnode):
+    """redis-cli --cluster reshard of a busy channel's slot, 50 msg/s on it:
+    the node follows the sunsubscribe to the new owner and replays what it
+    missed; the client sees every id once, in order, and no notice."""
+    cl = redis_cluster
+    src, dst = cl.masters()[0], cl.masters()[1]
+    lo = min(lo for (lo, _hi), p in cl.slot_map().items() if p == src)
+    name = channel_in_slot(lo, "mv")
+    other = cl.channels_on_shards(1, stem="mvother")[dst][0]
+    names = [name, other]
+    gw = cnode(cl)
+    start = seed(gw, names)
+    pubs = [Publisher(gw, cl, n, 150, every_s=0.02) for n in names]
+    done = threading.Event()
+
+    def expected():
+        return {p.name: p.ids for p in pubs}
+
+    async def go():
+        c = await WSClient.connect(gw.ws_url())
+        for n in names:
+            await c.send_json({"type": "subscribe", "channel": n, "since": str(start[n])})
+            assert (await c.recv_json()) == {"type": "subscribed", "channel": n}
+        tally = Tally(names, start)
+        for p in pubs:
+            p.start()
+        await async_wait_until(lambda: len(pubs[0].ids) >= 30, timeout=10, msg="publishing")
+        moved = await asyncio.get_running_loop().run_in_executor(
+            None, cl.reshard_lowest_slot, src, dst)
+        assert moved == lo
+        while any(p.is_alive() for p in pubs):
+            await asyncio.sleep(0.05)
+        done.set()
+        for p in pubs:
+            assert p.error is None, p.error
+        await collect(c, tally, expected, done)
+        for n in names:
+            assert tally.ids[n] == sorted(expected()[n])
+        assert cl.owner_port(lo) == dst
+        assert shard_numsub(cl, name) == 1   # subscribed at the new owner
+        await c.close()
+    pgtest.run(go(), timeout=120)
+
+
+@pytest.fixture
+def cluster_with_replicas(tmp_path):
+    c = RedisCluster(tmp_path / "cluster", masters=3, replicas=1, node_timeout_ms=2000)
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()
+
+
+def test_master_killed_followed_to_its_replica(cluster_with_replicas, cnode):
+    """kill -9 of the master owning a busy channel, 20 msg/s: publishes fail
+    while no master owns the slot (the caller is told), and every publish
+    that was answered with an id reaches the client once, in order, after
+    the replica took over, on that channel and on one of another shard."""
+    cl = cluster_with_replicas
+    by_shard = cl.channels_on_shards(1, stem="kill")
+    victim = cl.masters()[0]
+    name = by_shard[victim][0]
+    other = by_shard[cl.masters()[1]][0]
+    names = [name, other]
+    gw = cnode(cl, seeds=[n.port for n in cl.nodes])
+    start = seed(gw, names)
+    pubs = [Publisher(gw, cl, n, 200, every_s=0.05, tolerate_failures=True) for n in names]
+    done = threading.Event()
+
+    def expected():
+        return {p.name: p.ids for p in pubs}
+
+    async def go():
+        c = await WSClient.connect(gw.ws_url())
+        for n in names:
+            await c.send_json({"type": "subscribe", "channel": n, "since": str(start[n])})
+            assert (await c.recv_json()) == {"type": "subscribed", "channel": n}
+        tally = Tally(names, start)
+        for p in pubs:
+            p.start()
+        await async_wait_until(lambda: len(pubs[0].ids) >= 20, timeout=10, msg="publishing")
+        killed_at = time.monotonic()
+        cl.node_by_port(victim).kill9()
+        await async_wait_until(lambda: gw.readyz() != 200, timeout=10, msg="node not ready")
+        await async_wait_until(lambda: gw.readyz() == 200, timeout=20,
+                               msg="node ready again at the promoted replica")
+        recovered_s = time.monotonic() - killed_at
+        while any(p.is_alive() for p in pubs):
+            await asyncio.sleep(0.05)
+        done.set()
+        await collect(c, tally, expected, done)
+        for n in names:
+            assert tally.ids[n] == sorted(expected()[n])
+        await c.close()
+        return recovered_s
+    recovered_s = pgtest.run(go(), timeout=120)
+    assert pubs[0].failures > 0, "the kill did not interrupt publishing"
+    # the other shard refuses only what Redis refuses while a slot has no
+    # master (cluster-require-full-coverage): never the node on its own
+    assert all("CLUSTERDOWN" in w for w in pubs[1].why), pubs[1].why
+    assert len(pubs[0].ids) > 100, f"only {len(pubs[0].ids)} publishes after the failover"
+    assert recovered_s < 15, recovered_s
