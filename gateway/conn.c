@@ -501,11 +501,21 @@ static int ws_event(void *arg, int type, const uint8_t *p, size_t n, int fin, ui
     }
     case PG_WSF_PONG:
         return 0;
-    case PG_WSF_CLOSE:
-        /* §5.5.1: answer with a Close (its code echoed) after what is
-         * already queued, then close */
-        pg_conn_close_after_flush(c, code, NULL);
+    case PG_WSF_CLOSE: {
+        /* §5.5.1: answer with a Close (its code and reason echoed) after
+         * what is already queued, then close. The reason (UTF-8, checked by
+         * the reader; 123 bytes at most) also goes into the disconnect
+         * event (SPEC §9). */
+        char reason[124];
+        size_t rlen = n > 2 ? n - 2 : 0;
+        if (rlen > 123)
+            rlen = 123;
+        if (rlen > 0)
+            memcpy(reason, p + 2, rlen);
+        reason[rlen] = '\0';
+        pg_conn_close_after_flush(c, code, reason);
         return 1;
+    }
     }
     return 0;
 }

@@ -120,6 +120,27 @@ def test_disconnect_events_carry_the_servers_close_code_and_reason(gateway_facto
     run(body())
 
 
+def test_disconnect_events_carry_the_clients_close_code_and_reason(gateway_factory, rds):
+    """A client that closes with a code and a reason: its disconnect event
+    carries both (SPEC §9), and the node's Close answer echoes them."""
+    gw = gateway_factory(ARGS + ["--node-id", "n1"])
+
+    async def body():
+        c = await ws_connect(gw, "token=" + token("42"))
+        try:
+            await async_wait_until(lambda: rds.xlen(STREAM) >= 1, msg="the connect")
+            await asyncio.wait_for(c.ws.close(4001, "gone shopping ☕"), 5)
+            assert (c.ws.close_code, c.ws.close_reason) == (4001, "gone shopping ☕")
+            await async_wait_until(lambda: rds.xlen(STREAM) >= 2, msg="the disconnect")
+            last = rds.xrevrange(STREAM, count=1)[0][1]
+            assert last["type"] == "disconnect" and last["user"] == "42", last
+            assert (last["code"], last["reason"]) == ("4001", "gone shopping ☕"), last
+        finally:
+            await close_all(c)
+
+    run(body())
+
+
 def test_send_past_the_rate_is_refused_with_its_ref_and_sent_answers_equal_entries(
         gateway_factory, rds):
     gw = gateway_factory(ARGS + ["--node-id", "n1", "--client-send-rate", "5"])
