@@ -610,10 +610,8 @@ def test_consume_prints_a_clients_events_in_order_and_acknowledges_them(events_n
                                "ref": "r1"})
             sent = await c.recv_json()
             assert sent["type"] == "sent" and sent["ref"] == "r1", sent
-            # websockets closes with 1000 and no reason. (The reason of a
-            # client's Close frame does not reach the event yet: conn.c
-            # passes NULL for it. A server's reason does: next test.)
-            await asyncio.wait_for(c.ws.close(), 5)
+            # the client's own code and reason reach the event (SPEC §9)
+            await asyncio.wait_for(c.ws.close(1000, "bye"), 5)
         finally:
             await c.close()
         return sent["id"]
@@ -632,7 +630,7 @@ def test_consume_prints_a_clients_events_in_order_and_acknowledges_them(events_n
             f"connect user=42 conn={conn} node=ev1 id={ids[0]}",
             f"subscribe user=42 conn={conn} channel=news node=ev1 id={ids[1]}",
             f'message user=42 conn={conn} data={{"text":"hi","n":[1,2]}} node=ev1 id={ids[2]}',
-            f'disconnect user=42 conn={conn} code=1000 reason="" node=ev1 id={ids[3]}',
+            f'disconnect user=42 conn={conn} code=1000 reason="bye" node=ev1 id={ids[3]}',
         ], con.output()
         assert rds.xpending(stream, "backend")["pending"] == 0
         assert "4 event(s) handled" in con.err.read_text()
