@@ -90,6 +90,22 @@ static void on_subscribed(void *ud, const char *channel, size_t clen, int resync
         hooks.subscribed();
 }
 
+static void timed(void *arg, const struct redisReply *r, const char *err)
+{
+    const redisReply *reply = (const redisReply *)r;
+    uint64_t sec, usec;
+    (void)arg;
+    (void)err;
+    if (reply != NULL && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+        reply->element[0]->type == REDIS_REPLY_STRING &&
+        reply->element[1]->type == REDIS_REPLY_STRING &&
+        pg_atou64(reply->element[0]->str, reply->element[0]->len, &sec) == 0 &&
+        pg_atou64(reply->element[1]->str, reply->element[1]->len, &usec) == 0)
+        pg_node.redis_clock_offset_ms = (int64_t)(sec * 1000 + usec / 1000) - (int64_t)pg_wall_ms();
+}
+
+static int cmd_ready(void);
+
 static void on_ready(void *ud, int r)
 {
     (void)ud;
@@ -97,6 +113,13 @@ static void on_ready(void *ud, int r)
     pg_node.metrics.redis_connected = r;
     if (!r)
         return;
+    /* Ids follow Redis's clock (SPEC §3): how far ours is from it, for
+     * pg_hub_id_floor(), as the command link learns it on one Redis. Asked
+     * of the master owning {_control}; masters share a clock within NTP's
+     * error, which the floor's margin covers. */
+    if (cmd_ready())
+        pg_router_call(router, "{_control}", 10, 1, (const char *[]){ "TIME" },
+                       (const size_t[]){ 4 }, timed, NULL);
     if (cmd_ready_hook != NULL)
         cmd_ready_hook();
     /* never a node-wide replay (reconnect 0): channels that lost their
