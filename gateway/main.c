@@ -145,8 +145,9 @@ int main(int argc, char **argv)
         /* The node serves a cluster (cbroker.c), but SSE positions, presence
          * and events are not per shard yet: refused unless the tests (or a
          * user who read README "Redis Cluster") ask for the preview. */
-        fprintf(stderr, "pushgate: --redis-url: redis+cluster:// is not served by this build yet "
-                "(README \"Redis Cluster (in progress)\"); use redis:// or redis+sentinel://\n");
+        fprintf(stderr, "pushgate: --redis-url: redis+cluster:// is a preview: set "
+                "PUSHGATE_CLUSTER_PREVIEW=1 to use it (README \"Redis Cluster (preview)\" says "
+                "what is missing), or use redis:// or redis+sentinel://\n");
         pg_config_free(cfg);
         return 2;
     }
