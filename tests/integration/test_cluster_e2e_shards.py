@@ -29,9 +29,9 @@ ARGS = ["--api-key", API_KEY, "--public-topics", TOPICS, "--history-size", "5000
 PREVIEW = {"PUSHGATE_CLUSTER_PREVIEW": "1"}
 
 
-def cluster_url(cl, ports=None):
+def cluster_url(cl, ports=None, creds=""):
     ports = ports or [n.port for n in cl.nodes[:1]]
-    return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in ports)
+    return f"redis+cluster://{creds}" + ",".join(f"127.0.0.1:{p}" for p in ports)
 
 
 @pytest.fixture
@@ -40,10 +40,10 @@ def cnode(tmp_path):
     must exit 0 on SIGTERM at teardown (no leak under ASan)."""
     made = []
 
-    def make(cl, args=(), ready=True, seeds=None):
+    def make(cl, args=(), ready=True, seeds=None, creds=""):
         gw = pgtest.Gateway(None, tmp_path / "gw", args=list(ARGS) + list(args), env=PREVIEW,
                             name=f"cgw{len(made) + 1}", ready=ready,
-                            redis_url=cluster_url(cl, seeds))
+                            redis_url=cluster_url(cl, seeds, creds))
         made.append(gw)
         return gw.start()
     try:
@@ -441,3 +441,45 @@ def test_master_killed_followed_to_its_replica(cluster_with_replicas, cnode):
     assert all("CLUSTERDOWN" in w for w in pubs[1].why), pubs[1].why
     assert len(pubs[0].ids) > 100, f"only {len(pubs[0].ids)} publishes after the failover"
     assert recovered_s < 15, recovered_s
+
+
+# --------------------------------------------------------------------------
+# ACL users
+
+
+CLUSTER_ACL_WORDS = "+ssubscribe +sunsubscribe +spublish +cluster|slots +asking"
+
+
+def test_acl_user_with_the_readme_rule_and_a_wrong_password(tmp_path, cnode):
+    """The README's rule for one Redis plus its cluster words, on every
+    master: the node is ready, reads the map, loads the library, subscribes
+    and publishes on every shard. With a wrong password it stays up at 503,
+    says why without the password, and exits cleanly."""
+    from sentinelkit import ACL_RULE
+    rule = (ACL_RULE + " " + CLUSTER_ACL_WORDS).split()
+    assert CLUSTER_ACL_WORDS in " ".join(pgtest.REPO.joinpath("README.md").read_text().split())
+    cl = RedisCluster(tmp_path / "cluster-acl", masters=3, acl=("admin", "adminpw"),
+                      app_user=("pg", "pgpw", rule))
+    try:
+        cl.start()
+        names = [cs[0] for cs in cl.channels_on_shards(1, stem="e2eacl").values()]
+        seeds = [cl.masters()[0]]
+        bad = cnode(cl, ready=False, seeds=seeds, creds="pg:wrong@")
+        gw = cnode(cl, seeds=seeds, creds="pg:pgpw@")
+
+        async def go():
+            c = await ws(gw, names)
+            await async_wait_until(lambda: all(shard_numsub(cl, n) == 1 for n in names),
+                                   msg="subscribed on every shard")
+            for n in names:
+                r = gw.publish({"channel": n, "data": n})
+                assert r.status == 200, r
+                assert (await c.recv_json())["data"] == n
+            await c.close()
+        pgtest.run(go())
+        assert bad.readyz() == 503 and bad.alive()
+        log = bad.log().split("\n", 1)[1]   # past the command line, which has the URL
+        assert "AUTH refused" in log, log[-2000:]
+        assert ":wrong" not in log
+    finally:
+        cl.stop()
