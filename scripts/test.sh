@@ -47,6 +47,12 @@ passed=0 failed=0 skipped=0 problems=()
 
 bash scripts/deps.sh || { say "deps.sh failed"; echo "summary: 0 passed, 1 failed"; exit 1; }
 
+# failed_in LOG: the names ctest listed under "The following tests FAILED".
+failed_in() {
+    sed -n '/The following tests FAILED:/,$p' "$1" | grep -E '^\s+[0-9]+ - ' |
+        sed -E 's/^\s+[0-9]+ - ([^ ]+).*/\1/' | tr '\n' ' '
+}
+
 # stage NAME DIR cmake-args... : configure, build, ctest; adds to the counts.
 stage() {
     local name="$1" dir="$2"; shift 2
@@ -78,14 +84,22 @@ stage() {
         # summary, so it stays visible and gets fixed rather than hidden.
         if [ "$f" -gt 0 ]; then
             local failed_names rerun_line rf
-            failed_names=$(sed -n '/The following tests FAILED:/,$p' "$log" | grep -E '^\s+[0-9]+ - ' | sed -E 's/^\s+[0-9]+ - ([^ ]+).*/\1/' | tr '\n' ' ')
+            failed_names=$(failed_in "$log")
             say "== $name: rerunning what failed: $failed_names"
             ctest --test-dir "$dir" --output-on-failure --timeout 300 --rerun-failed 2>&1 | tee "$log.rerun"
             rc=${PIPESTATUS[0]}
             rerun_line=$(grep -E '[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$log.rerun" | tail -1)
             rf=$(sed -E 's/.*passed, ([0-9]+) tests? failed.*/\1/' <<<"$rerun_line")
             [ -n "$rf" ] || rf=$f
-            [ "$rf" -lt "$f" ] && problems+=("$name: FLAKY (failed once, passed on rerun): $failed_names")
+            if [ "$rf" -lt "$f" ]; then
+                # name only those that passed the second time
+                local still flaky=""
+                still=$(failed_in "$log.rerun")
+                for t in $failed_names; do
+                    case " $still " in *" $t "*) ;; *) flaky+="$t " ;; esac
+                done
+                problems+=("$name: FLAKY (failed once, passed on rerun): $flaky")
+            fi
             f=$rf
         fi
         s=$(grep -cE '\(Skipped\)$' "$log" || true)
