@@ -204,6 +204,22 @@ int pg_http_refuse_upgrade(struct lws *wsi, int status, const char *msg)
     return -1;
 }
 
+int pg_http_has_nul(struct lws *wsi)
+{
+    char buf[8192 + 1];   /* lws's max_http_header_data (server.c), + its NUL */
+    for (int tok = 0; tok < WSI_TOKEN_COUNT; tok++) {
+        /* each fragment (a repeated field has one per line) as stored */
+        for (int i = 0;; i++) {
+            int n = lws_hdr_copy_fragment(wsi, buf, (int)sizeof(buf), (enum lws_token_indexes)tok, i);
+            if (n < 0)
+                break;   /* no more (or longer than any head the node takes) */
+            if (memchr(buf, '\0', (size_t)n) != NULL)
+                return 1;
+        }
+    }
+    return 0;
+}
+
 int pg_http_header(struct lws *wsi, enum lws_token_indexes tok, char *buf, size_t len)
 {
     int n = lws_hdr_total_length(wsi, tok);

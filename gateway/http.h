@@ -69,6 +69,12 @@ const char *pg_http_date(void);
 /* Copy header tok of wsi into buf (NUL-terminated). Returns its length, or
  * -1 when absent or longer than the buffer. */
 int pg_http_header(struct lws *wsi, enum lws_token_indexes tok, char *buf, size_t len);
+/* 1 if a field value of wsi's request holds a NUL. lws 4.1 stores the
+ * bytes after one but every C string of the value ends there, so a value
+ * would be used cut short; RFC 9110 §5.5 wants it refused. Only the second
+ * and later requests of a kept-alive connection need it: the node checks
+ * the first head itself (listener.c). */
+int pg_http_has_nul(struct lws *wsi);
 /* 1 if the Origin header of wsi is allowed (SPEC §1), else 0. */
 int pg_http_origin_ok(struct lws *wsi);
 /* CORS: when the request carries an Origin that --allowed-origins admits,

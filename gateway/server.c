@@ -75,6 +75,11 @@ static int on_http(struct lws *wsi, pg_pss_t *pss, const char *path)
         pg_http_error(wsi, h, 400, "Transfer-Encoding with Content-Length");
         return 0;
     }
+    if (pg_http_has_nul(wsi)) {
+        h->close_after = 1;
+        pg_http_error(wsi, h, 400, "NUL in a header field");
+        return 0;
+    }
 
     const char *api = pg_api_route(path);
     if ((api != NULL || strcmp(path, "/sse") == 0) &&
