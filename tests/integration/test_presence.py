@@ -155,6 +155,55 @@ def test_killed_node_drops_out_within_ttl_and_out_of_the_hash_soon_after(gateway
     run(body())
 
 
+def test_stats_are_exact_while_a_killed_nodes_entries_wait_for_the_sweep(gateway_factory, rds):
+    """A node killed with -9 holding part of a room: from its heartbeat's
+    lapse until a live node's beat sweeps its entries, the stats (read from
+    counters, not by scanning: README "Presence") count only the live
+    node's clients, and as users only those with a connection there. n1
+    beats every 40 s, so the sweep comes long after the checks."""
+    n1 = gateway_factory(ARGS + ["--node-id", "n1", "--presence-ttl", "120"], name="node1")
+    n2 = gateway_factory(ARGS + ["--node-id", "n2"], name="node2")
+    room = "room.k"
+
+    def conn(gw, user):
+        q = ("token=" + token(user) + "&" if user else "") + "channels=" + room
+        return ws_connect(gw, q)
+
+    async def body():
+        # a: n1 only; b: n2 only; c: both; d: twice on n2; 20 more users on
+        # each node; one anonymous connection on each (never counted as users)
+        plan = [(n1, "a"), (n2, "b"), (n1, "c"), (n2, "c"), (n2, "d"), (n2, "d"),
+                (n1, None), (n2, None)]
+        plan += [(n1, f"p{i}") for i in range(20)] + [(n2, f"q{i}") for i in range(20)]
+        clients = await asyncio.gather(*[conn(gw, u) for gw, u in plan])
+        try:
+            await wait_stats(rds, room, {"clients": 48, "users": 44})
+            await wait_stats(rds, "user:d", {"clients": 2, "users": 1})
+            n2.proc.send_signal(signal.SIGKILL)
+            n2.proc.wait(10)
+            # n1's 23 connections; users a, c and p0..p19
+            await wait_stats(rds, room, {"clients": 23, "users": 22}, timeout=TTL + 2)
+            assert node_fields(rds, room, n2) != [], "n2's entries were swept already"
+            assert json.loads(rds.fcall_ro("pushgate_presence_stats", 0, room)) == \
+                {"clients": 23, "users": 22}
+            assert stats(rds, room, one_key=True) == {"clients": 23, "users": 22}
+            assert stats(rds, "user:c") == {"clients": 1, "users": 1}
+            assert stats(rds, "user:d") == {"clients": 0, "users": 0}
+            assert stats(rds, "user:b") == {"clients": 0, "users": 0}
+            members = presence(rds, room)
+            assert {e["node"] for e in members} == {"n1"}
+            assert sorted(str(e["user"]) for e in members) == \
+                sorted(["a", "c", "None"] + [f"p{i}" for i in range(20)])
+            # still before the sweep: the answers above were not a scan of
+            # a hash already cleaned
+            assert len(node_fields(rds, room, n2)) == 25
+        finally:
+            # at once: each close to the killed node waits out its timeout
+            await asyncio.gather(*[c.close() for c in clients], return_exceptions=True)
+
+    run(body())
+
+
 def test_drain_removes_the_nodes_entries_at_once(gateway_factory, rds):
     n1, n2 = two_nodes(gateway_factory, ["--presence-ttl", "60"])
 
