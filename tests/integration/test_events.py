@@ -241,3 +241,78 @@ def test_the_stream_is_capped_near_events_max_len(gateway_factory, rds):
             await close_all(*clients)
 
     run(body())
+
+
+def test_mass_close_of_2000_writes_one_disconnect_each_in_batches_and_leaves_presence_exact(
+        gateway_factory, rds):
+    """2 000 connections of 500 users (four each), every one in its user
+    channel and in a presence topic room.m<k> of its user, close at once:
+    the stream then has exactly one disconnect entry per connection (after
+    one connect and one subscribe each), every presence key of the run is
+    gone and every channel's stats say 0, and the 4 000 presence removals
+    went out in a handful of FCALLs (pushgate_presence_update, at most 1 000
+    changes each), not one round trip per connection. scripts/
+    presence-mass-close.py measures the same at 10 000 (README "Presence")."""
+    import resource
+    n, users = 2000, 500
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 2 * n + 200          # the test's sockets and the node's, with room
+    if soft < want:             # the node inherits the raised limit
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
+    assert min(want, hard) >= want, f"open-file limit {hard} too low for {n} clients"
+    gw = gateway_factory(ARGS + ["--node-id", "n1", "--presence-topics", "room.*",
+                                 "--log-level", "info"])
+
+    def fcalls():
+        return rds.info("commandstats").get("cmdstat_fcall", {}).get("calls", 0)
+
+    async def body():
+        gate = asyncio.Semaphore(200)
+
+        async def one(i):
+            async with gate:
+                u = f"m{i % users}"
+                return await ws_connect(gw, f"token={token(u)}&channels=room.{u}", timeout=20)
+
+        clients = await asyncio.gather(*[one(i) for i in range(n)])
+        try:
+            nodeidx = "pushgate:presence-node:n1"
+            await async_wait_until(lambda: rds.scard(nodeidx) == 2 * users, timeout=20,
+                                   msg="the node's entries in every channel")
+            await async_wait_until(
+                lambda: json.loads(rds.fcall("pushgate_presence_stats", 0, f"room.m{users - 1}"))
+                == {"clients": n // users, "users": 1}, timeout=20, msg="the last room full")
+            await async_wait_until(lambda: rds.xlen(STREAM) == 2 * n, timeout=20,
+                                   msg="a connect and a subscribe entry each")
+            before = fcalls()
+            await asyncio.gather(*[c.close() for c in clients])
+            # polled without FCALL, so that the count below is the node's alone
+            await async_wait_until(lambda: rds.scard(nodeidx) == 0, timeout=30,
+                                   msg="the node has entries nowhere")
+            updates = fcalls() - before
+            left = [k for k in rds.scan_iter("pushgate:presence*", count=1000)
+                    if k != "pushgate:presence-nodes"]
+            assert left == [], left[:5]
+            for u in (f"m{k}" for k in range(users)):
+                for ch in (f"user:{u}", f"room.{u}"):
+                    assert json.loads(rds.fcall("pushgate_presence_stats", 0, ch)) == \
+                        {"clients": 0, "users": 0}, ch
+            # 4 000 removals: at least 4 calls, and a few more since closes
+            # arrive over several loop iterations; a heartbeat may fall in
+            print("presence FCALLs for", n, "closes:", updates)
+            assert 4 <= updates <= 60, updates
+            await async_wait_until(lambda: rds.xlen(STREAM) >= 3 * n, timeout=20,
+                                   msg="a disconnect entry each")
+            types = {}
+            conns = set()
+            for _, f in rds.xrange(STREAM):
+                types[f["type"]] = types.get(f["type"], 0) + 1
+                if f["type"] == "disconnect":
+                    conns.add(f["conn"])
+            assert types == {"connect": n, "subscribe": n, "disconnect": n}, types
+            assert len(conns) == n
+            assert metric_value(gw.metrics(), "pushgate_events_dropped_total") == 0
+        finally:
+            await close_all(*clients)
+
+    run(body(), timeout=180)
