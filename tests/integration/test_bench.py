@@ -535,6 +535,26 @@ def test_close_all_times_the_servers_closes(gateway_factory, bench):
                                     {"transport": "ws"}) == 0, 5, msg="no connection left")
 
 
+def test_idle_measures_the_keepalive_cost_per_connection(gateway_factory, bench):
+    """--idle: connections held with nothing published; the node's CPU in
+    that window per connection per second (bench.sh idle). With a 1 s ping
+    interval every connection is pinged in the window, and the CPU comes
+    from the scheduler's ns, so even a small node's cost is not 0 ticks."""
+    gw = gateway_factory(["--ping-interval", "1"])
+    n, secs = 100, 3
+    res = bench.run(gw_args(gw) + ["-c", n, "--idle", secs, "--server-pid", gw.pid,
+                                   "--timeout", 30], port=gw.port)
+    r = res.report
+    assert res.rc == 0 and r["ok"] is True, res
+    s = r["server"]
+    assert secs - 0.1 <= s["idle_window_s"] <= secs + 2, s
+    assert s["idle_cpu_s"] > 0, s
+    assert s["idle_cpu_us_per_conn_s"] == pytest.approx(
+        s["idle_cpu_s"] * 1e6 / (n * s["idle_window_s"]), rel=0.05, abs=0.002), s
+    # every connection answered pings meanwhile (the bench counts them)
+    assert r["deliveries"]["pings"] >= n * (secs - 1), r["deliveries"]
+
+
 # --------------------------------------------------------------------------
 # 7. --calibrate: the machine's floor, no server
 
