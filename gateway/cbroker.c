@@ -389,6 +389,10 @@ int pg_cbroker_init(void)
         .seeds = u->hosts, .nseeds = u->nhosts,
         .user = u->user[0] ? u->user : NULL,
         .password = u->password[0] ? u->password : NULL,
+        /* as the one-Redis subscriber's probe: quiet for a ping interval,
+         * then 5 s to answer */
+        .probe_ms = pg_node.cfg.ping_interval * 1000u,
+        .probe_timeout_ms = 5000,
     };
     char full[NAME_MAX_LEN];
     size_t len, liblen;

@@ -19,6 +19,8 @@ typedef struct link {
     pg_hostport_t addr;
     pg_shard_t   *s;
     int           up;        /* READY: may SSUBSCRIBE */
+    uint64_t      ping_at;   /* uv_now a liveness PING went; 0: none out */
+    int           overdue;   /* the PING's time ran out at the last check */
     int           wanted;    /* scratch of reconcile(): owns a wanted channel */
 } link_t;
 
@@ -60,6 +62,9 @@ struct pg_cluster {
     int              again;       /* a repair was asked during the read */
     int              failed;      /* the last repair left something to redo */
     uv_timer_t       timer;       /* next repair, or the map read's deadline */
+    uv_timer_t       probe;       /* once a second: the links' liveness */
+    unsigned         probe_ms, probe_timeout_ms;
+    int              handles;     /* uv handles not closed yet (freeing) */
     int              ready;
     int              freeing;
     unsigned long    map_reads;
@@ -351,6 +356,45 @@ static void reconcile(pg_cluster_t *c)
     update_ready(c);
 }
 
+/* --- liveness ------------------------------------------------------------------ */
+
+/* A link can stay connected while its master no longer answers (a host
+ * gone without a reset, a stopped process, a network cut): Redis pushes
+ * nothing, so nothing tells. A link silent for probe_ms is sent a PING; no
+ * byte back within probe_timeout_ms drops it like any lost link, so the node
+ * turns unready and the repair subscribes its channels again (with resync)
+ * once a master answers. Overdue at two checks in a row, since a loop that
+ * is behind runs this timer before it reads what already came. */
+static void probe_cb(uv_timer_t *t)
+{
+    pg_cluster_t *c = t->data;
+    uint64_t now = uv_now(c->loop);
+    for (size_t i = c->nlinks; i-- > 0;) {
+        link_t *l = c->links[i];
+        if (!l->up)
+            continue;
+        uint64_t rx = pg_shard_rx_ms(l->s);
+        if (l->ping_at != 0 && rx >= l->ping_at) {
+            l->ping_at = 0;
+            l->overdue = 0;
+        }
+        if (l->ping_at != 0) {
+            if (now - l->ping_at < c->probe_timeout_ms)
+                continue;
+            if (!l->overdue) {
+                l->overdue = 1;
+                continue;
+            }
+            l_down(l->s, l, "liveness probe: no answer to PING");
+            if (c->freeing)
+                return;
+            continue;
+        }
+        if (now - rx >= c->probe_ms && pg_shard_ping(l->s) == 0)
+            l->ping_at = now ? now : 1;
+    }
+}
+
 /* --- map reads -------------------------------------------------------------- */
 
 static void query_done(pg_cluster_t *c, int ok)
@@ -505,9 +549,13 @@ pg_cluster_t *pg_cluster_new(uv_loop_t *loop, const pg_cluster_cfg_t *cfg,
     if ((cfg->user != NULL && (c->user = strdup(cfg->user)) == NULL) ||
         (cfg->password != NULL && (c->password = strdup(cfg->password)) == NULL))
         goto err;
-    if (uv_timer_init(loop, &c->timer) != 0)
+    c->probe_ms = cfg->probe_ms ? cfg->probe_ms : 5000;
+    c->probe_timeout_ms = cfg->probe_timeout_ms ? cfg->probe_timeout_ms : 5000;
+    /* libuv's uv_timer_init cannot fail: no half-made handle to close */
+    if (uv_timer_init(loop, &c->timer) != 0 || uv_timer_init(loop, &c->probe) != 0)
         goto err;
     c->timer.data = c;
+    c->probe.data = c;
     return c;
 err:
     free(c->seeds);
@@ -522,6 +570,7 @@ int pg_cluster_start(pg_cluster_t *c)
     if (c == NULL || c->freeing)
         return -1;
     schedule(c, 0);
+    uv_timer_start(&c->probe, probe_cb, 1000, 1000);
     return 0;
 }
 
@@ -623,6 +672,8 @@ unsigned long pg_cluster_map_reads(const pg_cluster_t *c)
 static void cluster_closed(uv_handle_t *h)
 {
     pg_cluster_t *c = h->data;
+    if (--c->handles > 0)
+        return;
     for (size_t i = 0; i < c->nchans; i++)
         free(c->chans[i].name);
     free(c->chans);
@@ -647,5 +698,7 @@ void pg_cluster_free(pg_cluster_t *c)
         free(c->links[i]);
     }
     c->nlinks = 0;
+    c->handles = 2;
     uv_close((uv_handle_t *)&c->timer, cluster_closed);
+    uv_close((uv_handle_t *)&c->probe, cluster_closed);
 }

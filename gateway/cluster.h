@@ -45,6 +45,8 @@ typedef struct pg_cluster_cfg {
     unsigned     refresh_ms;     /* periodic map read; 0 = 5000 */
     unsigned     backoff_base_ms; /* after a failure; 0 = 100 */
     unsigned     backoff_cap_ms;  /* 0 = 5000 */
+    unsigned     probe_ms;        /* a link silent this long is sent a PING; 0 = 5000 */
+    unsigned     probe_timeout_ms; /* unanswered this long, it is dropped; 0 = 5000 */
 } pg_cluster_cfg_t;
 
 /* A cluster subscriber with no channel yet; pg_cluster_start() begins the

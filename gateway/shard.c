@@ -54,6 +54,7 @@ struct pg_shard {
     struct request   *reqs;       /* requests sent, oldest first (FIFO) */
     struct request  **reqs_tail;
     int               subscribed; /* this connection has sent an SSUBSCRIBE */
+    uint64_t          rx_ms;      /* uv_now of the last read with bytes */
     int               freeing;    /* pg_shard_free() called: no more hooks */
 };
 
@@ -154,6 +155,7 @@ static void go_down(pg_shard_t *s, const char *why)
 static void become_ready(pg_shard_t *s)
 {
     s->state = PG_SHARD_READY;
+    s->rx_ms = uv_now(s->loop);
     uv_timer_stop(&s->timer);
     s->cbs.up(s, s->ud);
 }
@@ -228,6 +230,8 @@ static void on_readable(pg_shard_t *s, conn_t *k)
 {
     const char *why = NULL;
     int rc = redisBufferRead(k->c);
+    if (rc == REDIS_OK)
+        s->rx_ms = uv_now(s->loop);
     /* Whatever was read before an error still counts, in order. */
     for (;;) {
         void *reply = NULL;
@@ -415,6 +419,21 @@ static int send_one(pg_shard_t *s, const char *cmd, const char *channel, size_t 
 int pg_shard_ssubscribe(pg_shard_t *s, const char *channel, size_t len)
 {
     return send_one(s, "SSUBSCRIBE", channel, len);
+}
+
+int pg_shard_ping(pg_shard_t *s)
+{
+    if (s == NULL || s->state != PG_SHARD_READY || s->reqs != NULL)
+        return -1;
+    if (redisAppendCommand(s->conn->c, "PING") != REDIS_OK)
+        return -1;
+    want_write(s);
+    return 0;
+}
+
+uint64_t pg_shard_rx_ms(const pg_shard_t *s)
+{
+    return s->rx_ms;
 }
 
 int pg_shard_sunsubscribe(pg_shard_t *s, const char *channel, size_t len)

@@ -16,6 +16,7 @@
 #define PG_SHARD_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 
 typedef struct pg_shard pg_shard_t;
@@ -87,6 +88,13 @@ int pg_shard_request(pg_shard_t *s, pg_shard_reply_cb cb, void *arg,
  * empty, or out of memory. */
 int pg_shard_ssubscribe(pg_shard_t *s, const char *channel, size_t len);
 int pg_shard_sunsubscribe(pg_shard_t *s, const char *channel, size_t len);
+/* Queue a PING (liveness: a subscribed connection answers it with a
+ * "pong" push, which, like any byte read, moves pg_shard_rx_ms). Returns 0,
+ * or -1 when not READY or a request is unanswered. */
+int pg_shard_ping(pg_shard_t *s);
+/* The loop time (uv_now) of the last read that brought bytes, or of the
+ * connect: how long this link has been silent. */
+uint64_t pg_shard_rx_ms(const pg_shard_t *s);
 pg_shard_state_t pg_shard_state(const pg_shard_t *s);
 /* host and port of the link, for logs and for the slot map. */
 const char *pg_shard_host(const pg_shard_t *s);
