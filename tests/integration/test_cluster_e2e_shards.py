@@ -18,6 +18,7 @@ import threading
 import time
 
 import pytest
+import redis as redis_py
 
 import pgtest
 from clusterkit import (PREFIX, RedisCluster, channel_in_slot, key_slot,  # noqa: F401
@@ -65,10 +66,24 @@ def hkey(name):
 
 
 def fcall_publish(cl, name, payload):
-    """The one-key form, sent to the master owning the key, as a cluster
-    client routes it."""
-    return cl.owner_of_key(hkey(name)).execute_command(
-        "FCALL", "pushgate_publish", 1, hkey(name), name, payload)
+    """The one-key form, sent to the master owning the key, following MOVED
+    and ASK (a slot being migrated) as a cluster client does."""
+    args = ("FCALL", "pushgate_publish", 1, hkey(name), name, payload)
+    c = cl.owner_of_key(hkey(name))
+    for _ in range(5):
+        try:
+            return c.execute_command(*args)
+        except redis_py.ResponseError as e:
+            words = str(e).split()
+            if len(words) != 3 or words[0] not in ("MOVED", "ASK"):
+                raise
+            c = cl.client(int(words[2].rsplit(":", 1)[1]))
+            if words[0] == "ASK":
+                p = c.pipeline(transaction=False)   # one connection: ASKING, then the call
+                p.execute_command("ASKING")
+                p.execute_command(*args)
+                return p.execute()[1]
+    raise AssertionError(f"FCALL on {name}: too many redirections")
 
 
 def shard_numsub(cl, name):
@@ -482,4 +497,52 @@ def test_acl_user_with_the_readme_rule_and_a_wrong_password(tmp_path, cnode):
         assert "AUTH refused" in log, log[-2000:]
         assert ":wrong" not in log
     finally:
+        cl.stop()
+
+
+# --------------------------------------------------------------------------
+# Liveness of the shard links
+
+
+def test_frozen_master_caught_by_the_liveness_probe(tmp_path, cnode):
+    """A master that keeps its TCP connections but answers nothing (SIGSTOP:
+    a hung host, a network cut without a reset): with --ping-interval 1 the
+    node's PING goes unanswered, /readyz turns 503 within 1 + 5 s (+ a
+    check), and once the master answers again the node is ready and both
+    channels deliver."""
+    import os
+    import signal
+    cl = RedisCluster(tmp_path / "cluster-freeze", masters=3, node_timeout_ms=60000)
+    frozen = None
+    try:
+        cl.start()
+        by_shard = cl.channels_on_shards(1, stem="e2efz")
+        victim = cl.masters()[1]
+        name, other = by_shard[victim][0], by_shard[cl.masters()[0]][0]
+        gw = cnode(cl, ["--ping-interval", "1"], seeds=[cl.masters()[0]])
+
+        async def go():
+            nonlocal frozen
+            c = await ws(gw, [name, other])
+            await async_wait_until(lambda: shard_numsub(cl, name) == 1, msg="subscribed")
+            frozen = cl.node_by_port(victim).proc.pid
+            os.kill(frozen, signal.SIGSTOP)
+            t0 = time.monotonic()
+            await async_wait_until(lambda: gw.readyz() == 503, timeout=12,
+                                   msg="/readyz 503 with a frozen master")
+            assert time.monotonic() - t0 >= 1.0   # not before the link was quiet
+            os.kill(frozen, signal.SIGCONT)
+            frozen = None
+            await async_wait_until(lambda: gw.readyz() == 200, timeout=15,
+                                   msg="/readyz 200 once the master answers")
+            for n in (name, other):
+                r = gw.publish({"channel": n, "data": n})
+                assert r.status == 200, r
+                await c.recv_until(lambda m, n=n: m.get("data") == n)
+            await c.close()
+        pgtest.run(go(), timeout=60)
+        assert "liveness probe: no answer to PING" in gw.log()
+    finally:
+        if frozen is not None:
+            os.kill(frozen, signal.SIGCONT)
         cl.stop()
