@@ -691,9 +691,10 @@ redis.register_function('@FN@unsubscribe', unsubscribe)
 --   presence-count: entries per node; clients is the live nodes' sum.
 --   presence-users: per user, its entries per node ("n1 2 n2 1"); its
 --     length is the number of users.
---   presence-usersets: per set of nodes ("n1 n2"), how many users have
---     entries on exactly those nodes. With dead nodes, users is the length
---     minus the users of the sets made of dead nodes only.
+--   in presence-count too, per set of nodes (field " n1 n2": a node id
+--     holds no space), how many users have entries on exactly those nodes.
+--     With dead nodes, users is the length minus the users of the sets
+--     made of dead nodes only.
 -- They change only with the entries, in the same function call. The node
 -- sets are few (one per node, plus the combinations users with several
 -- connections actually span; at worst one per user), so the stats read
@@ -706,8 +707,9 @@ redis.register_function('@FN@unsubscribe', unsubscribe)
 -- the read would make presence_stats write, and it is no-writes so that
 -- FCALL_RO and replicas can answer (and finding a node's entries in C still
 -- scans the hash). The node sets cost a few bytes per member (the node's
--- name in the user's field) and nothing in a user channel, whose users is
--- 0 or 1.
+-- name in the user's field, 0 to 24 bytes by its length) and nothing in a
+-- user channel, whose users is 0 or 1; they share presence-count's key
+-- because a key of their own cost 136 bytes per room of one member.
 --
 -- The gateway sends only channel names and its node id: every presence key
 -- is named by the KEY helpers here. The heartbeats and the node's index are
@@ -719,7 +721,8 @@ function KEY.presence_nodes(ch)
     if CLUSTER then return PREFIX .. '{' .. ch .. '}:presence-nodes' end
     return PREFIX .. 'presence-nodes'
 end
--- field <node> -> its entries in C
+-- field <node> -> its entries in C; field " <node> <node>..." -> the users
+-- with entries on exactly those nodes (not in a user channel)
 function KEY.presence_count(ch)
     if CLUSTER then return PREFIX .. '{' .. ch .. '}:presence-count' end
     return PREFIX .. 'presence-count:' .. ch
@@ -732,12 +735,6 @@ end
 function KEY.presence_users(ch)
     if CLUSTER then return PREFIX .. '{' .. ch .. '}:presence-users' end
     return PREFIX .. 'presence-users:' .. ch
-end
--- field <node set> -> users with entries on exactly those nodes; none for a
--- user channel either
-function KEY.presence_usersets(ch)
-    if CLUSTER then return PREFIX .. '{' .. ch .. '}:presence-usersets' end
-    return PREFIX .. 'presence-usersets:' .. ch
 end
 -- the set of channels a node has entries in (one Redis)
 function KEY.presence_index(node) return PREFIX .. 'presence-node:' .. node end
@@ -816,9 +813,9 @@ local function user_count(channel, u, node, d)
         redis.call('HSET', key, u, table.concat(val, ' '))
     end
     if moved then   -- the node set changed
-        local sets = KEY.presence_usersets(channel)
-        if #old > 0 then count_down(sets, table.concat(old, ' ')) end
-        if #names > 0 then redis.call('HINCRBY', sets, table.concat(names, ' '), 1) end
+        local sets = KEY.presence_count(channel)
+        if #old > 0 then count_down(sets, ' ' .. table.concat(old, ' ')) end
+        if #names > 0 then redis.call('HINCRBY', sets, ' ' .. table.concat(names, ' '), 1) end
     end
 end
 
@@ -840,28 +837,32 @@ local function presence_del(channel, node, field)
     if u and not is_user_channel(channel) then user_count(channel, u, node, -1) end
 end
 
--- The number of live entries in C from the counters, and the list of the
--- dead nodes that still have entries there.
+-- The number of live entries in C from the counters, the list of the dead
+-- nodes that still have entries there, and the node sets' fields (name,
+-- count, name, count...).
 local function live_count(channel)
     local counts = redis.call('HGETALL', KEY.presence_count(channel))
     local now = now_ms()
-    local n, dead = 0, {}
+    local n, dead, sets = 0, {}, {}
     for k = 1, #counts - 1, 2 do
-        if node_alive(channel, counts[k], now) then
+        local f = counts[k]
+        if string.byte(f, 1) == 32 then
+            sets[#sets + 1] = f
+            sets[#sets + 1] = counts[k + 1]
+        elseif node_alive(channel, f, now) then
             n = n + tonumber(counts[k + 1])
         else
-            dead[#dead + 1] = counts[k]
+            dead[#dead + 1] = f
         end
     end
-    return n, dead
+    return n, dead, sets
 end
 
 -- How many users of C have entries on the dead nodes only: the users of
 -- the node sets made of dead nodes alone.
-local function users_only_on(channel, dead)
+local function users_only_on(dead, sets)
     local is_dead = {}
     for _, node in ipairs(dead) do is_dead[node] = true end
-    local sets = redis.call('HGETALL', KEY.presence_usersets(channel))
     local gone = 0
     for k = 1, #sets - 1, 2 do
         local all = true
@@ -918,13 +919,13 @@ end
 local function presence_stats(keys, args)
     local bad = bad_call(keys, args, PRESENCE_STATS) or bad_channel(args[1], false)
     if bad then return bad end
-    local clients, dead = live_count(args[1])
+    local clients, dead, sets = live_count(args[1])
     local users
     if is_user_channel(args[1]) then
         users = clients > 0 and 1 or 0
     else
         users = redis.call('HLEN', KEY.presence_users(args[1]))
-        if #dead > 0 then users = users - users_only_on(args[1], dead) end
+        if #dead > 0 then users = users - users_only_on(dead, sets) end
     end
     return '{"clients":' .. clients .. ',"users":' .. users .. '}'
 end
