@@ -699,11 +699,11 @@ redis.register_function('@FN@unsubscribe', unsubscribe)
 -- sets are few (one per node, plus the combinations users with several
 -- connections actually span; at worst one per user), so the stats read
 -- O(nodes + sets), not one field per user (scripts/presence-stats-time.py:
--- 10 000 members, half on a dead node: 0.025 ms median, 0.3 ms at worst;
+-- 10 000 members, half on a dead node: 0.025 ms median, 0.6 ms at worst;
 -- the scan it replaces took 14-28 ms). Two ways were
 -- measured and turned down: a per-(channel, node) count of users, so that a
 -- dead node's users could be subtracted, reads O(dead node's users), 5 to 22
--- ms there and 60 bytes more per member; sweeping the dead node's entries in
+-- ms there and 53 bytes more per member; sweeping the dead node's entries in
 -- the read would make presence_stats write, and it is no-writes so that
 -- FCALL_RO and replicas can answer (and finding a node's entries in C still
 -- scans the hash). The node sets cost a few bytes per member (the node's
