@@ -789,7 +789,15 @@ end
 -- user from its old node set to its new one when that changed.
 local function user_count(channel, u, node, d)
     local key = KEY.presence_users(channel)
-    local t = user_nodes(redis.call('HGET', key, u))
+    local v = redis.call('HGET', key, u)
+    if v and not string.find(v, ' ', 1, true) then
+        -- a bare count, written before the node sets: kept a count until
+        -- it goes, so an upgraded Redis's users still come and go exactly
+        -- (only the dead-node window may count them until then)
+        if d > 0 then redis.call('HINCRBY', key, u, d) else count_down(key, u) end
+        return
+    end
+    local t = user_nodes(v)
     local i = 1
     while t[i] and t[i][1] < node do i = i + 1 end
     local old, names, moved = {}, {}, true
