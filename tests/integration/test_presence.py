@@ -204,6 +204,27 @@ def test_stats_are_exact_while_a_killed_nodes_entries_wait_for_the_sweep(gateway
     run(body())
 
 
+def test_entries_written_before_the_node_sets_still_go_exactly(gateway_factory, rds):
+    """A Redis upgraded in place holds per-user values that are bare counts
+    (the library before the node sets): their removal still counts them
+    down and leaves nothing behind."""
+    gateway_factory(ARGS + ["--node-id", "n1"])
+    value = json.dumps({"user": "a", "node": "old", "conn": "1", "info": None, "since": 1},
+                       separators=(",", ":"))
+    rds.fcall("pushgate_presence_beat", 0, "old", 60000)
+    rds.fcall("pushgate_presence_update", 0, "old", "+", "room.up", "1", value,
+              "+", "room.up", "2", value.replace('"conn":"1"', '"conn":"2"'))
+    # what the old library had written: a count, and no node sets
+    rds.hset(PREFIX + "presence-users:room.up", "a", "2")
+    rds.hdel(PREFIX + "presence-count:room.up", " old")
+    assert stats(rds, "room.up") == {"clients": 2, "users": 1}
+    rds.fcall("pushgate_presence_update", 0, "old", "-", "room.up", "1")
+    assert stats(rds, "room.up") == {"clients": 1, "users": 1}
+    rds.fcall("pushgate_presence_update", 0, "old", "!", "room.up", "2")
+    assert stats(rds, "room.up") == {"clients": 0, "users": 0}
+    assert [k for k in rds.keys(PREFIX + "presence*room.up*")] == []
+
+
 def test_drain_removes_the_nodes_entries_at_once(gateway_factory, rds):
     n1, n2 = two_nodes(gateway_factory, ["--presence-ttl", "60"])
 
