@@ -383,6 +383,9 @@ def test_slot_resharded_under_load_loses_nothing(redis_cluster, cnode):
         moved = await asyncio.get_running_loop().run_in_executor(
             None, cl.reshard_lowest_slot, src, dst)
         assert moved == lo
+        # SPEC 10: subscribed at the new owner within 2 s of the move
+        await async_wait_until(lambda: shard_numsub(cl, name) == 1, timeout=2,
+                               msg="subscribed at the new owner")
         while any(p.is_alive() for p in pubs):
             await asyncio.sleep(0.05)
         done.set()
@@ -436,11 +439,23 @@ def test_master_killed_followed_to_its_replica(cluster_with_replicas, cnode):
             p.start()
         await async_wait_until(lambda: len(pubs[0].ids) >= 20, timeout=10, msg="publishing")
         killed_at = time.monotonic()
+        slot = key_slot(f"{PREFIX}{{{name}}}")
         cl.node_by_port(victim).kill9()
         await async_wait_until(lambda: gw.readyz() != 200, timeout=10, msg="node not ready")
+
+        def promoted():
+            try:
+                return cl.owner_port(slot) != victim
+            except Exception:  # noqa: BLE001 - a node mid-failover
+                return False
+        await async_wait_until(promoted, timeout=20, interval=0.05, msg="replica promoted")
+        promoted_at = time.monotonic()
         await async_wait_until(lambda: gw.readyz() == 200, timeout=20,
                                msg="node ready again at the promoted replica")
         recovered_s = time.monotonic() - killed_at
+        # SPEC 10: within 2 s of the move (here, of the promotion a test
+        # client saw; about 0.1 s measured)
+        assert time.monotonic() - promoted_at < 2.0
         while any(p.is_alive() for p in pubs):
             await asyncio.sleep(0.05)
         done.set()
