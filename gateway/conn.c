@@ -530,7 +530,28 @@ static const char *fail_reason(uint16_t code)
     }
 }
 
-static void ws_readable(pg_conn_t *c)
+/* Run n bytes read from c through its frame reader (which unmasks them
+ * in place). */
+static void ws_feed(pg_conn_t *c, uint8_t *in, size_t n)
+{
+    if (c->wsf == NULL && (c->wsf = calloc(1, sizeof(*c->wsf))) == NULL) {
+        pg_conn_close(c, 1011, "out of memory");
+        return;
+    }
+    uint16_t code = pg_wsf_feed(c->wsf, in, n, pg_node.cfg.max_message_bytes, ws_event, c);
+    if (code != 0) {
+        /* §7.1.7: what came before is answered, then the Close */
+        conn_log(PG_LOG_DEBUG, c, "failing the connection: %u %s", code, fail_reason(code));
+        pg_conn_close_after_flush(c, code, fail_reason(code));
+    }
+    if (pg_wsf_idle(c->wsf)) {
+        /* an idle connection keeps no reader state */
+        free(c->wsf);
+        c->wsf = NULL;
+    }
+}
+
+static void ws_readable(pg_conn_t *c, int hup)
 {
     /* one thread reads, one connection at a time: a static buffer is safe */
     static uint8_t in[16384];
@@ -546,26 +567,14 @@ static void ws_readable(pg_conn_t *c)
             return;
         }
         pg_conn_seen(c);
-        if (c->flags & (PG_CONN_CLOSE_ASAP | PG_CONN_CLOSING))
-            continue;   /* closing: what else it sends is read and ignored */
-        if (c->wsf == NULL && (c->wsf = calloc(1, sizeof(*c->wsf))) == NULL) {
-            pg_conn_close(c, 1011, "out of memory");
-            continue;
-        }
-        uint16_t code = pg_wsf_feed(c->wsf, in, (size_t)n, pg_node.cfg.max_message_bytes,
-                                    ws_event, c);
-        if (code != 0) {
-            /* §7.1.7: what came before is answered, then the Close */
-            conn_log(PG_LOG_DEBUG, c, "failing the connection: %u %s", code, fail_reason(code));
-            pg_conn_close_after_flush(c, code, fail_reason(code));
-        }
-        if (pg_wsf_idle(c->wsf)) {
-            /* an idle connection keeps no reader state */
-            free(c->wsf);
-            c->wsf = NULL;
-        }
+        /* closing: what else it sends is read and ignored */
+        if (!(c->flags & (PG_CONN_CLOSE_ASAP | PG_CONN_CLOSING)))
+            ws_feed(c, in, (size_t)n);
+        if ((size_t)n < sizeof(in) && !hup)
+            return;   /* drained: more input is a new edge (fdwatch.h) */
     }
 }
+
 
 void pg_conn_set_message_hook(void (*cb)(pg_conn_t *c, const char *buf, size_t len))
 {
@@ -589,11 +598,11 @@ void pg_conn_ws_own_reads(pg_conn_t *c)
 
 /* The watcher's callback: a WebSocket we read has input, or an SSE stream
  * hung up. */
-static void readable(void *arg)
+static void readable(void *arg, int hup)
 {
     pg_conn_t *c = arg;
     if (c->flags & PG_CONN_OWN_READS)
-        ws_readable(c);
+        ws_readable(c, hup);
     else
         peer_gone(c);
 }

@@ -18,7 +18,7 @@ static void ready_cb(uv_poll_t *h, int status, int events)
     do {
         n = epoll_wait(w->epfd, ev, 64, 0);
         for (int i = 0; i < n; i++)
-            w->cb(ev[i].data.ptr);
+            w->cb(ev[i].data.ptr, (ev[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0);
     } while (n == 64);
 }
 

@@ -21,8 +21,12 @@
 #include <uv.h>
 
 /* Called once per socket that became readable or hung up, with the arg it
- * was watched with; the socket is still in the set (forget it). */
-typedef void (*pg_fdwatch_cb)(void *arg);
+ * was watched with; the socket is still in the set (forget it). hup is 1
+ * when the peer hung up or the socket failed: then read it to the end,
+ * since no further edge comes. Otherwise a read shorter than asked for
+ * means the socket is drained (the next input is a new edge), which saves
+ * the read that would only say EAGAIN. */
+typedef void (*pg_fdwatch_cb)(void *arg, int hup);
 
 typedef struct pg_fdwatch {
     int           epfd;      /* -1 while not started */

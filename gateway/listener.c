@@ -126,8 +126,9 @@ static void refuse(head_reader_t *r, const pg_head_t *h)
 }
 
 /* fdwatch's callback: r's socket has input or hung up. */
-static void reader_event(void *arg)
+static void reader_event(void *arg, int hup)
 {
+    (void)hup;   /* the head is peeked whole each time: nothing to save */
     head_reader_t *r = arg;
     if (r->state == HS_LINGER) {
         char sink[4096];
