@@ -23,7 +23,7 @@ import redis as redis_py
 import pgtest
 from clusterkit import (PREFIX, RedisCluster, channel_in_slot, key_slot,  # noqa: F401
                         redis_cluster)
-from pgtest import API_KEY, WSClient, async_wait_until, wait_until
+from pgtest import API_KEY, WSClient, async_wait_until
 
 TOPICS = "e2e*,mv*,kill*"
 ARGS = ["--api-key", API_KEY, "--public-topics", TOPICS, "--history-size", "5000"]
@@ -37,7 +37,8 @@ def cluster_url(cl, ports=None, creds=""):
 
 @pytest.fixture
 def cnode(tmp_path):
-    """cnode(cluster, args=(), ready=True) -> a started Gateway on it; each
+    """cnode(cluster, args=(), ready=True, seeds=None, creds="") -> a started
+    Gateway on it (seeds: ports, default the first node; creds "user:pw@"); each
     must exit 0 on SIGTERM at teardown (no leak under ASan)."""
     made = []
 
