@@ -92,16 +92,9 @@ static void on_subscribed(void *ud, const char *channel, size_t clen, int resync
 
 static void timed(void *arg, const struct redisReply *r, const char *err)
 {
-    const redisReply *reply = (const redisReply *)r;
-    uint64_t sec, usec;
     (void)arg;
     (void)err;
-    if (reply != NULL && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
-        reply->element[0]->type == REDIS_REPLY_STRING &&
-        reply->element[1]->type == REDIS_REPLY_STRING &&
-        pg_atou64(reply->element[0]->str, reply->element[0]->len, &sec) == 0 &&
-        pg_atou64(reply->element[1]->str, reply->element[1]->len, &usec) == 0)
-        pg_node.redis_clock_offset_ms = (int64_t)(sec * 1000 + usec / 1000) - (int64_t)pg_wall_ms();
+    pg_commands_time_reply(r);
 }
 
 static int cmd_ready(void);

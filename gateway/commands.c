@@ -76,11 +76,9 @@ static void loaded_cb(redisAsyncContext *ac, void *r, void *priv)
         pg_link_ready(priv);
 }
 
-static void time_cb(redisAsyncContext *ac, void *r, void *priv)
+void pg_commands_time_reply(const struct redisReply *r)
 {
-    redisReply *reply = r;
-    (void)ac;
-    (void)priv;
+    const redisReply *reply = r;
     uint64_t sec, usec;
     if (reply != NULL && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
         reply->element[0]->type == REDIS_REPLY_STRING &&
@@ -88,6 +86,13 @@ static void time_cb(redisAsyncContext *ac, void *r, void *priv)
         pg_atou64(reply->element[0]->str, reply->element[0]->len, &sec) == 0 &&
         pg_atou64(reply->element[1]->str, reply->element[1]->len, &usec) == 0)
         pg_node.redis_clock_offset_ms = (int64_t)(sec * 1000 + usec / 1000) - (int64_t)pg_wall_ms();
+}
+
+static void time_cb(redisAsyncContext *ac, void *r, void *priv)
+{
+    (void)ac;
+    (void)priv;
+    pg_commands_time_reply(r);
 }
 
 static void cmd_setup(pg_link_t *l)

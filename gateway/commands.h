@@ -42,6 +42,10 @@ struct redisReply;
 void pg_commands_history_reply(const char *channel, const struct redisReply *reply,
                                pg_history_cb cb, void *arg);
 
+/* Learn Redis's clock from a TIME reply (pg_node.redis_clock_offset_ms);
+ * any other reply leaves it as it was. Shared with the cluster broker. */
+void pg_commands_time_reply(const struct redisReply *reply);
+
 /* PUBLISH <prefix>channel payload (no history): the liveness probe. */
 typedef void (*pg_raw_cb)(void *arg, int ok);
 int pg_commands_raw_publish(const char *channel, const char *payload, size_t len,
