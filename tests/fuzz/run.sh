@@ -34,10 +34,11 @@ srcs_fuzz_command="pg_cmd.c pg_json.c pg_buf.c pg_util.c pg_chan.c"
 srcs_fuzz_channels="pg_chan.c pg_origin.c pg_url.c pg_util.c"
 srcs_fuzz_token="pg_jwt.c pg_json.c pg_buf.c pg_util.c pg_chan.c"
 srcs_fuzz_order="pg_order.c pg_json.c pg_buf.c pg_util.c pg_chan.c"
+srcs_fuzz_since="pg_since.c pg_buf.c pg_util.c pg_chan.c"
 srcs_fuzz_httphead="../gateway/httphead.c pg_buf.c pg_util.c"
 srcs_fuzz_wsframe="../gateway/wsframe.c pg_buf.c pg_util.c"
 
-harnesses=${FUZZ_HARNESSES:-"fuzz_envelope fuzz_command fuzz_channels fuzz_token fuzz_order fuzz_httphead fuzz_wsframe"}
+harnesses=${FUZZ_HARNESSES:-"fuzz_envelope fuzz_command fuzz_channels fuzz_token fuzz_order fuzz_since fuzz_httphead fuzz_wsframe"}
 
 for h in $harnesses; do
     eval "srcs=\$srcs_$h"
