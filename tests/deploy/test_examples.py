@@ -144,24 +144,29 @@ def test_publish_node(node, node_example_dir):
     check_redis_publisher(node, ["node", "publish.js"], cwd=node_example_dir)
 
 
-@pytest.fixture(scope="module")
-def go_binary(tmp_path_factory):
-    """examples/go/publish.go built offline: Debian's Go in GOPATH mode with
+def go_build(tmp_path_factory, name):
+    """examples/go/<name>.go built offline: Debian's Go in GOPATH mode with
     Debian's redigo (the Go module proxy is not reachable here)."""
     go = shutil.which("go")
     if not go:
         pytest.skip("go not installed (Debian: golang-go golang-github-gomodule-redigo-dev)")
     if not (Path(GOPATH) / "src/github.com/gomodule/redigo/redis").is_dir():
         pytest.skip("redigo not installed (Debian: golang-github-gomodule-redigo-dev)")
-    out = tmp_path_factory.mktemp("go-example")
+    out = tmp_path_factory.mktemp(f"go-{name}")
     env = clean_env(GO111MODULE="off", GOPATH=GOPATH, GOCACHE=str(out / "cache"),
                     GOFLAGS="", CGO_ENABLED="0")
-    r = subprocess.run([go, "build", "-o", str(out / "publish"),
-                        str(EX / "go" / "publish.go")], env=env, capture_output=True,
+    r = subprocess.run([go, "build", "-o", str(out / name),
+                        str(EX / "go" / f"{name}.go")], env=env, capture_output=True,
                        text=True, timeout=280, cwd=str(EX / "go"),
                        stdin=subprocess.DEVNULL)
-    assert r.returncode == 0, f"go build examples/go/publish.go:\n{r.stderr}"
-    return out / "publish"
+    assert r.returncode == 0, f"go build examples/go/{name}.go:\n{r.stderr}"
+    return out / name
+
+
+@pytest.fixture(scope="module")
+def go_binary(tmp_path_factory):
+    """examples/go/publish.go, built (go_build)."""
+    return go_build(tmp_path_factory, "publish")
 
 
 def test_publish_go(node, go_binary):
@@ -505,21 +510,8 @@ def events_node(gateway_factory):
 
 @pytest.fixture(scope="module")
 def go_consume_binary(tmp_path_factory):
-    """examples/go/consume.go built offline like publish.go (go_binary)."""
-    go = shutil.which("go")
-    if not go:
-        pytest.skip("go not installed (Debian: golang-go golang-github-gomodule-redigo-dev)")
-    if not (Path(GOPATH) / "src/github.com/gomodule/redigo/redis").is_dir():
-        pytest.skip("redigo not installed (Debian: golang-github-gomodule-redigo-dev)")
-    out = tmp_path_factory.mktemp("go-consume")
-    env = clean_env(GO111MODULE="off", GOPATH=GOPATH, GOCACHE=str(out / "cache"),
-                    GOFLAGS="", CGO_ENABLED="0")
-    r = subprocess.run([go, "build", "-o", str(out / "consume"),
-                        str(EX / "go" / "consume.go")], env=env, capture_output=True,
-                       text=True, timeout=280, cwd=str(EX / "go"),
-                       stdin=subprocess.DEVNULL)
-    assert r.returncode == 0, f"go build examples/go/consume.go:\n{r.stderr}"
-    return out / "consume"
+    """examples/go/consume.go, built like publish.go (go_build)."""
+    return go_build(tmp_path_factory, "consume")
 
 
 @pytest.fixture(params=["python", "node", "go"])
