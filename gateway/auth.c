@@ -43,11 +43,6 @@ static const char *find_token(struct lws *wsi, char *hbuf, size_t hlen, char *ab
     return (t != NULL && *t) ? t : NULL;
 }
 
-static int parse_since(const char *s, uint64_t *out)
-{
-    return pg_atou64(s, (size_t)-1, out);
-}
-
 int pg_auth_request(struct lws *wsi, int is_sse, pg_auth_result_t *res, char *err, size_t errlen)
 {
     static char hbuf[ARG_MAX], abuf[ARG_MAX];
@@ -94,17 +89,35 @@ int pg_auth_request(struct lws *wsi, int is_sse, pg_auth_result_t *res, char *er
         }
     }
 
-    /* SSE: the browser's own Last-Event-ID beats since= (SPEC §4). */
-    char ibuf[64];
+    /* SSE: the browser's own Last-Event-ID beats since= (SPEC §4). Both take
+     * one id or a list of per-channel positions (pg_since.h). */
+    static char ibuf[PG_AUTH_SINCE_MAX + 1];
     const char *since = NULL;
-    if (is_sse && lws_hdr_custom_length(wsi, "last-event-id:", 14) > 0 &&
-        lws_hdr_custom_copy(wsi, ibuf, sizeof(ibuf), "last-event-id:", 14) > 0)
+    int ilen = is_sse ? lws_hdr_custom_length(wsi, "last-event-id:", 14) : 0;
+    if (ilen > PG_AUTH_SINCE_MAX) {
+        snprintf(err, errlen, "Last-Event-ID is longer than %d bytes", PG_AUTH_SINCE_MAX);
+        pg_auth_result_free(res);
+        return 400;
+    }
+    if (ilen > 0 && lws_hdr_custom_copy(wsi, ibuf, sizeof(ibuf), "last-event-id:", 14) > 0)
         since = ibuf;
     if (since == NULL)
         since = lws_get_urlarg_by_name(wsi, "since=", abuf, sizeof(abuf));
     if (since != NULL && *since) {
-        if (parse_since(since, &res->since) != 0) {
-            snprintf(err, errlen, "since must be a message id (decimal digits)");
+        char why[PG_ERRLEN];
+        size_t len = strlen(since);
+        if (len > PG_AUTH_SINCE_MAX) {
+            snprintf(err, errlen, "since is longer than %d bytes", PG_AUTH_SINCE_MAX);
+            pg_auth_result_free(res);
+            return 400;
+        }
+        /* implicit channels (broadcast, user:<sub>) may have entries too */
+        if (pg_since_parse(since, len, MAX_CHANNELS_PER_REQUEST + 2, &res->since,
+                           why, sizeof(why)) != 0) {
+            if (memchr(since, ':', len) == NULL && memchr(since, ',', len) == NULL)
+                snprintf(err, errlen, "since must be a message id (decimal digits)");
+            else
+                snprintf(err, errlen, "%s", why);
             pg_auth_result_free(res);
             return 400;
         }
@@ -117,5 +130,6 @@ void pg_auth_result_free(pg_auth_result_t *res)
 {
     pg_identity_free(&res->who);
     pg_strlist_free(&res->channels);
+    pg_since_free(&res->since);
     res->has_since = 0;
 }

@@ -9,13 +9,20 @@
 #include <libwebsockets.h>
 
 #include "pg_jwt.h"
+#include "pg_since.h"
 #include "pg_util.h"
+
+/* The longest since= / Last-Event-ID accepted, in bytes: a position list of
+ * every channel a connection can have with typical names fits, and it stays
+ * well inside lws's 8 KB of request headers. A longer one is refused (400),
+ * never cut: a cut list would silently start channels live. */
+#define PG_AUTH_SINCE_MAX 4096
 
 typedef struct pg_auth_result {
     pg_identity_t who;        /* owned; sub NULL = anonymous */
     pg_strlist_t  channels;   /* requested channels, each valid and allowed */
     int           has_since;
-    uint64_t      since;      /* since= or (SSE) Last-Event-ID */
+    pg_since_t    since;      /* since= or (SSE) Last-Event-ID; owned */
 } pg_auth_result_t;
 
 /* Check a /ws or /sse request: Origin, token, channels=, since=. Returns 0
