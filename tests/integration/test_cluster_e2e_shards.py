@@ -220,15 +220,25 @@ class Tally:
         return all(set(expected[n]) <= set(self.ids[n]) for n in expected)
 
 
-async def ws_resumer(gw, names, tally, expected, done, round_sizes, drops):
+def position_list(tally, names):
+    """since= / Last-Event-ID as a list of per-channel positions."""
+    return ",".join(f"{n}:{tally.pos[n]}" for n in names)
+
+
+async def ws_resumer(gw, names, tally, expected, done, round_sizes, drops, by_url=False):
     """Connects, subscribes each channel with its own since (the per-channel
-    position the WebSocket `subscribe` command carries), takes a few
-    messages, drops (a clean close or a reset, in turn) and does it again,
-    until the publishers are done and it has every id."""
+    position the WebSocket `subscribe` command carries; by_url: the list of
+    them in since= on the URL), takes a few messages, drops (a clean close
+    or a reset, in turn) and does it again, until the publishers are done
+    and it has every id."""
     rnd = 0
     while True:
-        c = await WSClient.connect(gw.ws_url())
-        for n in names:
+        if by_url:
+            c = await WSClient.connect(gw.ws_url(f"channels={','.join(names)}"
+                                                 f"&since={position_list(tally, names)}"))
+        else:
+            c = await WSClient.connect(gw.ws_url())
+        for n in names if not by_url else ():
             await c.send_json({"type": "subscribe", "channel": n, "since": str(tally.pos[n])})
         want = round_sizes[rnd % len(round_sizes)]
         got = 0
@@ -289,6 +299,37 @@ async def sse_resumer(gw, name, tally, expected, done, round_sizes, drops):
         rnd += 1
 
 
+async def sse_list_resumer(gw, names, tally, expected, done, round_sizes, drops):
+    """One SSE stream of every channel, resuming with its positions as a
+    list in Last-Event-ID (what a browser will send by itself once the
+    node writes `id:` as a list; here the client builds it)."""
+    rnd = 0
+    while True:
+        s = await pgtest.sse_connect(gw, f"channels={','.join(names)}",
+                                     last_event_id=position_list(tally, names))
+        assert s.status == 200
+        want = round_sizes[rnd % len(round_sizes)]
+        got = 0
+        deadline = time.monotonic() + 30
+        while got < want and time.monotonic() < deadline:
+            if done.is_set() and tally.has_all(expected()):
+                break
+            try:
+                ev = await s.next_data_event(timeout=0.5)
+            except asyncio.TimeoutError:
+                continue
+            assert ev is not None, "stream ended"
+            assert ev.get("event") is None, ev
+            tally.add(json.loads(ev["data"]))
+            got += 1
+        await s.close()
+        if done.is_set() and tally.has_all(expected()):
+            return
+        assert time.monotonic() < deadline, "a resumed stream got nothing for 30 s"
+        drops.append(1)
+        rnd += 1
+
+
 def seed(gw, names):
     """One message per channel before the test's publishers, so every
     client starts with a position on each channel."""
@@ -334,6 +375,106 @@ def test_three_shards_concurrent_publishers_clients_drop_and_resume(redis_cluste
     pgtest.run(go(), timeout=120)
     # nothing was delivered twice or cut short: no recovery notice either
     assert "recovery incomplete" not in gw.log()
+
+
+def test_three_shards_clients_resume_with_position_lists_on_connect(redis_cluster, cnode):
+    """The same drops and resumes, with the positions on connect: WebSocket
+    clients put them in since= as a list, an SSE stream of all three
+    channels in Last-Event-ID. Each channel resumes from its own position,
+    so a message in flight on a slower shard when the client dropped is
+    not skipped (one since for all would skip it): every id once, in
+    order, per channel."""
+    cl = redis_cluster
+    by_shard = cl.channels_on_shards(1, stem="e2elist")
+    names = [cs[0] for cs in by_shard.values()]
+    assert len({cl.owner_port(key_slot(f"{PREFIX}{{{n}}}")) for n in names}) == 3
+    gw = cnode(cl)
+    start = seed(gw, names)
+    pubs = [Publisher(gw, cl, n, 200) for n in names]
+    done = threading.Event()
+
+    def expected():
+        return {p.name: p.ids for p in pubs}
+
+    async def go():
+        drops = []
+        ws_tallies = [Tally(names, start) for _ in range(2)]
+        sse_tallies = [Tally(names, start) for _ in range(2)]
+        tasks = [asyncio.ensure_future(ws_resumer(gw, names, t, expected, done, [17, 40, 5],
+                                                  drops, by_url=True))
+                 for t in ws_tallies]
+        tasks += [asyncio.ensure_future(
+            sse_list_resumer(gw, names, t, expected, done, [23, 9, 31], drops))
+            for t in sse_tallies]
+        for p in pubs:
+            p.start()
+        while any(p.is_alive() for p in pubs):
+            await asyncio.sleep(0.05)
+        done.set()
+        for p in pubs:
+            assert p.error is None, p.error
+        await asyncio.wait_for(asyncio.gather(*tasks), 60)
+        for kind, tallies in (("ws", ws_tallies), ("sse", sse_tallies)):
+            for t in tallies:
+                for n in names:
+                    assert t.ids[n] == sorted(expected()[n]), f"{n}: {kind} got {t.ids[n]}"
+        assert len(drops) >= 10, f"only {len(drops)} drops: the test did not test resuming"
+    pgtest.run(go(), timeout=120)
+    assert "recovery incomplete" not in gw.log()
+
+
+@pytest.mark.parametrize("kind", ["ws", "sse"])
+def test_position_list_channel_without_entry_starts_live_and_bad_list_refused(
+        redis_cluster, cnode, kind):
+    """History on three shards; a client lists two of its three channels:
+    those two replay exactly what followed their own position, the third
+    (and broadcast) only what is published once it is in. A malformed list
+    is refused with 400 and the reason, before any stream starts."""
+    cl = redis_cluster
+    names = [cs[0] for cs in cl.channels_on_shards(1, stem=f"e2elive{kind}").values()]
+    gw = cnode(cl)
+    hist = {n: [int(gw.publish({"channel": n, "data": k}).json()["id"]) for k in range(4)]
+            for n in names}
+    pos = {names[0]: hist[names[0]][0], names[1]: hist[names[1]][2]}
+    since = ",".join(f"{n}:{i}" for n, i in pos.items())
+    q = f"channels={','.join(names)}"
+
+    async def go():
+        if kind == "ws":
+            c = await WSClient.connect(gw.ws_url(f"{q}&since={since}"))
+            recv = c.recv_json
+        else:
+            c = await pgtest.sse_connect(gw, q, last_event_id=since)
+            assert c.status == 200
+
+            async def recv(timeout=5.0):
+                return (await c.next_json(timeout))[1]
+        got = {n: [] for n in names + ["broadcast"]}
+        for _ in range(3 + 1):   # names[0]: 3 after its position, names[1]: 1
+            m = await recv(timeout=5.0)
+            got[m["channel"]].append(int(m["id"]))
+        await async_wait_until(lambda: all(shard_numsub(cl, n) == 1 for n in names),
+                               msg="every channel SSUBSCRIBEd")
+        live = {n: int(gw.publish({"channel": n, "data": "live"}).json()["id"])
+                for n in names + ["broadcast"]}
+        for _ in live:
+            m = await recv(timeout=5.0)
+            got[m["channel"]].append(int(m["id"]))
+        await c.close()
+        assert got[names[0]] == hist[names[0]][1:] + [live[names[0]]]
+        assert got[names[1]] == hist[names[1]][3:] + [live[names[1]]]
+        assert got[names[2]] == [live[names[2]]], "no entry: live only"
+        assert got["broadcast"] == [live["broadcast"]], "no entry: live only"
+    pgtest.run(go(), timeout=30)
+
+    bad = f"{names[0]}:1,{names[0]}:2"
+    if kind == "ws":
+        r = pgtest.http_request(gw.port, "GET", f"/ws?{q}&since={bad}", headers={
+            "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
+    else:
+        r = pgtest.http_request(gw.port, "GET", f"/sse?{q}", headers={"Last-Event-ID": bad})
+    assert (r.status, json.loads(r.body)) == (400, {"error": "since lists a channel twice"})
 
 
 # --------------------------------------------------------------------------
