@@ -54,7 +54,13 @@ class StalledSSE:
         self.sock.sendall(sse_request_bytes(port))
 
     def read_to_eof(self, timeout):
-        """Everything until the server closes; (bytes, reached_eof)."""
+        """Everything until the server closes; (bytes, reached_eof). The
+        receive buffer is opened up first: what the node had written before
+        it dropped the client (megabytes, in the node's kernel after its
+        close) otherwise trickles through the 2 KiB window the stall was
+        made with, and took over 10 s on a loaded CI run (ss: FIN-WAIT-1,
+        rwnd-limited 95 % of the time)."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         data = b""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -128,16 +134,16 @@ def test_slow_consumer_alone_is_dropped_and_counted(nodes, rds, stalled_kind):
 
         # Now read what the stalled client was sent: the end of it is the close.
         if stalled_kind == "ws":
-            frames = stalled.frames(timeout=10, until=lambda op, p: op == 8)
+            # the window opened up, as StalledSSE.read_to_eof does
+            stalled.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            frames = stalled.frames(timeout=20, until=lambda op, p: op == 8)
             assert frames and frames[-1][0] == 8, \
                 f"no close frame; last frames {[(op, p[:40]) for op, p in frames[-3:]]}"
             assert close_code(frames[-1][1]) == (1008, "slow consumer")
             stalled.frames(timeout=5)
             assert stalled.eof, "server did not close the TCP connection"
         else:
-            data, eof = stalled.read_to_eof(10)
-            # (failed once in ~40 loaded runs with the node's "sse closed"
-            # logged: what the sockets say then is the lead to the cause)
+            data, eof = stalled.read_to_eof(20)
             assert eof, (f"SSE stream of the slow consumer did not end: {len(data)} bytes "
                          f"read after the drop, ends {data[-80:]!r}; sockets:\n"
                          + sockets_of(gw.port))
