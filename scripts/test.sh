@@ -95,8 +95,9 @@ stage() {
                 # name only those that passed the second time
                 local still flaky=""
                 still=$(failed_in "$log.rerun")
-                for t in $failed_names; do
-                    case " $still " in *" $t "*) ;; *) flaky+="$t " ;; esac
+                local name_
+                for name_ in $failed_names; do   # (t is the stage's start time)
+                    case " $still " in *" $name_ "*) ;; *) flaky+="$name_ " ;; esac
                 done
                 problems+=("$name: FLAKY (failed once, passed on rerun): $flaky")
             fi
