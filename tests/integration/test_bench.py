@@ -349,10 +349,16 @@ def test_rate_spaces_messages_evenly(gateway_factory, bench, rds):
 
     check_clean_run(res, n, msgs)
     assert [s for _, s in arrivals] == list(range(msgs)), arrivals
+    # Each message leaves at or after its due time on the schedule, t0 +
+    # i * period, never before it: the pairs of the old bug left 200 ms
+    # early. A late one (a loaded machine: once 112 ms under ASan) is
+    # followed by a shorter gap, since the schedule is absolute, which is
+    # what keeps the rate; the rate itself is checked below.
     period = 1.0 / rate
-    gaps = [round((b - a) * 1000, 1) for (a, _), (b, _) in zip(arrivals, arrivals[1:])]
-    bad = [g for g in gaps if not 0.5 * period * 1000 <= g <= 1.5 * period * 1000]
-    assert not bad, f"gaps (ms) outside 100..300: {gaps}"
+    t0 = arrivals[0][0]
+    early = [round((t - t0 - i * period) * 1000, 1) for i, (t, _) in enumerate(arrivals)
+             if t - t0 - i * period < -0.02]
+    assert not early, f"messages more than 20 ms ahead of the schedule (ms): {early}"
     assert res.report["publish"]["per_s"] == pytest.approx(rate, rel=0.1), res.report["publish"]
 
 
