@@ -16,6 +16,12 @@ uint64_t pg_hub_id_floor(void)
 {
     int64_t now = (int64_t)pg_wall_ms() + pg_node.redis_clock_offset_ms - FLOOR_MARGIN_MS;
     uint64_t by_clock = now > 0 ? (uint64_t)now * 1000 : 0;
+    /* On one Redis ids rise across all channels, so the highest seen on any
+     * is a floor for every other. In a cluster they rise per channel only:
+     * a shard may hand out ms*1000+0 on a new channel after ms*1000+5 on a
+     * busy one, and that floor would hide the new channel's first message. */
+    if (pg_node.cfg.redis.kind == PG_URL_CLUSTER)
+        return by_clock;
     return by_clock > pg_node.max_id_seen ? by_clock : pg_node.max_id_seen;
 }
 

@@ -25,7 +25,7 @@ from clusterkit import (PREFIX, RedisCluster, channel_in_slot, key_slot,  # noqa
                         redis_cluster)
 from pgtest import API_KEY, WSClient, async_wait_until
 
-TOPICS = "e2e*,mv*,kill*"
+TOPICS = "e2e*,mv*,kill*,floor*"
 ARGS = ["--api-key", API_KEY, "--public-topics", TOPICS, "--history-size", "5000"]
 PREVIEW = {"PUSHGATE_CLUSTER_PREVIEW": "1"}
 
@@ -350,6 +350,43 @@ class Publishers(list):
         if check_errors:
             for p in self:
                 assert p.error is None, p.error
+
+
+def test_a_channel_ahead_does_not_hide_a_new_channels_first_message(redis_cluster, cnode):
+    """In a cluster ids rise per channel only. A channel whose ids run ahead
+    (here its history's last id set an hour on) must not raise the replay
+    point of a channel subscribed after it: on one Redis the highest id seen
+    on any channel is a floor for all; in a cluster, once the new channel's
+    subscription is lost and comes back, the replay from that floor would
+    skip what was published on it meanwhile."""
+    cl = redis_cluster
+    by_shard = cl.channels_on_shards(1, stem="floor")
+    ahead, fresh = [cs[0] for cs in by_shard.values()][:2]
+    gw = cnode(cl)
+
+    async def go():
+        a = await ws(gw, [ahead])
+        await async_wait_until(lambda: shard_numsub(cl, ahead) == 1, msg="ahead subscribed")
+        first = int(gw.publish({"channel": ahead, "data": 1}).json()["id"])
+        assert int((await a.recv_json())["id"]) == first
+        future = first + 3600 * 1000 * 1000   # ids are ms * 1000 + n
+        cl.owner_of_key(hkey(ahead)).execute_command("XSETID", hkey(ahead), f"{future}-0")
+        r = gw.publish({"channel": ahead, "data": 2})
+        assert int(r.json()["id"]) == future + 1
+        assert int((await a.recv_json())["id"]) == future + 1   # the node has seen it
+        b = await ws(gw, [fresh])
+        await async_wait_until(lambda: shard_numsub(cl, fresh) == 1, msg="fresh subscribed")
+        # the node's subscription to fresh is cut, and a message lands meanwhile:
+        # only the replay from fresh's own position can bring it
+        owner = cl.owner_of_key(f"{PREFIX}{{{fresh}}}")
+        assert owner.execute_command("CLIENT", "KILL", "TYPE", "pubsub") >= 1
+        rid = int(gw.publish({"channel": fresh, "data": 3}).json()["id"])
+        assert rid < future
+        got = await b.recv_json(timeout=10)
+        assert (got["channel"], int(got["id"]), got["data"]) == (fresh, rid, 3)
+        await a.close()
+        await b.close()
+    pgtest.run(go(), timeout=60)
 
 
 def seed(gw, names):
