@@ -14,7 +14,8 @@ import pytest
 import redis as redis_py
 
 from pgtest import fn_name, wait_until
-from test_functions import FN, PREFIX, load, publish, r  # noqa: F401 (r is a fixture)
+from test_functions import (FN, PREFIX, load, publish, r, rds,  # noqa: F401 (fixtures)
+                            shared_redis)
 
 CONTROL = PREFIX + "_control"
 REVOKED = PREFIX + "revoked"

@@ -9,6 +9,7 @@ import time
 import pytest
 import redis as redis_py
 
+import pgtest
 from pgtest import fn_name, render_functions, wait_until
 
 PREFIX = "pushgate:"
@@ -35,6 +36,33 @@ def redis_now_ms(r):
 def pairs(flat):
     """[id1, env1, id2, env2, ...] -> [(id1, env1), ...]"""
     return list(zip(flat[0::2], flat[1::2]))
+
+
+@pytest.fixture(scope="module")
+def shared_redis(tmp_path_factory):
+    """One redis-server for the whole module: these tests call functions on
+    Redis and start no gateway, and a server per test (300 of them in
+    test_control_functions.py) was most of their time. Each test gets it
+    empty (rds below)."""
+    srv = pgtest.RedisServer(tmp_path_factory.mktemp("redis"))
+    pgtest.ACTIVE.append(srv)
+    try:
+        srv.start()
+        yield srv
+    finally:
+        srv.stop()
+        if srv in pgtest.ACTIVE:
+            pgtest.ACTIVE.remove(srv)
+
+
+@pytest.fixture
+def rds(shared_redis):
+    """The shared server, emptied: no keys, no function library."""
+    c = shared_redis.client()
+    c.flushall()
+    c.execute_command("FUNCTION", "FLUSH")
+    yield c
+    c.close()
 
 
 @pytest.fixture
