@@ -49,7 +49,7 @@ bash scripts/deps.sh || { say "deps.sh failed"; echo "summary: 0 passed, 1 faile
 
 # failed_in LOG: the names ctest listed under "The following tests FAILED".
 failed_in() {
-    sed -n '/The following tests FAILED:/,$p' "$1" | grep -E '^\s+[0-9]+ - ' |
+    sed -n '/The following tests FAILED:/,$p' "$1" | grep -aE '^\s+[0-9]+ - ' |
         sed -E 's/^\s+[0-9]+ - ([^ ]+).*/\1/' | tr '\n' ' '
 }
 
@@ -74,7 +74,10 @@ stage() {
     # "100% tests passed, 0 tests failed out of 12"; skipped ones count as
     # passed there and are listed as "(Skipped)" under "did not run".
     local line total f s
-    line=$(grep -E '[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$log" | tail -1)
+    # -a: a test's output can hold any byte (the conformance suite sends
+    # raw ones), and GNU grep then says "binary file matches" instead of the
+    # line: the count was lost and the failed test never rerun.
+    line=$(grep -aE '[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$log" | tail -1)
     if [ -n "$line" ]; then
         total=$(sed -E 's/.* out of ([0-9]+).*/\1/' <<<"$line")
         f=$(sed -E 's/.*passed, ([0-9]+) tests? failed.*/\1/' <<<"$line")
@@ -88,7 +91,7 @@ stage() {
             say "== $name: rerunning what failed: $failed_names"
             ctest --test-dir "$dir" --output-on-failure --timeout 300 --rerun-failed 2>&1 | tee "$log.rerun"
             rc=${PIPESTATUS[0]}
-            rerun_line=$(grep -E '[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$log.rerun" | tail -1)
+            rerun_line=$(grep -aE '[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$log.rerun" | tail -1)
             rf=$(sed -E 's/.*passed, ([0-9]+) tests? failed.*/\1/' <<<"$rerun_line")
             [ -n "$rf" ] || rf=$f
             if [ "$rf" -lt "$f" ]; then
@@ -103,7 +106,7 @@ stage() {
             fi
             f=$rf
         fi
-        s=$(grep -cE '\(Skipped\)$' "$log" || true)
+        s=$(grep -acE '\(Skipped\)$' "$log" || true)
         passed=$((passed + total - f - s)); failed=$((failed + f)); skipped=$((skipped + s))
         [ "$f" -gt 0 ] && problems+=("$name: $f of $total tests failed")
     fi
