@@ -30,15 +30,8 @@ def pytest_runtest_makereport(item, call):
 @pytest.fixture
 def redis_server(tmp_path):
     """A fresh redis-server on a free loopback port."""
-    srv = pgtest.RedisServer(tmp_path / "redis")
-    pgtest.ACTIVE.append(srv)
-    try:
-        srv.start()
+    with pgtest.running_redis(tmp_path / "redis") as srv:
         yield srv
-    finally:
-        srv.stop()
-        if srv in pgtest.ACTIVE:
-            pgtest.ACTIVE.remove(srv)
 
 
 @pytest.fixture

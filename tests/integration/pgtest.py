@@ -8,6 +8,7 @@ deadline instead of sleeping. Imported by conftest.py and the test files.
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import http.client
@@ -312,6 +313,21 @@ class RedisServer(RedisProcess):
         """kill -9 then start again on the same port, empty."""
         self.kill9()
         return self.start(self.port)
+
+
+@contextlib.contextmanager
+def running_redis(tmpdir):
+    """A RedisServer started in tmpdir for the with-block, listed in ACTIVE
+    (its log goes with a failure's report) and stopped by PID after it."""
+    srv = RedisServer(tmpdir)
+    ACTIVE.append(srv)
+    try:
+        srv.start()
+        yield srv
+    finally:
+        srv.stop()
+        if srv in ACTIVE:
+            ACTIVE.remove(srv)
 
 
 # --------------------------------------------------------------------------

@@ -395,16 +395,20 @@ def seed(gw, names):
     return {n: int(gw.publish({"channel": n, "data": "seed"}).json()["id"]) for n in names}
 
 
-def test_three_shards_concurrent_publishers_clients_drop_and_resume(redis_cluster, cnode):
-    cl = redis_cluster
-    by_shard = cl.channels_on_shards(1, stem="e2eres")
-    names = [cs[0] for cs in by_shard.values()]
+def three_shards(cl, cnode, stem, n=200):
+    """A channel on each of three shards, a node, one seed message on each
+    (their ids: where clients start) and a publisher of n more per channel,
+    not started: (names, gw, start, pubs)."""
+    names = [cs[0] for cs in cl.channels_on_shards(1, stem=stem).values()]
     assert len({cl.owner_port(key_slot(f"{PREFIX}{{{n}}}")) for n in names}) == 3
     gw = cnode(cl)
     start = seed(gw, names)
-    pubs = Publishers(Publisher(gw, cl, n, 200) for n in names)
-    done = threading.Event()
+    return names, gw, start, Publishers(Publisher(gw, cl, name, n) for name in names)
 
+
+def test_three_shards_concurrent_publishers_clients_drop_and_resume(redis_cluster, cnode):
+    names, gw, start, pubs = three_shards(redis_cluster, cnode, "e2eres")
+    done = threading.Event()
     expected = pubs.expected
 
     async def go():
@@ -437,15 +441,8 @@ def test_three_shards_clients_resume_with_position_lists_on_connect(redis_cluste
     so a message in flight on a slower shard when the client dropped is
     not skipped (one since for all would skip it): every id once, in
     order, per channel."""
-    cl = redis_cluster
-    by_shard = cl.channels_on_shards(1, stem="e2elist")
-    names = [cs[0] for cs in by_shard.values()]
-    assert len({cl.owner_port(key_slot(f"{PREFIX}{{{n}}}")) for n in names}) == 3
-    gw = cnode(cl)
-    start = seed(gw, names)
-    pubs = Publishers(Publisher(gw, cl, n, 200) for n in names)
+    names, gw, start, pubs = three_shards(redis_cluster, cnode, "e2elist")
     done = threading.Event()
-
     expected = pubs.expected
 
     async def go():

@@ -44,15 +44,8 @@ def shared_redis(tmp_path_factory):
     Redis and start no gateway, and a server per test (300 of them in
     test_control_functions.py) was most of their time. Each test gets it
     empty (rds below)."""
-    srv = pgtest.RedisServer(tmp_path_factory.mktemp("redis"))
-    pgtest.ACTIVE.append(srv)
-    try:
-        srv.start()
+    with pgtest.running_redis(tmp_path_factory.mktemp("redis")) as srv:
         yield srv
-    finally:
-        srv.stop()
-        if srv in pgtest.ACTIVE:
-            pgtest.ACTIVE.remove(srv)
 
 
 @pytest.fixture
