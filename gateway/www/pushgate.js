@@ -48,8 +48,10 @@
  *   with the new channel list and since=<lastId>.
  *
  * Delivery guarantees kept by the client
- *   - ids are tracked; a reconnect asks for since=<highest id seen> so the
- *     gateway replays what was missed from history;
+ *   - ids are tracked; a reconnect asks for since=<highest id seen>, plus
+ *     <channel>:<id> for each channel whose own last id is below it (a Redis
+ *     Cluster orders ids per channel only), so the gateway replays what was
+ *     missed from history;
  *   - a message whose id is not above the last id seen on its channel is a
  *     duplicate and is dropped;
  *   - reconnects back off exponentially (base 500 ms, cap 30 s, full jitter);
@@ -595,8 +597,30 @@
     var chans = this.currentChannels();
     if (chans.length) q.push('channels=' + chans.join(','));
     if (token) q.push('token=' + encodeURIComponent(token));
-    if (includeSince && this.lastId !== null) q.push('since=' + this.lastId);
+    if (includeSince && this.lastId !== null) q.push('since=' + encodeURIComponent(this._since(chans)));
     return base + path + (q.length ? '?' + q.join('&') : '');
+  };
+
+  // What since= carries: the highest id seen, then "<channel>:<id>" for each
+  // channel of the connection whose own last id is below it. On one Redis
+  // ids reach a node in order over one link, so the bare id alone is exact;
+  // in a Redis Cluster ids rise per channel and arrive over one link per
+  // shard, so a message of a slower shard can still be in flight below the
+  // highest id: each channel then resumes from its own position (README
+  // "Redis Cluster"), and the bare id covers the channels that delivered
+  // nothing yet. A list past the gateway's limits (66 entries, 4096 bytes)
+  // falls back to the bare id.
+  P._since = function (chans) {
+    var out = this.lastId, n = 0;
+    for (var ch in this._chanLast) {
+      if (!Object.prototype.hasOwnProperty.call(this._chanLast, ch)) continue;
+      if (chans.indexOf(ch) < 0 && ch !== 'broadcast' && ch.indexOf('user:') !== 0) continue;
+      var id = this._chanLast[ch];
+      if (cmpId(id, this.lastId) >= 0) continue;
+      out += ',' + ch + ':' + id;
+      if (++n > 65 || out.length > 4096) return this.lastId;
+    }
+    return out;
   };
 
   // getToken, or a function given as `token`, or null for a fixed token.

@@ -302,7 +302,9 @@ test('eventsource: named events need listen(), recovery event, reopen on subscri
   pg.subscribe('orders');
   assert.equal(list.length, 2);
   assert.equal(list[0].readyState, 2);
-  assert.deepEqual(q(list[1].url), { channels: 'news,orders', since: '9' });
+  // the highest id, and broadcast's own position below it (README "Redis
+  // Cluster": per-channel positions; the same resume on one Redis)
+  assert.deepEqual(q(list[1].url), { channels: 'news,orders', since: '9,broadcast:8' });
   list[1].open();
   assert.ok(events.some((e) => e[0] === 'subscribed' && e[1].channel === 'orders'));
   // browser gave up (HTTP error): we reconnect ourselves with since
@@ -310,7 +312,29 @@ test('eventsource: named events need listen(), recovery event, reopen on subscri
   assert.equal(pg.state, 'reconnecting');
   clock.advance(30000);
   assert.equal(list.length, 3);
-  assert.equal(q(list[2].url).since, '9');
+  assert.equal(q(list[2].url).since, '9,broadcast:8');
+});
+
+test('since= carries each channel of the connection below the highest id, within the gateway limits', () => {
+  const { sockets, clock } = make({ channels: ['news', 'sports'] });
+  sockets[0].open();
+  sockets[0].frame({ channel: 'sports', id: '5', data: 0 });
+  sockets[0].frame({ channel: 'gone', id: '6', data: 0 });        // not a channel of it
+  sockets[0].frame({ channel: 'user:42', id: '7', data: 0 });
+  sockets[0].frame({ channel: 'news', id: '12', data: 0 });
+  sockets[0].drop(1001, "going away");
+  clock.advance(30000);
+  // news is the highest: the bare id; sports and user:42 from their own
+  assert.equal(q(sockets[1].url).since, '12,sports:5,user:42:7');
+  // past 4096 bytes (the gateway's limit) the bare id alone
+  const many = [];
+  for (let i = 0; i < 60; i++) many.push('room.' + 'x'.repeat(60) + i);
+  const big = make({ channels: many });
+  big.sockets[0].open();
+  many.forEach((c, i) => big.sockets[0].frame({ channel: c, id: String(100 + i), data: 0 }));
+  big.sockets[0].drop(1001, "going away");
+  big.clock.advance(30000);
+  assert.equal(q(big.sockets[1].url).since, '159');
 });
 
 function streamResponse(status, ctype) {
