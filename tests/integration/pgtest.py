@@ -456,16 +456,20 @@ class Gateway:
         for attempt in range(3):
             self.port = free_port()
             self.spawn("start")
+            # Ours, not whoever else took the port between free_port() and
+            # our bind (four tests at a time): another test's node answered
+            # /readyz while this one was failing with "Address already in
+            # use", and the test then talked to the wrong node.
             if not self.wait_ready:
                 wait_until(lambda: self.proc.poll() is not None or
-                           port_listening(self.port), timeout=10,
+                           (self.bound() and port_listening(self.port)), timeout=10,
                            msg=f"{self.name} listening")
                 if self.proc.poll() is None:
                     return self
             else:
                 try:
                     wait_until(lambda: self.proc.poll() is not None or
-                               self.readyz() == 200, timeout=10,
+                               (self.bound() and self.readyz() == 200), timeout=10,
                                msg=f"{self.name} /readyz 200")
                 except AssertionError:
                     stop_process(self.proc, signal.SIGKILL)
@@ -478,6 +482,10 @@ class Gateway:
                 break  # not a port race: report it
         raise GatewayStartError(f"{self.name} exited with {self.proc.returncode} "
                                 f"at start:\n{tail(self.logfile)}")
+
+    def bound(self):
+        """Its log says it listens on its port (it logs that once bound)."""
+        return f"listening on 127.0.0.1:{self.port}" in tail(self.logfile, 200)
 
     def readyz(self):
         try:

@@ -555,8 +555,11 @@ def test_idle_measures_the_keepalive_cost_per_connection(gateway_factory, bench)
     s = r["server"]
     assert secs - 0.1 <= s["idle_window_s"] <= secs + 2, s
     assert s["idle_cpu_s"] > 0, s
+    # idle_cpu_s is reported to the ms: the per-connection figure, from the
+    # ns, may differ by that rounding
     assert s["idle_cpu_us_per_conn_s"] == pytest.approx(
-        s["idle_cpu_s"] * 1e6 / (n * s["idle_window_s"]), rel=0.05, abs=0.002), s
+        s["idle_cpu_s"] * 1e6 / (n * s["idle_window_s"]),
+        abs=0.0005 * 1e6 / (n * s["idle_window_s"]) + 0.002), s
     # every connection answered pings meanwhile (the bench counts them)
     assert r["deliveries"]["pings"] >= n * (secs - 1), r["deliveries"]
 
