@@ -11,9 +11,9 @@
 #include "commands.h"
 #include "node.h"
 #include "router.h"
+#include "subscriber.h"
 #include "pg_chan.h"
 #include "pg_log.h"
-#include "pg_msg.h"
 #include "pg_slot.h"
 #include "pg_util.h"
 
@@ -62,18 +62,7 @@ static void on_message(void *ud, const char *channel, size_t clen,
             hooks.order(payload, plen);
         return;
     }
-    int err = 0;
-    pg_node.metrics.messages_received_total++;
-    pg_msg_t *m = pg_msg_from_payload(name, payload, plen, pg_node.cfg.max_message_bytes, &err);
-    if (m == NULL) {
-        pg_node.metrics.messages_dropped_total++;
-        pg_log(PG_LOG_WARN, "dropped a message on %s: %s (%zu bytes)", name,
-               err == PG_MSG_E_TOO_BIG ? "over --max-message-bytes" : "out of memory", plen);
-        return;
-    }
-    if (hooks.message != NULL)
-        hooks.message(m);
-    pg_msg_unref(&m);
+    pg_subscriber_deliver(&hooks, name, payload, plen);
 }
 
 static void on_subscribed(void *ud, const char *channel, size_t clen, int resync)
@@ -189,19 +178,8 @@ static req_t *req_new(void *arg, const char *channel)
 
 static void published(void *arg, const struct redisReply *r, const char *err)
 {
-    const redisReply *reply = (const redisReply *)r;
     req_t *q = arg;
-    uint64_t id = 0;
-    if (reply == NULL)
-        q->cb.pub(q->arg, 0, 0, err ? err : "redis connection lost");
-    else if (reply->type == REDIS_REPLY_ERROR)
-        q->cb.pub(q->arg, 0, 0, reply->str);
-    else if (reply->type == REDIS_REPLY_STRING && pg_atou64(reply->str, reply->len, &id) == 0)
-        q->cb.pub(q->arg, 1, id, NULL);
-    else if (reply->type == REDIS_REPLY_INTEGER && reply->integer > 0)
-        q->cb.pub(q->arg, 1, (uint64_t)reply->integer, NULL);
-    else
-        q->cb.pub(q->arg, 0, 0, "unexpected reply from the publish function");
+    pg_commands_publish_reply(r, err, q->cb.pub, q->arg);
     free(q);
 }
 
@@ -271,16 +249,8 @@ static int raw_publish(const char *channel, const char *payload, size_t len,
 
 static void counted(void *arg, const struct redisReply *r, const char *err)
 {
-    const redisReply *reply = (const redisReply *)r;
     req_t *q = arg;
-    if (reply == NULL)
-        q->cb.num(q->arg, 0, 0, err ? err : "redis connection lost");
-    else if (reply->type == REDIS_REPLY_ERROR)
-        q->cb.num(q->arg, 0, 0, reply->str);
-    else if (reply->type == REDIS_REPLY_INTEGER)
-        q->cb.num(q->arg, 1, reply->integer, NULL);
-    else
-        q->cb.num(q->arg, 0, 0, "unexpected reply from a control function");
+    pg_commands_int_reply(r, err, q->cb.num, q->arg);
     free(q);
 }
 
@@ -311,30 +281,9 @@ static int fcall_int(const char *fn, int argc, const char **args, const size_t *
 
 static void hashed(void *arg, const struct redisReply *r, const char *err)
 {
-    const redisReply *reply = (const redisReply *)r;
     req_t *q = arg;
     (void)err;
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements % 2 != 0) {
-        q->cb.hash(q->arg, 0, NULL, NULL, 0);
-        free(q);
-        return;
-    }
-    size_t n = reply->elements / 2, got = 0;
-    const char **f = calloc(n + 1, sizeof(*f)), **v = calloc(n + 1, sizeof(*v));
-    if (f == NULL || v == NULL) {
-        q->cb.hash(q->arg, 0, NULL, NULL, 0);
-    } else {
-        for (size_t i = 0; i < n; i++) {
-            const redisReply *kf = reply->element[2 * i], *kv = reply->element[2 * i + 1];
-            if (kf->type != REDIS_REPLY_STRING || kv->type != REDIS_REPLY_STRING)
-                continue;
-            f[got] = kf->str;
-            v[got++] = kv->str;
-        }
-        q->cb.hash(q->arg, 1, f, v, got);
-    }
-    free(f);
-    free(v);
+    pg_commands_hash_reply(r, q->cb.hash, q->arg);
     free(q);
 }
 

@@ -186,22 +186,28 @@ static int fcall2(const char *verb, const char *fn, const char *channel,
     return fcall(verb, fn, 2, args, lens, cb, priv);
 }
 
+void pg_commands_publish_reply(const struct redisReply *r, const char *lost,
+                               pg_publish_cb cb, void *arg)
+{
+    const redisReply *reply = r;
+    uint64_t id = 0;
+    if (reply == NULL)
+        cb(arg, 0, 0, lost != NULL ? lost : "redis connection lost");
+    else if (reply->type == REDIS_REPLY_ERROR)
+        cb(arg, 0, 0, reply->str);
+    else if (reply->type == REDIS_REPLY_STRING && pg_atou64(reply->str, reply->len, &id) == 0)
+        cb(arg, 1, id, NULL);
+    else if (reply->type == REDIS_REPLY_INTEGER && reply->integer > 0)
+        cb(arg, 1, (uint64_t)reply->integer, NULL);
+    else
+        cb(arg, 0, 0, "unexpected reply from the publish function");
+}
+
 static void publish_cb(redisAsyncContext *ac, void *r, void *priv)
 {
-    redisReply *reply = r;
     pub_req_t *p = priv;
-    uint64_t id = 0;
     (void)ac;
-    if (reply == NULL)
-        p->cb(p->arg, 0, 0, "redis connection lost");
-    else if (reply->type == REDIS_REPLY_ERROR)
-        p->cb(p->arg, 0, 0, reply->str);
-    else if (reply->type == REDIS_REPLY_STRING && pg_atou64(reply->str, reply->len, &id) == 0)
-        p->cb(p->arg, 1, id, NULL);
-    else if (reply->type == REDIS_REPLY_INTEGER && reply->integer > 0)
-        p->cb(p->arg, 1, (uint64_t)reply->integer, NULL);
-    else
-        p->cb(p->arg, 0, 0, "unexpected reply from the publish function");
+    pg_commands_publish_reply(r, NULL, p->cb, p->arg);
     free(p);
 }
 
@@ -356,19 +362,25 @@ typedef struct int_req {
     void           *arg;
 } int_req_t;
 
+void pg_commands_int_reply(const struct redisReply *r, const char *lost,
+                           pg_fcall_int_cb cb, void *arg)
+{
+    const redisReply *reply = r;
+    if (reply == NULL)
+        cb(arg, 0, 0, lost != NULL ? lost : "redis connection lost");
+    else if (reply->type == REDIS_REPLY_ERROR)
+        cb(arg, 0, 0, reply->str);
+    else if (reply->type == REDIS_REPLY_INTEGER)
+        cb(arg, 1, reply->integer, NULL);
+    else
+        cb(arg, 0, 0, "unexpected reply from a control function");
+}
+
 static void int_cb(redisAsyncContext *ac, void *r, void *priv)
 {
-    redisReply *reply = r;
     int_req_t *q = priv;
     (void)ac;
-    if (reply == NULL)
-        q->cb(q->arg, 0, 0, "redis connection lost");
-    else if (reply->type == REDIS_REPLY_ERROR)
-        q->cb(q->arg, 0, 0, reply->str);
-    else if (reply->type == REDIS_REPLY_INTEGER)
-        q->cb(q->arg, 1, reply->integer, NULL);
-    else
-        q->cb(q->arg, 0, 0, "unexpected reply from a control function");
+    pg_commands_int_reply(r, NULL, q->cb, q->arg);
     free(q);
 }
 
@@ -396,32 +408,36 @@ typedef struct hash_req {
     void      *arg;
 } hash_req_t;
 
-static void hash_cb(redisAsyncContext *ac, void *r, void *priv)
+void pg_commands_hash_reply(const struct redisReply *r, pg_hash_cb cb, void *arg)
 {
-    redisReply *reply = r;
-    hash_req_t *q = priv;
-    (void)ac;
+    const redisReply *reply = r;
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements % 2 != 0) {
-        q->cb(q->arg, 0, NULL, NULL, 0);
-        free(q);
+        cb(arg, 0, NULL, NULL, 0);
         return;
     }
     size_t n = reply->elements / 2, got = 0;
     const char **f = calloc(n + 1, sizeof(*f)), **v = calloc(n + 1, sizeof(*v));
     if (f == NULL || v == NULL) {
-        q->cb(q->arg, 0, NULL, NULL, 0);
+        cb(arg, 0, NULL, NULL, 0);
     } else {
         for (size_t i = 0; i < n; i++) {
-            redisReply *kf = reply->element[2 * i], *kv = reply->element[2 * i + 1];
+            const redisReply *kf = reply->element[2 * i], *kv = reply->element[2 * i + 1];
             if (kf->type != REDIS_REPLY_STRING || kv->type != REDIS_REPLY_STRING)
                 continue;
             f[got] = kf->str;
             v[got++] = kv->str;
         }
-        q->cb(q->arg, 1, f, v, got);
+        cb(arg, 1, f, v, got);
     }
     free(f);
     free(v);
+}
+
+static void hash_cb(redisAsyncContext *ac, void *r, void *priv)
+{
+    hash_req_t *q = priv;
+    (void)ac;
+    pg_commands_hash_reply(r, q->cb, q->arg);
     free(q);
 }
 

@@ -30,6 +30,12 @@ char *pg_commands_render_library(size_t *len);
 typedef void (*pg_publish_cb)(void *arg, int ok, uint64_t id, const char *err);
 int pg_commands_publish(const char *channel, const char *payload, size_t len,
                    pg_publish_cb cb, void *arg);
+/* Hand the publish function's reply to cb as pg_commands_publish does;
+ * reply NULL: the call was lost, for the reason lost (NULL: "redis
+ * connection lost"). Shared with the cluster broker's routed call. */
+struct redisReply;
+void pg_commands_publish_reply(const struct redisReply *reply, const char *lost,
+                               pg_publish_cb cb, void *arg);
 
 /* FCALL_RO <prefix>history 0 channel since. cb gets the entries with id >
  * since in id order (borrowed: take a ref to keep one) and whether history
@@ -38,7 +44,6 @@ typedef void (*pg_history_cb)(void *arg, int ok, int complete, pg_msg_t **msgs, 
 int pg_commands_history(const char *channel, uint64_t since, pg_history_cb cb, void *arg);
 /* Hand the history function's reply (NULL: the link dropped) to cb as
  * pg_commands_history does: shared with the cluster broker's routed read. */
-struct redisReply;
 void pg_commands_history_reply(const char *channel, const struct redisReply *reply,
                                pg_history_cb cb, void *arg);
 
@@ -57,18 +62,23 @@ int pg_commands_raw_publish(const char *channel, const char *payload, size_t len
 typedef void (*pg_fcall_int_cb)(void *arg, int ok, long long value, const char *err);
 int pg_commands_fcall_int(const char *fn, int argc, const char **argv, const size_t *lens,
                           pg_fcall_int_cb cb, void *arg);
+/* The same for an integer reply (lost as for pg_commands_publish_reply). */
+void pg_commands_int_reply(const struct redisReply *reply, const char *lost,
+                           pg_fcall_int_cb cb, void *arg);
 
 /* HGETALL of a hash under the prefix (key without it): cb gets the field
  * and value strings (borrowed) in pairs, n pairs, or ok=0. */
 typedef void (*pg_hash_cb)(void *arg, int ok, const char **fields, const char **values, size_t n);
 int pg_commands_hgetall(const char *key, pg_hash_cb cb, void *arg);
+/* Hand an HGETALL reply (NULL: lost) to cb as pg_commands_hgetall does;
+ * shared with the cluster broker. */
+void pg_commands_hash_reply(const struct redisReply *reply, pg_hash_cb cb, void *arg);
 
 /* Any command on the command link, pipelined behind what is queued (the
  * presence and events services batch their writes per loop iteration with
  * it). cb may be NULL; otherwise it gets the reply (borrowed: valid during
  * cb), or NULL when the link dropped before it. Returns -1 (cb never called)
  * when the link is not ready. */
-struct redisReply;
 typedef void (*pg_reply_cb)(void *arg, const struct redisReply *reply);
 int pg_commands_argv(int argc, const char **argv, const size_t *lens, pg_reply_cb cb, void *arg);
 /* Shutdown only: write what is queued on the command link now, waiting up

@@ -155,9 +155,10 @@ static void flush_cb(uv_prepare_t *h)
         pg_link_ready(&sub);
 }
 
-static void on_message(const char *chan, const char *payload, size_t len)
+void pg_subscriber_deliver(const pg_subscriber_hooks_t *h, const char *chan,
+                           const char *payload, size_t len)
 {
-    if (hooks.message == NULL)
+    if (h->message == NULL)
         return;
     int err = 0;
     pg_node.metrics.messages_received_total++;
@@ -168,7 +169,7 @@ static void on_message(const char *chan, const char *payload, size_t len)
                err == PG_MSG_E_TOO_BIG ? "over --max-message-bytes" : "out of memory", len);
         return;
     }
-    hooks.message(m);
+    h->message(m);
     pg_msg_unref(&m);
 }
 
@@ -214,7 +215,7 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv)
     last_rx_ms = pg_mono_ms();
     if (strcmp(kind, "message") == 0) {
         if (reply->element[2]->type == REDIS_REPLY_STRING)
-            on_message(name, reply->element[2]->str, reply->element[2]->len);
+            pg_subscriber_deliver(&hooks, name, reply->element[2]->str, reply->element[2]->len);
         return;
     }
     int is_sub = strcmp(kind, "subscribe") == 0;

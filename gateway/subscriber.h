@@ -33,5 +33,10 @@ int pg_subscriber_ready(void);
 void pg_subscriber_want(const char *name, int on);
 /* 1 when Redis confirmed the SUBSCRIBE of name on the current connection. */
 int pg_subscriber_has(const char *name);
+/* A message Redis sent on channel chan (the pushgate name): counted, parsed
+ * and handed to h->message, or dropped, counted and logged. Shared with the
+ * cluster broker (cbroker.c), whose shard links read it their own way. */
+void pg_subscriber_deliver(const pg_subscriber_hooks_t *h, const char *chan,
+                           const char *payload, size_t len);
 
 #endif
