@@ -30,6 +30,10 @@ typedef struct pg_broker_ops {
                       pg_fcall_int_cb cb, void *arg);
     int  (*hgetall)(const char *key, pg_hash_cb cb, void *arg);
     int  (*argv)(int argc, const char **argv, const size_t *lens, pg_reply_cb cb, void *arg);
+    /* argv on the master owning key's slot (key: the full Redis name, as
+     * in argv): what presence and events write per channel or stream */
+    int  (*keyed_argv)(const char *key, size_t keylen, int argc, const char **argv,
+                       const size_t *lens, pg_reply_cb cb, void *arg);
 } pg_broker_ops_t;
 
 /* NULL (one Redis, Sentinel) or the cluster broker's table; set once by

@@ -304,19 +304,51 @@ static int hgetall(const char *key, pg_hash_cb cb, void *arg)
     return call(full, klen, 2, argv, lens, hashed, q);
 }
 
-/* Presence and events write node-wide keys that cross slots; their
- * per-shard form is not built yet (README "Redis Cluster"), so they find
- * no link, as when Redis is down. */
+/* An unkeyed command has no shard to go to: every caller names its key
+ * (presence per channel, events on {_events}) through keyed_argv. */
 static int any_argv(int argc, const char **argv, const size_t *lens, pg_reply_cb cb, void *arg)
 {
     (void)argc; (void)argv; (void)lens; (void)cb; (void)arg;
     return -1;
 }
 
+typedef struct keyed_req {
+    pg_reply_cb cb;   /* NULL: the caller wants no reply */
+    void       *arg;
+} keyed_req_t;
+
+static void keyed_done(void *arg, const struct redisReply *r, const char *err)
+{
+    keyed_req_t *q = arg;
+    (void)err;
+    if (q->cb != NULL)
+        q->cb(q->arg, r);
+    free(q);
+}
+
+/* Pipelined behind whatever else goes to that master in this loop
+ * iteration (the router's link writes once per iteration). */
+static int keyed_argv(const char *key, size_t keylen, int argc, const char **argv,
+                      const size_t *lens, pg_reply_cb cb, void *arg)
+{
+    keyed_req_t *q = malloc(sizeof(*q));
+    if (q == NULL)
+        return -1;
+    q->cb = cb;
+    q->arg = arg;
+    if (!cmd_ready() ||
+        pg_router_call(router, key, keylen, argc, argv, lens, keyed_done, q) != 0) {
+        free(q);
+        return -1;
+    }
+    return 0;
+}
+
 static const pg_broker_ops_t ops = {
     .sub_ready = sub_ready, .want = want, .has = has,
     .cmd_ready = cmd_ready, .publish = publish, .history = history,
     .raw_publish = raw_publish, .fcall_int = fcall_int, .hgetall = hgetall, .argv = any_argv,
+    .keyed_argv = keyed_argv,
 };
 
 /* --- life ---------------------------------------------------------------------- */

@@ -494,6 +494,14 @@ int pg_commands_argv(int argc, const char **argv, const size_t *lens, pg_reply_c
     return 0;
 }
 
+int pg_commands_keyed_argv(const char *key, size_t keylen, int argc, const char **argv,
+                           const size_t *lens, pg_reply_cb cb, void *arg)
+{
+    if (pg_broker != NULL)
+        return pg_broker->keyed_argv(key, keylen, argc, argv, lens, cb, arg);
+    return pg_commands_argv(argc, argv, lens, cb, arg);
+}
+
 void pg_commands_flush_sync(int timeout_ms)
 {
     if (cmd.ac == NULL || cmd.state != PG_LINK_READY)

@@ -81,6 +81,11 @@ void pg_commands_hash_reply(const struct redisReply *reply, pg_hash_cb cb, void 
  * when the link is not ready. */
 typedef void (*pg_reply_cb)(void *arg, const struct redisReply *reply);
 int pg_commands_argv(int argc, const char **argv, const size_t *lens, pg_reply_cb cb, void *arg);
+/* The same, routed by key (the full Redis name of the key argv writes) in
+ * a Redis Cluster; on one Redis the key is ignored and argv goes out
+ * exactly as with pg_commands_argv. */
+int pg_commands_keyed_argv(const char *key, size_t keylen, int argc, const char **argv,
+                           const size_t *lens, pg_reply_cb cb, void *arg);
 /* Shutdown only: write what is queued on the command link now, waiting up
  * to timeout_ms for the socket, so that a stopping node's last writes (its
  * presence removed) are not dropped with the link. Replies are not read. */

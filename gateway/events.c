@@ -39,7 +39,10 @@ static sender_t *senders;
 
 #define MAX_FIELDS 8
 
-/* XADD <prefix>events MAXLEN ~ N * type T node N conn C user U [k v]... ts MS */
+/* XADD <prefix>events MAXLEN ~ N * type T node N conn C user U [k v]... ts MS;
+ * in a Redis Cluster the stream is <prefix>{_events} (SPEC §10), one key on
+ * the shard owning that slot, so every node's events still land in one
+ * stream in the order each node wrote them. */
 static int xadd(const pg_conn_t *c, const char *type, const char **kv, const size_t *kvlen,
                 int nkv, pg_reply_cb cb, void *arg)
 {
@@ -47,7 +50,8 @@ static int xadd(const pg_conn_t *c, const char *type, const char **kv, const siz
     const char *argv[8 + 10 + 2 * MAX_FIELDS];
     size_t lens[8 + 10 + 2 * MAX_FIELDS];
     int argc = 0;
-    int kl = snprintf(key, sizeof(key), "%sevents", pg_node.cfg.prefix);
+    int kl = snprintf(key, sizeof(key), pg_node.cfg.redis.kind == PG_URL_CLUSTER ?
+                      "%s{_events}" : "%sevents", pg_node.cfg.prefix);
     const char *user = c->who.sub ? c->who.sub : "";
 
 #define ARG(s, l) do { argv[argc] = (s); lens[argc++] = (l); } while (0)
@@ -72,7 +76,7 @@ static int xadd(const pg_conn_t *c, const char *type, const char **kv, const siz
     ARG("ts", 2);
     ARG(ts, pg_u64toa(pg_wall_ms(), ts));
 #undef ARG
-    return pg_commands_argv(argc, argv, lens, cb, arg);
+    return pg_commands_keyed_argv(key, (size_t)kl, argc, argv, lens, cb, arg);
 }
 
 static void noted(void *arg, const struct redisReply *r)
