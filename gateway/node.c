@@ -28,11 +28,13 @@
 #define WHEEL_SLOTS 4096   /* 409.6 s of 100 ms ticks per lap */
 
 /* The wheel's clock wakes the loop only for a slot that holds a timer, and
- * at least once a second. A fixed 100 ms tick cost 10 wake-ups a second on
- * an idle node, each ~30-50 us of kernel time on this VM (issue #15); with
- * keepalives filed on whole seconds (conn.c) an idle node now wakes about
- * once a second for all its pings. */
-#define CLOCK_MAX_SLEEP_TICKS PG_TICKS_PER_SEC
+ * at least every 10 s (pg_wheel_next scans a slot per tick of the sleep). A
+ * fixed 100 ms tick cost 10 wake-ups a second on an idle node, each ~30-150
+ * us of kernel time on this VM (issue #15); with keepalives filed on a grid
+ * of whole seconds (conn.c) and the subscriber's probe only when the link
+ * has been quiet (subscriber.c), a small idle node wakes once per keepalive
+ * step, up to 5 s. */
+#define CLOCK_MAX_SLEEP_TICKS (10 * PG_TICKS_PER_SEC)
 
 static uv_timer_t clock_timer;
 static void clock_cb(uv_timer_t *t);

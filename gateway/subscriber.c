@@ -43,7 +43,7 @@ typedef struct rchan {
 
 static pg_subscriber_hooks_t hooks;
 static pg_link_t    sub;
-static pg_timer_t   probe_timer;  /* once a second, on the node's wheel */
+static pg_timer_t   probe_timer;  /* on the node's wheel: probe_arm says when */
 static char         probe_chan[96];   /* "_probe.<node-id>" */
 static char         probe_pattern[256]; /* prefix + probe_chan, glob-escaped */
 static char         control_pattern[256]; /* prefix + "_control", glob-escaped */
@@ -55,6 +55,14 @@ static rchan_t      *rchans;
 static unsigned     ninflight;
 static int          dirty;
 static uv_prepare_t flush_prep;
+
+/* The probe timer fires within a second from now (a wait has started). */
+static void probe_soon(void)
+{
+    uint64_t at = pg_node_second(pg_node_tick() + 1);
+    if (!pg_timer_armed(&probe_timer) || probe_timer.due > at)
+        pg_wheel_arm(&pg_node.wheel, &probe_timer, at);
+}
 
 static rchan_t *rchan_get(const char *name, int create)
 {
@@ -123,8 +131,10 @@ static void send_batch(const char *verb, int subscribe)
         argv[n + 1] = full;
         argvlen[n + 1] = plen + nlen;
         e->inflight = 1;
-        if (ninflight++ == 0)
+        if (ninflight++ == 0) {
             oldest_batch_ms = pg_mono_ms();
+            probe_soon();   /* its timeout is watched once a second */
+        }
         if (++n == BATCH_MAX) {
             argv[0] = verb;
             argvlen[0] = strlen(verb);
@@ -309,12 +319,29 @@ static void probe_check(void)
         probe_sent_ms = now;
 }
 
-/* Filed on whole seconds like the keepalives, so an idle node wakes once a
- * second for both (a uv timer of its own woke it a second time). */
+/* When probe_check can next act, on whole seconds like the keepalives (a
+ * uv timer of its own woke the node a second time). Once a second while
+ * something is awaited (a batch, a probe) or the link is not ready; while
+ * it is ready and calm, only when it will have been quiet for a ping
+ * interval. An idle node is then not woken every second for a check with
+ * nothing to do (issue #15); whatever starts a wait calls probe_soon. */
+static void probe_arm(void)
+{
+    uint64_t at = pg_node_tick() + 1;
+    if (ninflight == 0 && probe_sent_ms == 0 && sub.state == PG_LINK_READY) {
+        uint64_t quiet = (last_rx_ms + pg_node.cfg.ping_interval * 1000ull) /
+                         (1000 / PG_TICKS_PER_SEC);
+        if (quiet > at)
+            at = quiet;
+    }
+    pg_wheel_arm(&pg_node.wheel, &probe_timer, pg_node_second(at));
+}
+
 static void probe_cb(pg_timer_t *t)
 {
-    pg_wheel_arm(&pg_node.wheel, t, pg_node_second(pg_node_tick() + 1));
+    (void)t;
     probe_check();
+    probe_arm();
 }
 
 static void sub_ready(pg_link_t *l)
@@ -365,7 +392,7 @@ int pg_subscriber_start(const pg_subscriber_hooks_t *h)
     exact_pattern(probe_pattern, sizeof(probe_pattern), probe_chan);
     exact_pattern(control_pattern, sizeof(control_pattern), "_control");
     probe_timer.cb = probe_cb;
-    pg_wheel_arm(&pg_node.wheel, &probe_timer, pg_node_second(pg_node_tick() + 1));
+    probe_arm();
     pg_link_start(&sub);
     return 0;
 }
