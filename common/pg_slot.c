@@ -53,6 +53,10 @@ static int shard_index(pg_slot_map_t *m, const char *host, int port)
     for (size_t i = 0; i < m->nshards; i++)
         if (m->shards[i].port == port && strcmp(m->shards[i].host, host) == 0)
             return (int)i;
+    /* owner[] keeps index + 1 in 16 bits: a 65536th address would wrap to
+     * "no owner" or to another master's index */
+    if (m->nshards >= UINT16_MAX)
+        return -1;
     pg_hostport_t *n = pg_grow(m->shards, m->nshards, &m->cap, sizeof(*n), 4);
     if (n == NULL)
         return -1;

@@ -33,6 +33,16 @@ int pg_topology_parse_slots(const redisReply *reply, const char *asked_host,
         snprintf(err, errlen, "CLUSTER SLOTS: not an array");
         return -1;
     }
+    /* Ranges never overlap, so a true reply has at most one per slot. More
+     * is a broken or hostile server, and each entry may name a new address
+     * that the map looks up among all the others: a few megabytes of
+     * ranges held the loop for seconds and wrapped the map's 16-bit owner
+     * indexes (test_topology). */
+    if (reply->elements > PG_SLOT_COUNT) {
+        snprintf(err, errlen, "CLUSTER SLOTS: %zu ranges, more than there are slots",
+                 reply->elements);
+        return -1;
+    }
     for (size_t i = 0; i < reply->elements; i++) {
         const redisReply *e = reply->element[i];
         if (e == NULL || e->type != REDIS_REPLY_ARRAY || e->elements < 3 ||

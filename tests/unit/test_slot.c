@@ -134,6 +134,30 @@ static void map_out_of_memory_changes_nothing(void **state)
     pg_slot_map_free(&m);
 }
 
+/* owner[] keeps a master's index + 1 in 16 bits, so a map holding 65535
+ * addresses takes no new one (it would wrap to "no owner" or to another
+ * master); the addresses it has still work. Made directly: assigning
+ * 65535 addresses one by one is a quadratic lookup. */
+static void map_refuses_a_65536th_address(void **state)
+{
+    (void)state;
+    pg_slot_map_t m;
+    pg_slot_map_init(&m);
+    m.shards = calloc(UINT16_MAX, sizeof(*m.shards));
+    assert_non_null(m.shards);
+    m.nshards = m.cap = UINT16_MAX;
+    snprintf(m.shards[UINT16_MAX - 1].host, sizeof m.shards[0].host, "10.0.0.9");
+    m.shards[UINT16_MAX - 1].port = 7009;
+    assert_int_equal(pg_slot_map_assign(&m, 5, 5, "10.0.0.1", 7000), -1);
+    assert_null(pg_slot_map_owner(&m, 5));
+    assert_int_equal(m.covered, 0);
+    assert_int_equal(m.nshards, UINT16_MAX);
+    assert_int_equal(pg_slot_map_assign(&m, 5, 5, "10.0.0.9", 7009), UINT16_MAX - 1);
+    assert_int_equal(pg_slot_map_owner(&m, 5)->port, 7009);
+    assert_int_equal(m.covered, 1);
+    pg_slot_map_free(&m);
+}
+
 static pg_slot_redirect_t redirect(const char *text, unsigned *slot, pg_hostport_t *to)
 {
     return pg_slot_parse_redirect(text, strlen(text), slot, to);
@@ -195,6 +219,7 @@ int main(void)
         cmocka_unit_test(map_assign_and_lookup),
         cmocka_unit_test(map_refuses_bad_ranges),
         cmocka_unit_test(map_out_of_memory_changes_nothing),
+        cmocka_unit_test(map_refuses_a_65536th_address),
         cmocka_unit_test(redirections),
         cmocka_unit_test(not_redirections),
     };

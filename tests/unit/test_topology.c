@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
 
@@ -157,6 +158,45 @@ static void no_reply(void **state)
     pg_slot_map_free(&m);
 }
 
+/* n one-slot ranges, slot i % 16384 each, all at one master */
+static char *one_slot_ranges(unsigned n, size_t *len)
+{
+    char *buf = malloc((size_t)n * 64 + 32);
+    assert_non_null(buf);
+    size_t k = (size_t)sprintf(buf, "*%u\r\n", n);
+    for (unsigned i = 0; i < n; i++)
+        k += (size_t)sprintf(buf + k, "*3\r\n:%u\r\n:%u\r\n*2\r\n$9\r\n127.0.0.1\r\n:7000\r\n",
+                             i % PG_SLOT_COUNT, i % PG_SLOT_COUNT);
+    *len = k;
+    return buf;
+}
+
+/* Ranges never overlap, so more entries than slots is a broken or hostile
+ * server: refused before any is read (each may name a new master, looked up
+ * among all the others; 70000 of them took seconds and wrapped owners). */
+static void more_ranges_than_slots(void **state)
+{
+    (void)state;
+    pg_slot_map_t m;
+    char err[256];
+    size_t len;
+    char *text = one_slot_ranges(PG_SLOT_COUNT, &len);
+    pg_slot_map_init(&m);
+    assert_int_equal(parse_n(text, len, &m, err), 0);
+    assert_true(pg_slot_map_complete(&m));
+    assert_int_equal(m.nshards, 1);
+    pg_slot_map_free(&m);
+    free(text);
+
+    text = one_slot_ranges(PG_SLOT_COUNT + 1, &len);
+    pg_slot_map_init(&m);
+    assert_int_equal(parse_n(text, len, &m, err), -1);
+    assert_string_equal(err, "CLUSTER SLOTS: 16385 ranges, more than there are slots");
+    assert_int_equal(m.covered, 0);
+    pg_slot_map_free(&m);
+    free(text);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -166,6 +206,7 @@ int main(void)
         cmocka_unit_test(malformed_replies),
         cmocka_unit_test(host_with_a_nul_byte),
         cmocka_unit_test(no_reply),
+        cmocka_unit_test(more_ranges_than_slots),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
