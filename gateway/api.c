@@ -555,8 +555,12 @@ void pg_api_get(struct lws *wsi, pg_http_t *h, const char *route)
     }
     int stats = strcmp(route, "/api/presence/stats") == 0;
     snprintf(fn, sizeof(fn), "%s%s", pg_node.fn_prefix, stats ? "presence_stats" : "presence");
-    const char *argv[4] = { "FCALL_RO", fn, "0", chan };
-    size_t lens[4] = { 8, strlen(fn), 1, strlen(chan) };
+    /* a Redis Cluster takes the one-key form, routed to C's shard (SPEC §10) */
+    char key[PG_CHAN_MAX + 128];
+    int cluster = pg_node.cfg.redis.kind == PG_URL_CLUSTER;
+    int klen = snprintf(key, sizeof(key), "%s{%s}:presence", pg_node.cfg.prefix, chan);
+    const char *argv[5] = { "FCALL_RO", fn, cluster ? "1" : "0", cluster ? key : chan, chan };
+    size_t lens[5] = { 8, strlen(fn), 1, cluster ? (size_t)klen : strlen(chan), strlen(chan) };
     pg_api_req_t *r = calloc(1, sizeof(*r));
     if (r == NULL) {
         answer_error(wsi, h, 500, "out of memory");
@@ -564,7 +568,8 @@ void pg_api_get(struct lws *wsi, pg_http_t *h, const char *route)
     }
     r->wsi = wsi;
     r->h = h;
-    if (pg_commands_argv(4, argv, lens, presence_answered, r) != 0) {
+    if (pg_commands_keyed_argv(key, (size_t)klen, cluster ? 5 : 4, argv, lens,
+                               presence_answered, r) != 0) {
         free(r);
         answer_error(wsi, h, 503, "redis unavailable");
         return;

@@ -19,12 +19,18 @@
 
 #define NAME_MAX_LEN 512   /* prefix (option-limited) + {channel} + suffix */
 #define FCALL_MAXARGS 8
+/* How long a stopping node waits for its last calls' answers (the one
+ * Redis command link flushes its socket for up to 500 ms likewise). */
+#define STOP_LINGER_MS 500
 
 static pg_cluster_t          *sub;
 static pg_router_t           *router;
 static pg_subscriber_hooks_t  hooks;
 static void                 (*cmd_ready_hook)(void);
 static int                    ready;
+static int                    stopping;
+static uv_timer_t             linger;
+static uint64_t               linger_until;
 
 /* "<prefix>{<name>}<suffix>": every cluster name of SPEC §10's table. */
 static int tagged(char *out, const char *name, const char *suffix, size_t *len)
@@ -55,7 +61,7 @@ static void on_message(void *ud, const char *channel, size_t clen,
 {
     char name[PG_CHAN_MAX + 1];
     (void)ud;
-    if (untag(channel, clen, name) != 0)
+    if (stopping || untag(channel, clen, name) != 0)
         return;
     if (strcmp(name, "_control") == 0) {
         if (hooks.order != NULL)
@@ -69,7 +75,7 @@ static void on_subscribed(void *ud, const char *channel, size_t clen, int resync
 {
     char name[PG_CHAN_MAX + 1];
     (void)ud;
-    if (untag(channel, clen, name) != 0)
+    if (stopping || untag(channel, clen, name) != 0)
         return;
     /* Confirmed: what is published on it from now on reaches us, so a
      * replay read now leaves no gap (recovery.h) */
@@ -91,6 +97,8 @@ static int cmd_ready(void);
 static void on_ready(void *ud, int r)
 {
     (void)ud;
+    if (stopping)
+        return;
     ready = r;
     pg_node.metrics.redis_connected = r;
     if (!r)
@@ -138,6 +146,8 @@ static int has(const char *name)
 
 static int cmd_ready(void)
 {
+    if (stopping)
+        return 0;
     const pg_slot_map_t *m = sub != NULL ? pg_cluster_map(sub) : NULL;
     return router != NULL && m != NULL && pg_slot_map_complete(m);
 }
@@ -405,7 +415,7 @@ int pg_cbroker_start(const pg_subscriber_hooks_t *h, void (*cmd_ready_cb)(void))
     return pg_cluster_start(sub);
 }
 
-void pg_cbroker_stop(void)
+static void close_all(void)
 {
     /* the router first: it reads the subscriber's map */
     pg_router_t *r = router;
@@ -415,4 +425,28 @@ void pg_cbroker_stop(void)
     sub = NULL;
     ready = 0;
     pg_cluster_free(c);
+}
+
+static void linger_cb(uv_timer_t *t)
+{
+    if (router != NULL && pg_router_pending(router) > 0 && pg_mono_ms() < linger_until)
+        return;
+    uv_timer_stop(t);
+    uv_close((uv_handle_t *)t, NULL);
+    close_all();
+}
+
+void pg_cbroker_stop(void)
+{
+    if (stopping)
+        return;
+    stopping = 1;
+    ready = 0;
+    if (router == NULL || pg_router_pending(router) == 0 ||
+        uv_timer_init(pg_node.loop, &linger) != 0) {
+        close_all();
+        return;
+    }
+    linger_until = pg_mono_ms() + STOP_LINGER_MS;
+    uv_timer_start(&linger, linger_cb, 5, 5);
 }

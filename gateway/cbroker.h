@@ -19,7 +19,11 @@ int pg_cbroker_init(void);
  * runs each time the cluster is ready again (the router can reach every
  * slot: reload what a command link reloads). 0 or -1. */
 int pg_cbroker_start(const pg_subscriber_hooks_t *hooks, void (*cmd_ready)(void));
-/* Close every link; calls in flight are answered as failed. */
+/* Stop: no call is taken from now on, and nothing more is delivered. The
+ * router's links stay until the calls already made are answered (up to
+ * STOP_LINGER_MS), so that a stopping node's last writes (its presence
+ * removed, disconnect events) are not dropped with the links; then every
+ * link closes and calls still in flight are answered as failed. */
 void pg_cbroker_stop(void);
 
 #endif

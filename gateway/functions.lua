@@ -713,10 +713,18 @@ redis.register_function('@FN@unsubscribe', unsubscribe)
 --
 -- The gateway sends only channel names and its node id: every presence key
 -- is named by the KEY helpers here. The heartbeats and the node's index are
--- one Redis's (and Sentinel's) layout: in a cluster a function may read only
--- its channel's slot, so there the heartbeats would have to sit beside each
--- channel's hash ({C}:presence-nodes, one per node and channel), which the
--- gateway does not write yet (cluster mode is not wired into the node).
+-- one Redis's (and Sentinel's) layout. In a cluster a function may touch
+-- only its channel's slot, so there is no node-wide heartbeat and no index:
+-- the node's liveness in C is its score in {C}:presence-nodes, set by every
+-- one-key presence_update of C and pushed forward by a one-key presence_beat
+-- of C every ttl / 3 for each channel the node has entries in (it knows
+-- them; the cluster keeps no list). Both carry the number of entries the
+-- node holds in C, and answer 0 when Redis has another number (entries lost
+-- with a failover, swept while the node stalled, or left by an earlier run
+-- under the same node id): the gateway then resets C and writes it again.
+-- A beat of C also drops the entries of C's dead nodes, and every write
+-- PEXPIREs C's presence keys to KEEP_TTLS ttl, so that a channel whose
+-- every node died disappears by itself.
 function KEY.presence_nodes(ch)
     if CLUSTER then return PREFIX .. '{' .. ch .. '}:presence-nodes' end
     return PREFIX .. 'presence-nodes'
@@ -745,12 +753,31 @@ local PRESENCE = call_shape('FCALL @FN@presence', '<channel>', 1, 1,
 local PRESENCE_STATS = call_shape('FCALL @FN@presence_stats', '<channel>', 1, 1,
     PREFIX .. '{<channel>}:presence',
     function(args) return KEY.presence_route(args[1]) end)
--- the gateway's own calls, always in the zero-key form
-local PRESENCE_UPDATE = call_shape('FCALL @FN@presence_update',
-    '<node> (+ <channel> <conn> <value> | - <channel> <conn> | ! <channel> <conn>)...',
-    1, 1000000)
-local PRESENCE_BEAT = call_shape('FCALL @FN@presence_beat', '<node> <ttl ms>', 2, 2)
-local PRESENCE_RESET = call_shape('FCALL @FN@presence_reset', '<node>', 1, 1)
+-- The gateway's own calls: the zero-key form on one Redis (node-wide, any
+-- channels); in a cluster the one-key form, one channel C per call, keyed
+-- <prefix>{C}:presence. Indexed by the number of keys.
+local function own_shape(fn, tail0, min0, max0, tail1, min1, max1, key_of)
+    local key_text = PREFIX .. '{<channel>}:presence'
+    local usage = fn .. ' 0 ' .. tail0 .. ', or ' .. fn .. ' 1 ' .. key_text .. ' ' .. tail1
+    return {
+        [0] = { usage = usage, min = min0, max = max0 },
+        [1] = { usage = usage, min = min1, max = max1, key_text = key_text, key_of = key_of },
+    }
+end
+local OPS_TEXT = '(+ <channel> <conn> <value> | - <channel> <conn> | ! <channel> <conn>)...'
+local PRESENCE_UPDATE = own_shape('FCALL @FN@presence_update',
+    '<node> ' .. OPS_TEXT, 1, 1000000,
+    '<node> <ttl ms> <entries after> ' .. OPS_TEXT, 6, 1000000,
+    function(args) return KEY.presence_route(args[5] or '') end)
+local PRESENCE_BEAT = own_shape('FCALL @FN@presence_beat', '<node> <ttl ms>', 2, 2,
+    '<node> <ttl ms> <channel> <entries>', 4, 4,
+    function(args) return KEY.presence_route(args[3]) end)
+local PRESENCE_RESET = own_shape('FCALL @FN@presence_reset', '<node>', 1, 1,
+    '<node> <channel>', 2, 2,
+    function(args) return KEY.presence_route(args[2]) end)
+-- In a cluster a channel's presence keys live this many ttl after the last
+-- write or beat of any node in it.
+local KEEP_TTLS = 3
 
 -- The node of a field "<node>/<conn>": node ids may hold '/', conn ids not.
 local function field_node(f)
@@ -938,19 +965,57 @@ local function presence_stats(keys, args)
     return '{"clients":' .. clients .. ',"users":' .. users .. '}'
 end
 
+-- The node's entries in C, as C's counters have them.
+local function node_entries(channel, node)
+    return tonumber(redis.call('HGET', KEY.presence_count(channel), node) or '0')
+end
+
+-- C's presence keys live KEEP_TTLS ttl more (cluster only: on one Redis
+-- the node index and the sweep remove what a dead node left).
+local function presence_keep(channel, ttl)
+    if not CLUSTER then return end
+    for _, k in ipairs({ KEY.presence(channel), KEY.presence_count(channel),
+                         KEY.presence_users(channel), KEY.presence_nodes(channel) }) do
+        redis.call('PEXPIRE', k, KEEP_TTLS * ttl)
+    end
+end
+
+local function bad_ttl(ttl)
+    if not ttl or ttl < 1 then
+        return redis.error_reply('ERR ttl must be a positive number of ms')
+    end
+    return nil
+end
+
 -- Adds and removes one node's entries, in order. "!" is a removal of the
 -- node's last entry in that channel, which also takes the channel out of the
--- node's index.
+-- node's index. The one-key form (one channel, the key's) also scores the
+-- node in C's presence-nodes while it has entries there and answers 1 when
+-- C then holds the number of the node's entries the gateway gave, 0 when
+-- not (the gateway writes C again); the zero-key form answers the number
+-- of changes.
 local function presence_update(keys, args)
-    local bad = bad_call(keys, args, PRESENCE_UPDATE)
+    local bad = bad_call(keys, args, PRESENCE_UPDATE[#keys] or PRESENCE_UPDATE[0])
     if bad then return bad end
     local node = args[1]
     local index = KEY.presence_index(node)
     local i, n = 2, 0
+    local only, ttl, want
+    if #keys == 1 then
+        ttl, want = tonumber(args[2]), tonumber(args[3])
+        bad = bad_ttl(ttl)
+        if bad then return bad end
+        if not want then return redis.error_reply('ERR entries must be a number') end
+        only, i = args[5], 4
+        if CLUSTER then index = nil end
+    end
     while i <= #args do
         local op, channel, conn = args[i], args[i + 1], args[i + 2]
         if not conn or not valid_channel(channel) then
             return redis.error_reply('ERR bad presence update at argument ' .. i)
+        end
+        if only and channel ~= only then
+            return redis.error_reply('ERR the one-key presence update takes the key\'s channel only')
         end
         local field = node .. '/' .. conn
         if op == '+' then
@@ -958,33 +1023,48 @@ local function presence_update(keys, args)
                 return redis.error_reply('ERR presence update: value missing')
             end
             presence_add(channel, node, field, args[i + 3])
-            redis.call('SADD', index, channel)
+            if index then redis.call('SADD', index, channel) end
             i = i + 4
         elseif op == '-' or op == '!' then
             presence_del(channel, node, field)
-            if op == '!' then redis.call('SREM', index, channel) end
+            if op == '!' and index then redis.call('SREM', index, channel) end
             i = i + 3
         else
             return redis.error_reply('ERR bad presence update op at argument ' .. i)
         end
         n = n + 1
     end
-    return n
+    if not only then return n end
+    local have = node_entries(only, node)
+    if have > 0 then
+        redis.call('ZADD', KEY.presence_nodes(only), now_ms() + ttl, node)
+    elseif CLUSTER then
+        -- (on one Redis presence-nodes is the node-wide heartbeat)
+        redis.call('ZREM', KEY.presence_nodes(only), node)
+    end
+    presence_keep(only, ttl)
+    if have == want then return 1 end
+    return 0
+end
+
+-- Deletes every entry of node in channel.
+local function presence_drop_in(channel, node)
+    local prefix = node .. '/'
+    local fields = redis.call('HKEYS', KEY.presence(channel))
+    for _, f in ipairs(fields) do
+        if string.sub(f, 1, #prefix) == prefix and field_node(f) == node then
+            presence_del(channel, node, f)
+        end
+    end
 end
 
 -- Deletes up to budget channels' worth of a node's entries; true when none
 -- are left (the node and its index are then gone too).
 local function presence_drop_node(node, budget)
     local index = KEY.presence_index(node)
-    local prefix = node .. '/'
     local chans = redis.call('SPOP', index, budget)
     for _, channel in ipairs(chans) do
-        local fields = redis.call('HKEYS', KEY.presence(channel))
-        for _, f in ipairs(fields) do
-            if string.sub(f, 1, #prefix) == prefix and field_node(f) == node then
-                presence_del(channel, node, f)
-            end
-        end
+        presence_drop_in(channel, node)
     end
     if redis.call('SCARD', index) == 0 then
         redis.call('ZREM', KEY.presence_nodes(''), node)
@@ -997,12 +1077,48 @@ end
 -- nodes' clocks need not agree). Also sweeps a few dead nodes' entries.
 -- Returns 1 when the node was still alive, 0 when its entries may have been
 -- swept already (it must then reset and write them again).
+--
+-- The one-key form is one channel's beat (a cluster's): the node's score in
+-- C moves on, C's dead nodes' entries go, C's keys live on; 1 when C holds
+-- the number of the node's entries given, else 0 (write C again).
+local function presence_beat_in(node, ttl, channel, want)
+    local nodes = KEY.presence_nodes(channel)
+    local now = now_ms()
+    redis.call('ZADD', nodes, now + ttl, node)
+    -- the dead: nodes with entries here and no live score (also none at
+    -- all, which only a lost write leaves), and expired scores
+    local gone = {}
+    local counts = redis.call('HGETALL', KEY.presence_count(channel))
+    for k = 1, #counts - 1, 2 do
+        local f = counts[k]
+        if #gone < 16 and string.byte(f, 1) ~= 32 and not node_alive(channel, f, now) then
+            gone[#gone + 1] = f
+        end
+    end
+    for _, d in ipairs(redis.call('ZRANGEBYSCORE', nodes, '-inf', now, 'LIMIT', 0, 16)) do
+        gone[#gone + 1] = d
+    end
+    for _, d in ipairs(gone) do
+        presence_drop_in(channel, d)
+        redis.call('ZREM', nodes, d)
+    end
+    presence_keep(channel, ttl)
+    if node_entries(channel, node) == want then return 1 end
+    return 0
+end
+
 local function presence_beat(keys, args)
-    local bad = bad_call(keys, args, PRESENCE_BEAT)
+    local bad = bad_call(keys, args, PRESENCE_BEAT[#keys] or PRESENCE_BEAT[0])
     if bad then return bad end
     local node, ttl = args[1], tonumber(args[2])
-    if not ttl or ttl < 1 then
-        return redis.error_reply('ERR ttl must be a positive number of ms')
+    bad = bad_ttl(ttl)
+    if bad then return bad end
+    if #keys == 1 then
+        local want = tonumber(args[4])
+        bad = bad_channel(args[3], false)
+        if bad then return bad end
+        if not want then return redis.error_reply('ERR entries must be a number') end
+        return presence_beat_in(node, ttl, args[3], want)
     end
     local nodes = KEY.presence_nodes('')
     local now = now_ms()
@@ -1018,9 +1134,21 @@ end
 
 -- Every entry of the node goes: a node that stops, or that writes all its
 -- entries again after a reconnect.
+-- The one-key form drops the node's entries in one channel only.
 local function presence_reset(keys, args)
-    local bad = bad_call(keys, args, PRESENCE_RESET)
+    local bad = bad_call(keys, args, PRESENCE_RESET[#keys] or PRESENCE_RESET[0])
     if bad then return bad end
+    if #keys == 1 then
+        bad = bad_channel(args[2], false)
+        if bad then return bad end
+        presence_drop_in(args[2], args[1])
+        if CLUSTER then
+            redis.call('ZREM', KEY.presence_nodes(args[2]), args[1])
+        else
+            redis.call('SREM', KEY.presence_index(args[1]), args[2])
+        end
+        return 1
+    end
     while not presence_drop_node(args[1], 10000) do end
     return 1
 end

@@ -187,9 +187,10 @@ void pg_node_stop(void)
     uv_timer_stop(&clock_timer);
     uv_close((uv_handle_t *)&clock_timer, NULL);
     int cluster = pg_node.cfg.redis.kind == PG_URL_CLUSTER;
-    if (cluster)
+    if (cluster) {
+        pg_presence_stop();   /* first: the router lingers for its last writes */
         pg_cbroker_stop();
-    else
+    } else
         pg_subscriber_stop();
     pg_presence_stop();   /* before the command link: its last writes go out */
     if (!cluster) {

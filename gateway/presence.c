@@ -24,6 +24,9 @@
  * holds Redis for long (a mass disconnect of 10 000 goes out in 10). */
 #define OPS_PER_CALL 1000
 
+/* <prefix>{<channel>}:presence: a 64-byte prefix, a 128-byte channel */
+#define NAME_BUF 256
+
 /* This node's entries in one channel. Freed when the count drops to 0. */
 typedef struct pchan {
     UT_hash_handle hh;
@@ -42,7 +45,8 @@ typedef struct pconn {
 
 /* A change waiting for the end of the loop iteration. */
 typedef struct op {
-    char     kind;             /* '+' add, '-' remove, '!' remove the last here */
+    char     kind;             /* '+' add, '-' remove, '!' remove the last here,
+                                * 'R' (cluster) drop all of ours in chan first */
     char     conn[24];
     char    *chan;             /* owned */
     char    *value;            /* owned, '+' only */
@@ -58,6 +62,11 @@ typedef struct pub {
 } pub_t;
 
 static pchan_t   *chans;
+/* Cluster mode: channels whose entries in Redis may differ from ours (a
+ * write lost with a link, a beat or update that found another count);
+ * written again at the next flush with the link ready. */
+static pchan_t   *dirty;
+static int        cluster;
 static pconn_t   *conns;
 static op_t      *ops;
 static size_t     nops, capops;
@@ -133,10 +142,16 @@ static void op_free(op_t *o)
     free(o->value);
 }
 
+static void mark_dirty(const char *chan);
+static void flush(void);
+
 static void drop_queue(void)
 {
-    for (size_t i = 0; i < nops; i++)
+    for (size_t i = 0; i < nops; i++) {
+        if (cluster)
+            mark_dirty(ops[i].chan);
         op_free(&ops[i]);
+    }
     nops = 0;
     drop_pubs();
 }
@@ -234,16 +249,303 @@ static void flush_pubs(void)
     npubs = kept;
 }
 
+
+/* --- cluster mode: per channel (README "Redis Cluster") ------------------------
+ * A function may touch only its channel's slot, so every call names one
+ * channel C in the one-key form (key <prefix>{C}:presence) and is routed
+ * to C's shard, pipelined with everything else of the loop iteration for
+ * that master. The node's liveness in C is its score in C's presence-nodes,
+ * set by each update of C and by a beat of each channel the node has
+ * entries in every ttl / 3. Updates and beats carry the node's number of
+ * entries in C; Redis answers 0 when it holds another, and C is then
+ * written again (reset, then every entry): this is what repairs entries
+ * lost with a failover or swept while the node stalled, in place of the
+ * node index of one Redis. */
+
+/* A reply's channel, and whether the call was part of writing it again. */
+typedef struct chan_req {
+    int  rewrite;
+    char name[];
+} chan_req_t;
+
+static chan_req_t *chan_req(const char *name, int rewrite)
+{
+    size_t n = strlen(name);
+    chan_req_t *q = malloc(sizeof(*q) + n + 1);
+    if (q != NULL) {
+        q->rewrite = rewrite;
+        memcpy(q->name, name, n + 1);
+    }
+    return q;
+}
+
+static void mark_dirty(const char *chan)
+{
+    pchan_t *d;
+    HASH_FIND_STR(dirty, chan, d);
+    if (d != NULL)
+        return;
+    size_t n = strlen(chan);
+    if ((d = calloc(1, sizeof(*d) + n + 1)) == NULL)
+        return;   /* the next beat of chan finds it */
+    memcpy(d->name, chan, n + 1);
+    HASH_ADD_STR(dirty, name, d);
+}
+
+static int chan_key(char *key, size_t size, const char *chan, size_t *len)
+{
+    int n = snprintf(key, size, "%s{%s}:presence", pg_node.cfg.prefix, chan);
+    if (n < 0 || (size_t)n >= size)
+        return -1;
+    *len = (size_t)n;
+    return 0;
+}
+
+static unsigned held_here(const char *chan)
+{
+    pchan_t *ch;
+    HASH_FIND_STR(chans, chan, ch);
+    return ch != NULL ? ch->count : 0;
+}
+
+/* The answer to a one-key update or beat of q->name: 1 agrees, 0 means
+ * Redis holds another number of our entries there. */
+static void chan_checked(void *arg, const struct redisReply *r)
+{
+    chan_req_t *q = arg;
+    if (r == NULL) {
+        mark_dirty(q->name);   /* lost with the link: may or may not have run */
+    } else if (r->type == REDIS_REPLY_ERROR) {
+        pg_log(PG_LOG_WARN, "presence call on %s refused by Redis: %s", q->name, r->str);
+    } else if (r->type == REDIS_REPLY_INTEGER && r->integer == 0) {
+        if (q->rewrite) {
+            /* once per beat at most, never in a loop of rewrites */
+            pg_log(PG_LOG_WARN, "presence: %s still differs after writing it again", q->name);
+        } else {
+            pg_log(PG_LOG_INFO, "presence: Redis holds other entries of ours in %s, "
+                   "writing them again", q->name);
+            mark_dirty(q->name);
+        }
+    }
+    free(q);
+}
+
+static void push_reset(const char *chan)
+{
+    op_t *grown = pg_grow(ops, nops, &capops, sizeof(*grown), 64);
+    if (grown == NULL)
+        return;
+    ops = grown;
+    op_t *o = &ops[nops];
+    memset(o, 0, sizeof(*o));
+    o->kind = 'R';
+    if ((o->chan = strdup(chan)) != NULL)
+        nops++;
+}
+
+static void rewrite_member(pg_member_t *mb, void *arg)
+{
+    const char *chan = arg;
+    pconn_t *pc;
+    HASH_FIND(hh, conns, &mb->conn->id, sizeof(mb->conn->id), pc);
+    if (pc != NULL && tracked(mb->conn, chan))
+        push_op('+', mb->conn, chan, pc->since_ms);
+}
+
+/* Queue C written again: whatever of C is queued is superseded. */
+static void rewrite_chan(const char *chan)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < nops; i++) {
+        if (strcmp(ops[i].chan, chan) == 0)
+            op_free(&ops[i]);
+        else
+            ops[kept++] = ops[i];
+    }
+    nops = kept;
+    push_reset(chan);
+    pg_hub_foreach_member(chan, rewrite_member, (void *)chan);
+}
+
+static void rewrite_dirty(void)
+{
+    pchan_t *d, *t;
+    HASH_ITER(hh, dirty, d, t) {
+        HASH_DEL(dirty, d);
+        rewrite_chan(d->name);
+        free(d);
+    }
+}
+
+static int op_cmp(const void *a, const void *b)
+{
+    const op_t *x = *(op_t *const *)a, *y = *(op_t *const *)b;
+    int c = strcmp(x->chan, y->chan);
+    return c != 0 ? c : (x < y ? -1 : x > y);
+}
+
+static int op_net(const op_t *o)
+{
+    return o->kind == '+' ? 1 : o->kind == 'R' ? 0 : -1;
+}
+
+/* One channel's changes ops[0..n) (an 'R' only first), in calls of up to
+ * OPS_PER_CALL changes, each with the number of our entries in C once it
+ * ran (counted back from what we hold now). */
+static void flush_chan(op_t **g, size_t n, const char **argv, size_t *lens)
+{
+    char key[NAME_BUF], ttl[24], want[24];
+    size_t klen, tl = pg_u64toa((uint64_t)pg_node.cfg.presence_ttl * 1000, ttl);
+    const char *chan = g[0]->chan;
+    int rewrite = g[0]->kind == 'R';
+    if (chan_key(key, sizeof(key), chan, &klen) != 0)
+        return;
+    if (rewrite) {
+        const char *rv[6] = { "FCALL", fn_reset, "1", key, pg_node.cfg.node_id, chan };
+        size_t rl[6] = { 5, strlen(fn_reset), 1, klen, strlen(pg_node.cfg.node_id), strlen(chan) };
+        if (pg_commands_keyed_argv(key, klen, 6, rv, rl, updated, NULL) != 0)
+            mark_dirty(chan);
+        g++;
+        n--;
+    }
+    /* our entries in C once each call ran: what we hold now, less what
+     * the calls after it change */
+    long long after = held_here(chan);
+    for (size_t k = 0; k < n; k++)
+        after -= op_net(g[k]);
+    size_t ncalls = (n + OPS_PER_CALL - 1) / OPS_PER_CALL;
+    for (size_t c = 0, i = 0; c < ncalls; c++) {
+        size_t argc = 0;
+        argv[argc] = "FCALL"; lens[argc++] = 5;
+        argv[argc] = fn_update; lens[argc++] = strlen(fn_update);
+        argv[argc] = "1"; lens[argc++] = 1;
+        argv[argc] = key; lens[argc++] = klen;
+        argv[argc] = pg_node.cfg.node_id; lens[argc++] = strlen(pg_node.cfg.node_id);
+        argv[argc] = ttl; lens[argc++] = tl;
+        argv[argc] = want;
+        size_t wantarg = argc++;
+        for (size_t k = 0; k < OPS_PER_CALL && i < n; k++, i++) {
+            op_t *o = g[i];
+            after += op_net(o);
+            argv[argc] = o->kind == '+' ? "+" : o->kind == '-' ? "-" : "!";
+            lens[argc++] = 1;
+            argv[argc] = o->chan; lens[argc++] = strlen(o->chan);
+            argv[argc] = o->conn; lens[argc++] = strlen(o->conn);
+            if (o->kind == '+') {
+                argv[argc] = o->value;
+                lens[argc++] = o->value_len;
+            }
+        }
+        lens[wantarg] = (size_t)snprintf(want, sizeof(want), "%lld", after);
+        chan_req_t *q = chan_req(chan, rewrite);
+        if (q == NULL || pg_commands_keyed_argv(key, klen, (int)argc, argv, lens,
+                                                chan_checked, q) != 0) {
+            free(q);
+            mark_dirty(chan);
+        } else {
+            pg_node.metrics.presence_updates_total++;
+        }
+    }
+}
+
+/* Everything queued, grouped by channel (each channel's changes in order):
+ * one call per channel and OPS_PER_CALL changes. */
+static void flush_cluster(void)
+{
+    rewrite_dirty();
+    if (nops == 0)
+        return;
+    op_t **g = malloc(nops * sizeof(*g));
+    const char **argv = malloc((8 + 4 * OPS_PER_CALL) * sizeof(*argv));
+    size_t *lens = malloc((8 + 4 * OPS_PER_CALL) * sizeof(*lens));
+    if (g == NULL || argv == NULL || lens == NULL) {
+        pg_log(PG_LOG_ERROR, "presence: out of memory, %zu changes dropped", nops);
+        free(g);
+        free(argv);
+        free(lens);
+        drop_queue();
+        return;
+    }
+    for (size_t i = 0; i < nops; i++)
+        g[i] = &ops[i];
+    qsort(g, nops, sizeof(*g), op_cmp);
+    for (size_t a = 0, b; a < nops; a = b) {
+        for (b = a + 1; b < nops && strcmp(g[b]->chan, g[a]->chan) == 0; b++)
+            ;
+        flush_chan(g + a, b - a, argv, lens);
+    }
+    free(g);
+    free(argv);
+    free(lens);
+    for (size_t i = 0; i < nops; i++)
+        op_free(&ops[i]);
+    nops = 0;
+}
+
+/* Every channel we hold entries in, and every dirty one, written again. */
+static void rewrite_cluster(void)
+{
+    for (size_t i = 0; i < nops; i++)
+        op_free(&ops[i]);
+    nops = 0;
+    pchan_t *ch, *t;
+    HASH_ITER(hh, chans, ch, t) {
+        mark_dirty(ch->name);
+    }
+    rewrite_dirty();
+    flush();
+}
+
+static void beat_cluster(void)
+{
+    char key[NAME_BUF], ttl[24], count[24];
+    size_t klen, tl = pg_u64toa((uint64_t)pg_node.cfg.presence_ttl * 1000, ttl);
+    flush();   /* what we count now is what has gone out */
+    pchan_t *ch, *t;
+    HASH_ITER(hh, chans, ch, t) {
+        if (chan_key(key, sizeof(key), ch->name, &klen) != 0)
+            continue;
+        const char *argv[8] = { "FCALL", fn_beat, "1", key, pg_node.cfg.node_id, ttl,
+                                ch->name, count };
+        size_t lens[8] = { 5, strlen(fn_beat), 1, klen, strlen(pg_node.cfg.node_id), tl,
+                           strlen(ch->name), pg_u64toa(ch->count, count) };
+        chan_req_t *q = chan_req(ch->name, 0);
+        if (q == NULL || pg_commands_keyed_argv(key, klen, 8, argv, lens, chan_checked, q) != 0)
+            free(q);
+    }
+}
+
+/* Shutdown: our entries in every channel we still hold go. */
+static void reset_cluster(void)
+{
+    char key[NAME_BUF];
+    size_t klen;
+    pchan_t *ch, *t;
+    HASH_ITER(hh, chans, ch, t) {
+        if (chan_key(key, sizeof(key), ch->name, &klen) != 0)
+            continue;
+        const char *argv[6] = { "FCALL", fn_reset, "1", key, pg_node.cfg.node_id, ch->name };
+        size_t lens[6] = { 5, strlen(fn_reset), 1, klen, strlen(pg_node.cfg.node_id),
+                           strlen(ch->name) };
+        pg_commands_keyed_argv(key, klen, 6, argv, lens, NULL, NULL);
+    }
+}
+
 /* Everything queued goes out: FCALLs of up to OPS_PER_CALL changes, in
  * order, then the join/leave messages, all pipelined. With the command link
  * down the queue is dropped: the rewrite at its next ready restores Redis
  * from what the node holds then. */
 static void flush(void)
 {
-    if (nops == 0 && npubs == 0)
+    if (nops == 0 && npubs == 0 && dirty == NULL)
         return;
     if (!pg_commands_ready()) {
         drop_queue();
+        return;
+    }
+    if (cluster) {
+        flush_cluster();
+        flush_pubs();
         return;
     }
     const char **argv = NULL;
@@ -419,13 +721,13 @@ static void beat_cb(uv_timer_t *t)
 {
     (void)t;
     if (pg_commands_ready())
-        beat(beaten);
+        cluster ? beat_cluster() : (void)beat(beaten);
 }
 
 void pg_presence_link_ready(void)
 {
     if (started)
-        rewrite();
+        cluster ? rewrite_cluster() : rewrite();
 }
 
 /* --- life ------------------------------------------------------------------------------ */
@@ -435,6 +737,7 @@ int pg_presence_init(void)
     snprintf(fn_update, sizeof(fn_update), "%spresence_update", pg_node.fn_prefix);
     snprintf(fn_beat, sizeof(fn_beat), "%spresence_beat", pg_node.fn_prefix);
     snprintf(fn_reset, sizeof(fn_reset), "%spresence_reset", pg_node.fn_prefix);
+    cluster = pg_node.cfg.redis.kind == PG_URL_CLUSTER;
     if (uv_prepare_init(pg_node.loop, &flush_prep) != 0)
         return -1;
     if (uv_timer_init(pg_node.loop, &beat_timer) != 0) {
@@ -463,7 +766,10 @@ void pg_presence_stop(void)
         drop_pubs();
         const char *argv[4] = { "FCALL", fn_reset, "0", pg_node.cfg.node_id };
         size_t lens[4] = { 5, strlen(argv[1]), 1, strlen(argv[3]) };
-        pg_commands_argv(4, argv, lens, NULL, NULL);
+        if (cluster)
+            reset_cluster();   /* the router lingers for these (cbroker.h) */
+        else
+            pg_commands_argv(4, argv, lens, NULL, NULL);
         pg_commands_flush_sync(500);
     }
     uv_prepare_stop(&flush_prep);
@@ -483,6 +789,10 @@ void pg_presence_free(void)
     pchan_t *ch, *tch;
     HASH_ITER(hh, chans, ch, tch) {
         HASH_DEL(chans, ch);
+        free(ch);
+    }
+    HASH_ITER(hh, dirty, ch, tch) {
+        HASH_DEL(dirty, ch);
         free(ch);
     }
     pconn_t *pc, *tpc;

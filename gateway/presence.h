@@ -7,7 +7,10 @@
  * presence_update / presence_beat / presence_reset of functions.lua, which
  * alone name the keys: every change of one loop iteration goes out in one
  * FCALL, and liveness is one heartbeat per node every --presence-ttl / 3,
- * never a write per connection (README "Presence" says why).
+ * never a write per connection (README "Presence" says why). In a Redis
+ * Cluster every call is one channel's, routed to its shard: the changes
+ * of an iteration go out as one call per channel, and liveness is one beat
+ * per channel this node has entries in (README "Redis Cluster").
  *
  * The session calls join/leave exactly when a membership starts or ends;
  * the module keeps no per-membership state, only a count per channel and

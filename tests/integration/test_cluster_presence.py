@@ -115,3 +115,243 @@ def test_events_land_in_the_one_stream_on_its_owner_and_send_is_answered_sent(
             await close_all(c)
 
     run(body())
+
+
+# --------------------------------------------------------------------------
+# Presence
+
+
+def pkey(ch, kind="presence"):
+    return f"{PREFIX}{{{ch}}}:{kind}"
+
+
+def owner(cl, ch):
+    return cl.owner_of_key(pkey(ch))
+
+
+def presence(cl, ch):
+    """FCALL pushgate_presence in the one-key form, at C's owner."""
+    return json.loads(owner(cl, ch).fcall("pushgate_presence", 1, pkey(ch), ch))
+
+
+def stats(cl, ch):
+    return json.loads(owner(cl, ch).fcall("pushgate_presence_stats", 1, pkey(ch), ch))
+
+
+def api(gw, path, ch):
+    r = pgtest.http_request(gw.port, "GET", f"/api/{path}?channel={ch}",
+                            {"Authorization": "Bearer " + API_KEY})
+    assert r.status == 200, r
+    return r.json()
+
+
+def node_fields(cl, ch, node):
+    return [f for f in owner(cl, ch).hkeys(pkey(ch)) if f.rsplit("/", 1)[0] == node]
+
+
+async def wait_stats(cl, ch, want, timeout=5.0):
+    await async_wait_until(lambda: stats(cl, ch) == want, timeout,
+                           msg=f"stats of {ch} == {want} (last {stats(cl, ch)})")
+
+
+def rooms(cl, stem):
+    """One presence topic per master, so that every shard holds some."""
+    return [cs[0] for cs in cl.channels_on_shards(1, stem=stem).values()]
+
+
+def test_who_is_here_and_stats_on_three_shards_through_fcall_and_the_api(
+        redis_cluster, cnodes):
+    cl = redis_cluster
+    n1, n2 = cnodes("pa1"), cnodes("pa2")
+    r = rooms(cl, "rooma")
+    info = {"name": "Ann", "tags": ["a", 1]}
+
+    async def body():
+        a1 = await ws_connect(n1, "token=" + token("42", info=info) + "&channels=" + ",".join(r))
+        a2 = await ws_connect(n2, "token=" + token("42", info=info) + "&channels=" + r[0])
+        b = await ws_connect(n2, "token=" + token("7") + "&channels=" + ",".join(r))
+        anon = await ws_connect(n1, "channels=" + r[1])
+        try:
+            await wait_stats(cl, "user:42", {"clients": 2, "users": 1})
+            await wait_stats(cl, r[0], {"clients": 3, "users": 2})
+            await wait_stats(cl, r[1], {"clients": 3, "users": 2})
+            await wait_stats(cl, r[2], {"clients": 2, "users": 2})
+            entries = presence(cl, "user:42")
+            assert sorted(e["node"] for e in entries) == ["pa1", "pa2"]
+            for e in entries:
+                assert e["user"] == "42" and e["info"] == info and e["conn"].isdigit()
+                assert abs(e["since"] - time.time() * 1000) < 60_000
+            assert sorted(str(e["user"]) for e in presence(cl, r[1])) == ["42", "7", "None"]
+            assert stats(cl, "user:7") == {"clients": 1, "users": 1}
+            # each room's presence lives on its own shard only
+            for ch in r:
+                for p in cl.masters():
+                    keys = cl.client(p).keys(f"{PREFIX}{{{ch}}}:presence*")
+                    if cl.client(p) is owner(cl, ch):
+                        assert pkey(ch) in keys and pkey(ch, "presence-nodes") in keys
+                    else:
+                        assert keys == []
+            # the API of either node answers what the function answers
+            for gw in (n1, n2):
+                for ch in r + ["user:42"]:
+                    assert api(gw, "presence/stats", ch) == stats(cl, ch)
+                    assert sorted(api(gw, "presence", ch)["clients"], key=json.dumps) == \
+                        sorted(presence(cl, ch), key=json.dumps)
+            # the zero-key form has no shard to go to
+            with pytest.raises(Exception, match="one-key form"):
+                owner(cl, r[0]).fcall("pushgate_presence_stats", 0, r[0])
+
+            # unsubscribe and close are removed at once
+            await b.send_json({"type": "unsubscribe", "channel": r[2]})
+            await wait_stats(cl, r[2], {"clients": 1, "users": 1})
+            await a2.close()
+            await wait_stats(cl, "user:42", {"clients": 1, "users": 1})
+            await wait_stats(cl, r[0], {"clients": 2, "users": 2})
+            await a1.close()
+            await wait_stats(cl, "user:42", {"clients": 0, "users": 0})
+            await wait_stats(cl, r[1], {"clients": 2, "users": 1})
+            assert not owner(cl, "user:42").exists(pkey("user:42"))
+            assert not owner(cl, "user:42").exists(pkey("user:42", "presence-nodes"))
+        finally:
+            await close_all(a1, a2, b, anon)
+
+    run(body())
+
+
+def test_join_and_leave_reach_a_topics_subscribers_from_another_node(redis_cluster, cnodes):
+    cl = redis_cluster
+    n1, n2 = cnodes("pj1"), cnodes("pj2")
+    r = rooms(cl, "roomj")
+
+    async def body():
+        watcher = await ws_connect(n1, "token=" + token("1") + "&channels=" + ",".join(r))
+        try:
+            # its own joins, one per channel; shards keep no order between them
+            own = [await watcher.recv_json() for _ in r]
+            assert sorted((m["channel"], m["event"], m["data"]["user"]) for m in own) == \
+                sorted((ch, "pushgate.join", "1") for ch in r)
+            c = await ws_connect(n2, "token=" + token("9", info={"i": 1}) + "&channels=" +
+                                 ",".join(r))
+            await c.close()
+            seen = []
+            while len(seen) < 6:
+                m = await watcher.recv_json()
+                assert "id" not in m, f"join/leave must be live-only: {m}"
+                seen.append((m["channel"], m["event"], m["data"]["user"], m["data"]["info"]))
+            for ch in r:   # per channel, in order
+                assert [s[1:] for s in seen if s[0] == ch] == [
+                    ("pushgate.join", "9", {"i": 1}), ("pushgate.leave", "9", {"i": 1})]
+        finally:
+            await close_all(watcher)
+
+    run(body())
+
+
+def test_killed_node_stops_counting_within_ttl_and_a_live_beat_sweeps_it(
+        redis_cluster, cnodes):
+    cl = redis_cluster
+    n1, n2 = cnodes("pk1"), cnodes("pk2")
+    r = rooms(cl, "roomk")
+
+    async def body():
+        both = ",".join(r)
+        a = await ws_connect(n1, "token=" + token("k42") + "&channels=" + both)
+        b = await ws_connect(n2, "token=" + token("k42") + "&channels=" + both)
+        c = await ws_connect(n2, "token=" + token("k43") + "&channels=" + both)
+        try:
+            for ch in r:
+                await wait_stats(cl, ch, {"clients": 3, "users": 2})
+            await wait_stats(cl, "user:k43", {"clients": 1, "users": 1})
+            n2.proc.send_signal(signal.SIGKILL)
+            n2.proc.wait(10)
+            killed = time.monotonic()
+            # within the ttl its entries no longer count, on every shard
+            for ch in r:
+                await wait_stats(cl, ch, {"clients": 1, "users": 1}, timeout=TTL + 1)
+            await wait_stats(cl, "user:k42", {"clients": 1, "users": 1}, timeout=1)
+            await wait_stats(cl, "user:k43", {"clients": 0, "users": 0}, timeout=1)
+            assert time.monotonic() - killed <= TTL + 0.5
+            for ch in r:
+                assert [e["node"] for e in presence(cl, ch)] == ["pk1"]
+                assert api(n1, "presence/stats", ch) == {"clients": 1, "users": 1}
+            # a live node's beat of each channel sweeps the dead one's entries
+            for ch in r + ["user:k42"]:
+                await async_wait_until(lambda ch=ch: node_fields(cl, ch, "pk2") == [],
+                                       timeout=TTL, msg=f"pk2's fields in {ch} swept")
+                assert node_fields(cl, ch, "pk1") != []
+                assert owner(cl, ch).hget(pkey(ch, "presence-count"), "pk2") is None
+                assert "pk2" not in owner(cl, ch).zrange(pkey(ch, "presence-nodes"), 0, -1)
+            # user:43 had pk2 alone: nobody beats it, its keys expire by themselves
+            assert 0 < owner(cl, "user:k43").pttl(pkey("user:k43")) <= 3 * TTL * 1000
+        finally:
+            await close_all(a, b, c)
+
+    run(body())
+
+
+def test_drain_removes_the_nodes_entries_at_once_and_stats_stay_exact(redis_cluster, cnodes):
+    cl = redis_cluster
+    n1, n2 = cnodes("pd1", ["--presence-ttl", "60"]), cnodes("pd2", ["--presence-ttl", "60"])
+    r = rooms(cl, "roomd")
+
+    async def body():
+        both = ",".join(r)
+        a = await ws_connect(n1, "token=" + token("d42") + "&channels=" + both)
+        b = await ws_connect(n2, "token=" + token("d42") + "&channels=" + both)
+        c = await ws_connect(n2, "token=" + token("d43") + "&channels=" + r[0])
+        d = await ws_connect(n1, "token=" + token("d44") + "&channels=" + r[0])
+        try:
+            await wait_stats(cl, r[0], {"clients": 4, "users": 3})
+            for ch in r[1:]:
+                await wait_stats(cl, ch, {"clients": 2, "users": 1})
+            await wait_stats(cl, "user:d42", {"clients": 2, "users": 1})
+            assert n2.stop(signal.SIGTERM) == 0
+            # the node is gone: nothing of it may be left, not even dead
+            for ch in r + ["user:d42"]:
+                assert node_fields(cl, ch, "pd2") == []
+                assert "pd2" not in owner(cl, ch).zrange(pkey(ch, "presence-nodes"), 0, -1)
+            assert not owner(cl, "user:d43").exists(pkey("user:d43")), (
+                owner(cl, "user:d43").hgetall(pkey("user:d43")),
+                owner(cl, "user:d43").zrange(pkey("user:d43", "presence-nodes"), 0, -1, withscores=True),
+                pgtest.tail(n2.logfile, 30))
+            assert stats(cl, r[0]) == {"clients": 2, "users": 2}
+            assert stats(cl, r[1]) == {"clients": 1, "users": 1}
+            assert stats(cl, "user:d42") == {"clients": 1, "users": 1}
+        finally:
+            await close_all(a, b, c, d)
+
+    run(body())
+
+
+def test_entries_lost_on_a_shard_are_written_again_by_the_next_beat(redis_cluster, cnodes):
+    """What a failover with asynchronous replication can do to a channel's
+    presence (the promoted replica never got the last writes), done by hand:
+    the keys of one channel vanish; the node's next beat of it finds Redis
+    holding another number of its entries and writes the channel again."""
+    cl = redis_cluster
+    n1 = cnodes("pl1")
+    r = rooms(cl, "rooml")
+
+    async def body():
+        a = await ws_connect(n1, "token=" + token("l42", info={"x": 1}) + "&channels=" +
+                             ",".join(r))
+        b = await ws_connect(n1, "token=" + token("l43") + "&channels=" + r[0])
+        try:
+            await wait_stats(cl, r[0], {"clients": 2, "users": 2})
+            before = sorted(json.dumps(e, sort_keys=True) for e in presence(cl, r[0]))
+            owner(cl, r[0]).delete(pkey(r[0]), pkey(r[0], "presence-count"),
+                                   pkey(r[0], "presence-users"), pkey(r[0], "presence-nodes"))
+            assert stats(cl, r[0]) == {"clients": 0, "users": 0}
+            await wait_stats(cl, r[0], {"clients": 2, "users": 2}, timeout=TTL / 3 + 2)
+            assert sorted(json.dumps(e, sort_keys=True) for e in presence(cl, r[0])) == before
+            # a stray entry of ours that the node does not hold goes too
+            owner(cl, r[1]).fcall("pushgate_presence_update", 1, pkey(r[1]), "pl1", 60000, 2,
+                                  "+", r[1], "999999", '{"user":"5","node":"pl1"}')
+            await async_wait_until(lambda: node_fields(cl, r[1], "pl1") == [
+                f for f in node_fields(cl, r[1], "pl1") if not f.endswith("/999999")],
+                timeout=TTL / 3 + 2, msg="the stray entry removed by the next beat")
+            assert stats(cl, r[1]) == {"clients": 1, "users": 1}
+        finally:
+            await close_all(a, b)
+
+    run(body())
