@@ -252,6 +252,28 @@ pg_msg_t *pg_msg_keepalive(void)
     return m;
 }
 
+pg_msg_t *pg_msg_sse_with_id(const pg_msg_t *m, const char *id, size_t idlen)
+{
+    /* what follows the shared view's "id: <digits>\n" */
+    const char *rest = m->sse;
+    if (m->sse_len > 4 && memcmp(rest, "id: ", 4) == 0) {
+        const char *nl = memchr(rest, '\n', m->sse_len);
+        if (nl != NULL)
+            rest = nl + 1;
+    }
+    size_t rlen = m->sse_len - (size_t)(rest - m->sse);
+    pg_msg_t *c = msg_alloc(m->channel, 0, 4 + idlen + 1 + rlen);
+    if (!c)
+        return NULL;
+    c->id = m->id;
+    c->recv_ns = m->recv_ns;
+    memcpy(c->sse, "id: ", 4);
+    memcpy(c->sse + 4, id, idlen);
+    c->sse[4 + idlen] = '\n';
+    memcpy(c->sse + 4 + idlen + 1, rest, rlen);
+    return c;
+}
+
 pg_msg_t *pg_msg_ref(pg_msg_t *m)
 {
     /* Taking a reference on a freed message is as much a bug as underflow. */

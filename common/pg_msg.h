@@ -63,6 +63,14 @@ pg_msg_t *pg_msg_sse_raw(const char *text, size_t len);
  * no channel, so it is not counted as a delivery. NULL on out-of-memory. */
 pg_msg_t *pg_msg_keepalive(void);
 
+/* m (a message with an SSE `id:` line, m->id != 0) for one SSE connection,
+ * its `id:` line carrying id[0..idlen) in place of the message id: a
+ * cluster node's position list (hub.c). The same channel, id and
+ * receive time, so it counts as the same delivery; the SSE view is copied
+ * after the id line, the WS view is empty. NULL on out-of-memory. Caller
+ * owns the one reference. */
+pg_msg_t *pg_msg_sse_with_id(const pg_msg_t *m, const char *id, size_t idlen);
+
 /* Take another reference; returns m. */
 pg_msg_t *pg_msg_ref(pg_msg_t *m);
 /* Drop the reference in *mp and set *mp = NULL; frees at 0. NULL-safe

@@ -109,6 +109,80 @@ int pg_since_append(pg_buf_t *b, const char *channel, uint64_t id)
     return 0;
 }
 
+static int append_id(pg_buf_t *b, uint64_t id)
+{
+    char num[24];
+    return pg_buf_append(b, num, pg_u64toa(id, num));
+}
+
+static int cmp_ent(const void *a, const void *b)
+{
+    uint64_t x = ((const pg_since_ent_t *)a)->id, y = ((const pg_since_ent_t *)b)->id;
+    return x < y ? -1 : x > y;
+}
+
+int pg_since_write(pg_buf_t *b, pg_since_ent_t *v, size_t n)
+{
+    pg_buf_reset(b);
+    if (n == 0)
+        return 0;
+    uint64_t hi = 0;
+    for (size_t i = 0; i < n; i++)
+        if (v[i].id > hi)
+            hi = v[i].id;
+    if (append_id(b, hi) < 0)
+        return -1;
+    size_t entries = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i].id >= hi)
+            continue;
+        if (pg_since_append(b, v[i].channel, v[i].id) < 0)
+            return -1;
+        entries++;
+    }
+    if (entries <= PG_SINCE_MAX_ENTRIES && b->len <= PG_SINCE_MAX_BYTES)
+        return 0;
+
+    /* Too long. A bare id too high skips what a channel below it has in
+     * flight (the gap this list exists to close); one too low only repeats
+     * what a channel above it already delivered. So the lowest positions
+     * are listed while they fit, and the bare id is the first position that
+     * did not fit: every channel resumes at or below its own position. */
+    qsort(v, n, sizeof(*v), cmp_ent);
+    pg_buf_t list = PG_BUF_INIT;
+    uint64_t bare = 0;
+    int have_bare = 0;
+    size_t room = PG_SINCE_MAX_BYTES - 20;   /* the bare id and its ',' */
+    entries = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (have_bare && v[i].id <= bare)
+            continue;                           /* the bare id covers it */
+        size_t mark = list.len;
+        if (entries < PG_SINCE_MAX_ENTRIES) {
+            if (pg_since_append(&list, v[i].channel, v[i].id) < 0) {
+                pg_buf_free(&list);
+                return -1;
+            }
+            if (list.len <= room) {
+                entries++;
+                continue;
+            }
+            list.len = mark;
+            list.data[mark] = '\0';
+        }
+        if (!have_bare) {
+            have_bare = 1;
+            bare = v[i].id;
+        }
+    }
+    pg_buf_reset(b);
+    int rc = append_id(b, have_bare ? bare : hi);
+    if (rc == 0 && list.len > 0)
+        rc = pg_buf_append(b, ",", 1) < 0 || pg_buf_append(b, list.data, list.len) < 0 ? -1 : 0;
+    pg_buf_free(&list);
+    return rc < 0 ? -1 : 1;
+}
+
 void pg_since_free(pg_since_t *p)
 {
     if (p == NULL)

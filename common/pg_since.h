@@ -48,6 +48,32 @@ int pg_since_get(const pg_since_t *p, const char *channel, uint64_t *id);
  * empty: the writer of SSE `id:` lists. Returns 0, or -1 when out of memory
  * (b may then end in part of the entry: discard it). */
 int pg_since_append(pg_buf_t *b, const char *channel, uint64_t id);
+/* What a node accepts in since= / Last-Event-ID (gateway/auth.c): 64
+ * requested channels plus broadcast and user:<id> as entries, and the
+ * whole text in bytes. A node writes no SSE id past them. */
+#define PG_SINCE_MAX_ENTRIES 66
+#define PG_SINCE_MAX_BYTES   4096
+
+/* One channel's position for pg_since_write: the last id delivered on it
+ * (or where it started, if none yet). channel is borrowed. */
+typedef struct pg_since_ent {
+    const char *channel;
+    uint64_t    id;
+} pg_since_ent_t;
+
+/* Write into b (emptied first) the position list of the n channels in v,
+ * the SSE `id:` of a cluster node: the highest id, then "<channel>:<id>"
+ * for each channel below it, in v's order, so the bare id stands for the
+ * channels at the highest (one channel, or all at one position: the bare
+ * id alone, as on one Redis). Past PG_SINCE_MAX_ENTRIES entries or
+ * PG_SINCE_MAX_BYTES bytes, which the node would refuse, it writes what it
+ * still accepts and never skips a message: the lowest positions get their
+ * own entries, as many as fit (v is sorted by id for that), and the bare id
+ * is the lowest position left without one, so a channel above it may see
+ * again what it already had (a duplicate, which clients can drop by id),
+ * never miss one. n == 0 leaves b empty. Returns 0, 1 when it had to
+ * shorten the list that way, or -1 when out of memory (discard b). */
+int pg_since_write(pg_buf_t *b, pg_since_ent_t *v, size_t n);
 /* Release what out holds; NULL is a no-op. */
 void pg_since_free(pg_since_t *p);
 

@@ -2,13 +2,23 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth.h"
 #include "hub.h"
 #include "node.h"
 #include "pg_log.h"
+#include "pg_since.h"
 #include "pg_util.h"
+
+_Static_assert(PG_SINCE_MAX_BYTES == PG_AUTH_SINCE_MAX, "the SSE id must be a since the node takes");
 
 static pg_channel_t  *chans;   /* uthash table by name */
 static pg_hub_hooks_t hooks;
+/* cluster SSE ids (send_with_positions); one thread: reused, grown to the
+ * most channels one connection had */
+static pg_since_ent_t *pos_scratch;
+static size_t          pos_cap;
+static pg_buf_t        id_scratch = PG_BUF_INIT;
+static int             told_shortened;
 
 #define FLOOR_MARGIN_MS 1000   /* clock estimate error we allow for */
 
@@ -64,6 +74,10 @@ int pg_hub_init(const pg_hub_hooks_t *h)
 
 void pg_hub_free(void)
 {
+    free(pos_scratch);
+    pos_scratch = NULL;
+    pos_cap = 0;
+    pg_buf_free(&id_scratch);
     pg_channel_t *ch, *tmp;
     HASH_ITER(hh, chans, ch, tmp) {
         pg_assert(ch->members.count == 0);
@@ -103,6 +117,11 @@ pg_member_t *pg_hub_join(pg_conn_t *c, const char *name)
     }
     mb->conn = c;
     mb->chan = ch;
+    /* Every message of ch delivered from now on has a higher id (they
+     * reach the node in id order per channel, and a replay starts after
+     * ch->last_id), so this is where a resume of this membership starts
+     * while it has delivered nothing (send_with_positions). */
+    mb->start_id = ch->last_id;
     lws_dll2_add_tail(&mb->conn_node, &c->members);
     lws_dll2_add_tail(&mb->chan_node, &ch->members);
     return mb;
@@ -134,6 +153,60 @@ void pg_hub_leave_all(pg_conn_t *c)
     } lws_end_foreach_dll_safe(d, d1);
 }
 
+/* --- cluster SSE ids ------------------------------------------------------
+ * On one Redis the shared frame's `id: <message id>` is one exact cut across
+ * every channel (ids reach a node in order over one link). In a cluster ids
+ * rise per channel and shards deliver over separate links, so the `id:` a
+ * browser sends back as Last-Event-ID must be the connection's position per
+ * channel: built here, for each delivery to each SSE connection, as m is
+ * queued, into a frame of its own (one allocation of the SSE text plus the
+ * list, and a walk over the connection's channels). A channel that has
+ * delivered nothing yet is at its start_id: a resume then replays what it
+ * got after the connection joined it, which the highest id of the others
+ * could skip (no common order across shards). */
+
+/* Out of memory anywhere here, c gets the shared frame: its bare id is a
+ * resume as before the lists (one cut), better than no message. */
+static void send_with_positions(pg_conn_t *c, pg_msg_t *m)
+{
+    size_t n = 0;
+    if (c->members.count > pos_cap) {
+        size_t cap = c->members.count * 2;
+        pg_since_ent_t *v = realloc(pos_scratch, cap * sizeof(*v));
+        if (v == NULL)
+            goto shared;
+        pos_scratch = v;
+        pos_cap = cap;
+    }
+    lws_start_foreach_dll(struct lws_dll2 *, d, lws_dll2_get_head(&c->members)) {
+        pg_member_t *mb = lws_container_of(d, pg_member_t, conn_node);
+        /* last_id 0: nothing delivered and no since (ids are never 0) */
+        pos_scratch[n].channel = mb->chan->name;
+        pos_scratch[n].id = mb->last_id != 0 ? mb->last_id : mb->start_id;
+        n++;
+    } lws_end_foreach_dll(d);
+    int rc = pg_since_write(&id_scratch, pos_scratch, n);
+    if (rc < 0)
+        goto shared;
+    if (rc > 0 && !told_shortened) {
+        told_shortened = 1;
+        conn_log(PG_LOG_INFO, c, "SSE id: %zu channels do not fit in one since list; "
+                 "such streams resume from the lowest positions left (once per process)", n);
+    }
+    char num[24];
+    size_t nlen = pg_u64toa(m->id, num);
+    pg_msg_t *own = NULL;
+    /* the bare message id alone: the shared frame says just that */
+    if (!(id_scratch.len == nlen && memcmp(id_scratch.data, num, nlen) == 0) &&
+        (own = pg_msg_sse_with_id(m, id_scratch.data, id_scratch.len)) != NULL) {
+        pg_conn_send(c, own);
+        pg_msg_unref(&own);
+        return;
+    }
+shared:
+    pg_conn_send(c, m);
+}
+
 void pg_hub_deliver(pg_member_t *mb, pg_msg_t *m)
 {
     pg_conn_t *c = mb->conn;
@@ -149,6 +222,10 @@ void pg_hub_deliver(pg_member_t *mb, pg_msg_t *m)
         if (m->id <= mb->last_id)
             return;          /* already delivered (history/live seam) */
         mb->last_id = m->id;
+        if (c->transport == PG_TR_SSE && pg_node.cfg.redis.kind == PG_URL_CLUSTER) {
+            send_with_positions(c, m);
+            return;
+        }
     }
     pg_conn_send(c, m);
 }

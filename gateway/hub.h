@@ -36,6 +36,8 @@ typedef struct pg_member {
     pg_conn_t        *conn;
     pg_channel_t     *chan;
     uint64_t          last_id;   /* highest id delivered here: no duplicate at seams */
+    uint64_t          start_id;  /* the channel's last_id when this membership began:
+                                  * its position until it delivers (cluster SSE id) */
     unsigned          granted;   /* joined by a backend order: kept across token refresh */
 } pg_member_t;
 
@@ -74,7 +76,9 @@ pg_channel_t *pg_hub_find(const char *name);
  * no ownership: the caller keeps its reference. */
 void pg_hub_publish(pg_msg_t *m);
 /* Deliver m to one membership if it is new there (id 0 = always), and
- * advance the membership's last_id; to the hold hook while recovering. */
+ * advance the membership's last_id; to the hold hook while recovering. In
+ * cluster mode an SSE connection gets m with its own `id:` line: its
+ * position list as of m (pg_since_write), built here, at queueing time. */
 void pg_hub_deliver(pg_member_t *mb, pg_msg_t *m);
 
 /* Visit every channel, or every member of one channel. cb may not join or

@@ -267,20 +267,47 @@ async def ws_resumer(gw, names, tally, expected, done, round_sizes, drops, by_ur
         rnd += 1
 
 
-async def sse_resumer(gw, names, tally, expected, done, round_sizes, drops):
-    """The same over SSE, one stream of names, resuming with Last-Event-ID:
-    for one channel its position (what a browser sends by itself), for
-    several the list of their positions (what a browser will send once the
-    node writes `id:` as a list; here the client builds it)."""
+def parse_positions(text):
+    """An SSE id / since list: ({channel: id}, the bare id or None). Each
+    entry splits at its last ':' (pg_since.h)."""
+    pos, bare = {}, None
+    for e in text.split(","):
+        ch, sep, i = e.rpartition(":")
+        if sep:
+            assert ch not in pos, f"{ch} twice in {text}"
+            pos[ch] = int(i)
+        else:
+            assert bare is None, f"two bare ids in {text}"
+            bare = int(i)
+    return pos, bare
+
+
+def position_of(text, channel):
+    pos, bare = parse_positions(text)
+    return pos.get(channel, bare)
+
+
+async def sse_resumer(gw, names, tally, expected, done, round_sizes, drops, server_ids=False):
+    """The same over SSE, one stream of names, resuming with Last-Event-ID.
+    server_ids: the last `id:` line the node sent, unchanged (what a browser
+    sends by itself), each checked to be the stream's positions right after
+    its event (every channel at the last id it delivered, or the one it
+    resumed from; the highest as the bare id); before the first event the
+    seed positions stand in. Otherwise a list the client builds from its own
+    positions (its bare position for one channel), and each `id:` must put
+    the event's channel at its id."""
     single = len(names) == 1
+    last = str(tally.pos[names[0]]) if single else position_list(tally, names)
     rnd = 0
     while True:
-        last = str(tally.pos[names[0]]) if single else position_list(tally, names)
+        if not server_ids:
+            last = str(tally.pos[names[0]]) if single else position_list(tally, names)
         s = await pgtest.sse_connect(gw, f"channels={','.join(names)}", last_event_id=last)
         assert s.status == 200
         want = round_sizes[rnd % len(round_sizes)]
         got = 0
         deadline = time.monotonic() + 30
+        seen = [f"resumed from {last}"]
         while got < want and time.monotonic() < deadline:
             if done.is_set() and tally.has_all(expected()):
                 break
@@ -291,9 +318,18 @@ async def sse_resumer(gw, names, tally, expected, done, round_sizes, drops):
             assert ev is not None, "stream ended"
             assert ev.get("event") is None, ev
             m = json.loads(ev["data"])
-            if single:
-                assert ev["id"] == m["id"]
+            seen.append(f"{m['channel']}:{m['id']} id: {ev['id']}")
             tally.add(m)
+            # the highest as the bare id, each channel below it listed
+            pos, bare = parse_positions(ev["id"])
+            assert bare is not None and all(i < bare for i in pos.values()), ev["id"]
+            if server_ids:
+                # the positions as of this event, not of any later one
+                assert {n: position_of(ev["id"], n) for n in names} == tally.pos, \
+                    "\n".join(seen)
+                last = ev["id"]
+            else:
+                assert position_of(ev["id"], m["channel"]) == int(m["id"]), ev["id"]
             got += 1
         await s.close()
         if done.is_set() and tally.has_all(expected()):
@@ -438,6 +474,117 @@ def test_three_shards_clients_resume_with_position_lists_on_connect(redis_cluste
         assert len(drops) >= 10, f"only {len(drops)} drops: the test did not test resuming"
     pgtest.run(go(), timeout=120)
     assert "recovery incomplete" not in gw.log()
+
+
+SINCE_ORDER = ("session.c applies a resumed stream's positions one channel at a time, each "
+               "just before its recovery, and a recovery served from a channel's window "
+               "finishes at once: the first channel's history goes out while the channels "
+               "after it are not yet at their positions, so its `id:` lists them wrong. Fix: "
+               "set every membership's last_id from the since first, then add the recoveries.")
+
+
+@pytest.mark.xfail(reason=SINCE_ORDER, strict=False)
+def test_three_shards_sse_resumes_with_the_ids_the_node_wrote(redis_cluster, cnode):
+    """SSE streams of three channels on three shards resume with the last
+    `id:` line they got, as a browser does by itself, while publishers run
+    on all three: each `id:` is the stream's position list right after its
+    event, and every id arrives once, in order, per channel."""
+    names, gw, start, pubs = three_shards(redis_cluster, cnode, "e2esid")
+    done = threading.Event()
+    expected = pubs.expected
+
+    async def go():
+        drops = []
+        tallies = [Tally(names, start) for _ in range(3)]
+        tasks = [asyncio.ensure_future(sse_resumer(gw, names, t, expected, done, [23, 9, 31],
+                                                   drops, server_ids=True))
+                 for t in tallies]
+        pubs.start()
+        await pubs.finish(done)
+        await asyncio.wait_for(asyncio.gather(*tasks), 60)
+        for t in tallies:
+            for n in names:
+                assert t.ids[n] == sorted(expected()[n]), f"{n}: sse got {t.ids[n]}"
+        assert len(drops) >= 10, f"only {len(drops)} drops: the test did not test resuming"
+    pgtest.run(go(), timeout=120)
+    assert "recovery incomplete" not in gw.log()
+
+
+@pytest.mark.xfail(reason=SINCE_ORDER, strict=True)
+def test_sse_id_lists_every_channel_at_its_own_position_during_a_replay(redis_cluster, cnode):
+    """Two streams resume two channels on two shards from the same list;
+    the second is served from the windows the first one's reads left, so
+    its replay goes out at once: every `id:` still gives each channel the
+    position the client has (the one it resumed from, until that channel
+    delivers)."""
+    cl = redis_cluster
+    a, b = [cs[0] for cs in cl.channels_on_shards(1, stem="e2ewin").values()][:2]
+    gw = cnode(cl)
+    hist = {n: [int(gw.publish({"channel": n, "data": k}).json()["id"]) for k in range(4)]
+            for n in (a, b)}
+    since = f"{a}:{hist[a][0]},{b}:{hist[b][0]}"
+
+    async def replay(s):
+        out = []
+        for _ in range(6):
+            ev, m = await s.next_json(timeout=5)
+            out.append((m["channel"], int(m["id"]), ev["id"]))
+        return out
+
+    async def go():
+        first = await pgtest.sse_connect(gw, f"channels={a},{b}", last_event_id=since)
+        assert first.status == 200
+        await replay(first)
+        second = await pgtest.sse_connect(gw, f"channels={a},{b}", last_event_id=since)
+        assert second.status == 200
+        got = await replay(second)
+        await first.close()
+        await second.close()
+        pos = {a: hist[a][0], b: hist[b][0]}
+        for ch, i, sid in got:
+            pos[ch] = i
+            assert {n: position_of(sid, n) for n in (a, b)} == pos, got
+    pgtest.run(go(), timeout=30)
+
+
+def test_a_channel_below_another_shards_ids_resumes_from_the_sse_id(redis_cluster, cnode):
+    """The reason for the list: a stream of two channels on two shards,
+    one whose ids run an hour ahead. Its event's `id:` keeps the other
+    channel at its own position (where it joined: it delivered nothing),
+    so a message published on it after the drop, with a lower id than the
+    last one seen, is replayed on resume with that `id:` as Last-Event-ID;
+    the bare id alone would skip it."""
+    cl = redis_cluster
+    ahead, behind = [cs[0] for cs in cl.channels_on_shards(1, stem="e2eskew").values()][:2]
+    gw = cnode(cl)
+    first = int(gw.publish({"channel": ahead, "data": 0}).json()["id"])
+    future = first + 3600 * 1000 * 1000   # ids are ms * 1000 + n
+    cl.owner_of_key(hkey(ahead)).execute_command("XSETID", hkey(ahead), f"{future}-0")
+    q = f"channels={ahead},{behind}"
+
+    async def go():
+        s = await pgtest.sse_connect(gw, q)
+        assert s.status == 200
+        await async_wait_until(lambda: shard_numsub(cl, ahead) == 1 and
+                               shard_numsub(cl, behind) == 1, msg="both subscribed")
+        rid = int(gw.publish({"channel": ahead, "data": 1}).json()["id"])
+        assert rid == future + 1
+        ev, m = await s.next_json(timeout=5)
+        assert (m["channel"], int(m["id"])) == (ahead, rid)
+        pos, bare = parse_positions(ev["id"])
+        assert bare == rid and set(pos) == {behind, "broadcast"}, ev["id"]
+        assert pos[behind] < rid
+        await s.close()
+        await async_wait_until(lambda: shard_numsub(cl, behind) == 0, msg="behind unsubscribed")
+        lost = int(gw.publish({"channel": behind, "data": 2}).json()["id"])
+        assert pos[behind] < lost < rid   # what a bare id would skip
+        s = await pgtest.sse_connect(gw, q, last_event_id=ev["id"])
+        assert s.status == 200
+        ev2, m2 = await s.next_json(timeout=5)
+        assert (m2["channel"], int(m2["id"]), m2["data"]) == (behind, lost, 2)
+        assert position_of(ev2["id"], ahead) == rid and position_of(ev2["id"], behind) == lost
+        await s.close()
+    pgtest.run(go(), timeout=30)
 
 
 @pytest.mark.parametrize("kind", ["ws", "sse"])

@@ -411,6 +411,38 @@ static void keepalive_is_a_ping_frame_and_an_sse_comment(void **state)
     pg_msg_unref(&m);
 }
 
+/* A cluster SSE connection's own copy: its id line, the rest unchanged. */
+static void sse_with_own_id(void **state)
+{
+    (void)state;
+    int err;
+    static const char p[] = "{\"event\":\"e\",\"id\":\"1764277200124000\",\"data\":1}";
+    pg_msg_t *m = pg_msg_from_payload("news", p, sizeof(p) - 1, MAX, &err);
+    assert_non_null(m);
+    static const char list[] = "1764277200124000,broadcast:1764277200000000,user:42:7";
+    pg_msg_t *c = pg_msg_sse_with_id(m, list, sizeof(list) - 1);
+    assert_non_null(c);
+    static const char want[] = "id: 1764277200124000,broadcast:1764277200000000,user:42:7\n"
+                               "event: e\n"
+                               "data: {\"channel\":\"news\",\"event\":\"e\","
+                               "\"id\":\"1764277200124000\",\"data\":1}\n\n";
+    assert_int_equal(c->sse_len, sizeof(want) - 1);
+    assert_string_equal(c->sse, want);
+    assert_string_equal(c->channel, "news");   /* still a delivery (count_delivery) */
+    assert_int_equal(c->id, m->id);
+    assert_int_equal(c->recv_ns, m->recv_ns);
+    assert_int_equal(c->json_len, 0);
+    assert_int_equal(c->refs, 1);
+    /* the shared message is untouched */
+    assert_int_equal(strncmp(m->sse, "id: 1764277200124000\nevent: e\n", 30), 0);
+    memset(c->sse - PG_MSG_PRE, 0xBB, PG_MSG_PRE);   /* headroom writable (ASan) */
+    pg_msg_unref(&c);
+    pg_test_fail_after = 0;
+    assert_null(pg_msg_sse_with_id(m, list, sizeof(list) - 1));
+    pg_test_fail_after = -1;
+    pg_msg_unref(&m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -428,6 +460,7 @@ int main(void)
         cmocka_unit_test(underflow_asserts),
         cmocka_unit_test(out_of_memory),
         cmocka_unit_test(keepalive_is_a_ping_frame_and_an_sse_comment),
+        cmocka_unit_test(sse_with_own_id),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

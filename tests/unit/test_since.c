@@ -128,6 +128,94 @@ static void append_round_trips(void **state)
     pg_since_free(NULL);
 }
 
+static const char *write_list(pg_buf_t *b, pg_since_ent_t *v, size_t n, int want_rc)
+{
+    assert_int_equal(pg_since_write(b, v, n), want_rc);
+    return b->data != NULL ? b->data : "";
+}
+
+/* The SSE id of a cluster node: the highest, then each channel below it. */
+static void write_positions(void **state)
+{
+    (void)state;
+    pg_buf_t b = PG_BUF_INIT;
+    pg_since_ent_t v[] = {
+        { "broadcast", 100 }, { "user:42", 180 }, { "news", 200 }, { "sports", 150 },
+    };
+    assert_string_equal(write_list(&b, v, 4, 0), "200,broadcast:100,user:42:180,sports:150");
+    /* it parses back to every channel's own position */
+    pg_since_free(&sp);
+    assert_int_equal(pg_since_parse(b.data, b.len, PG_SINCE_MAX_ENTRIES, &sp, err, sizeof err), 0);
+    for (size_t i = 0; i < 4; i++)
+        assert_int_equal(get(v[i].channel), v[i].id);
+    pg_since_free(&sp);
+    /* all at one position, or one channel: the bare id, as on one Redis */
+    pg_since_ent_t same[] = { { "a", 7 }, { "b", 7 } };
+    assert_string_equal(write_list(&b, same, 2, 0), "7");
+    assert_string_equal(write_list(&b, v + 2, 1, 0), "200");
+    assert_string_equal(write_list(&b, v, 0, 0), "");
+    assert_int_equal(b.len, 0);
+    pg_buf_free(&b);
+}
+
+/* Past the limits: what the node accepts, and no channel resumes above its
+ * own position (no gap; a duplicate at most). */
+static void write_past_the_limits(void **state)
+{
+    (void)state;
+    pg_buf_t b = PG_BUF_INIT;
+    enum { N = 90 };
+    static char names[N][PG_CHAN_MAX + 1];
+    pg_since_ent_t v[N], orig[N];
+    /* 90 channels: too many entries; ids descending by index */
+    for (size_t i = 0; i < N; i++) {
+        snprintf(names[i], sizeof names[i], "c%zu", i);
+        v[i] = (pg_since_ent_t){ names[i], 1000 - i };
+    }
+    memcpy(orig, v, sizeof v);
+    write_list(&b, v, N, 1);
+    pg_since_free(&sp);
+    assert_int_equal(pg_since_parse(b.data, b.len, PG_SINCE_MAX_ENTRIES, &sp, err, sizeof err), 0);
+    assert_int_equal(sp.n, PG_SINCE_MAX_ENTRIES);
+    for (size_t i = 0; i < N; i++) {
+        uint64_t at;
+        assert_true(pg_since_get(&sp, orig[i].channel, &at));
+        assert_true(at <= orig[i].id);
+    }
+    /* the 66 lowest have their own entries; the bare id is the next one */
+    assert_true(sp.has_all);
+    assert_int_equal(sp.all, 1000 - (N - 1) + PG_SINCE_MAX_ENTRIES);
+    pg_since_free(&sp);
+
+    /* 40 channels of 120-byte names: too many bytes */
+    for (size_t i = 0; i < 40; i++) {
+        memset(names[i], 'a' + (char)(i % 26), 120);
+        snprintf(names[i] + 120, 8, "%zu", i);
+        v[i] = (pg_since_ent_t){ names[i], 1764277200000000ULL + (i * 7919) % 40 };
+    }
+    memcpy(orig, v, sizeof v);
+    write_list(&b, v, 40, 1);
+    assert_true(b.len <= PG_SINCE_MAX_BYTES);
+    assert_int_equal(pg_since_parse(b.data, b.len, PG_SINCE_MAX_ENTRIES, &sp, err, sizeof err), 0);
+    assert_true(sp.n > 20 && sp.n < 40);
+    for (size_t i = 0; i < 40; i++) {
+        uint64_t at;
+        assert_true(pg_since_get(&sp, orig[i].channel, &at));
+        assert_true(at <= orig[i].id);
+    }
+    pg_since_free(&sp);
+
+    /* out of memory: -1 */
+    v[0].id = 1;
+    pg_buf_free(&b);
+    pg_test_fail_after = 0;
+    assert_int_equal(pg_since_write(&b, v, 40), -1);
+    pg_test_fail_after = 2;   /* the first list fits, the shortened one fails */
+    assert_int_equal(pg_since_write(&b, v, 40), -1);
+    pg_test_fail_after = -1;
+    pg_buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -137,6 +225,8 @@ int main(void)
         cmocka_unit_test(refused),
         cmocka_unit_test(out_of_memory),
         cmocka_unit_test(append_round_trips),
+        cmocka_unit_test(write_positions),
+        cmocka_unit_test(write_past_the_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
