@@ -51,7 +51,8 @@
  *   - ids are tracked; a reconnect asks for since=<highest id seen>, plus
  *     <channel>:<id> for each channel whose own last id is below it (a Redis
  *     Cluster orders ids per channel only), so the gateway replays what was
- *     missed from history;
+ *     missed from history; over SSE from a Redis Cluster node, whose `id:`
+ *     is that list as the node keeps it, the last one received, unchanged;
  *   - a message whose id is not above the last id seen on its channel is a
  *     duplicate and is dropped;
  *   - reconnects back off exponentially (base 500 ms, cap 30 s, full jitter);
@@ -140,6 +141,9 @@
 
   var CHANNEL_RE = /^[A-Za-z0-9_.:@-]{1,128}$/;
   var ID_RE = /^[0-9]+$/;
+  // A since list as a node writes it in `id:` (digits, channel characters,
+  // ',' and ':'), within what a node accepts back.
+  var SINCE_RE = /^[A-Za-z0-9_.:@,-]{1,4096}$/;
 
   // ---------------------------------------------------------------- helpers
 
@@ -314,6 +318,7 @@
     this.lastId = normId(o.since);
     this.lastClose = null;
     this._chanLast = {};          // channel -> last id delivered on it
+    this._sseSince = null;        // SSE: the node's last `id:` when a position list
     this._handlers = {};
     this._runtime = {};           // channel -> 'pending' | 'confirmed' (WS)
     this._runtimeOrder = [];
@@ -609,8 +614,11 @@
   // highest id: each channel then resumes from its own position (README
   // "Redis Cluster"), and the bare id covers the channels that delivered
   // nothing yet. A list past the gateway's limits (66 entries, 4096 bytes)
-  // falls back to the bare id.
+  // falls back to the bare id. Over SSE from a cluster node the node's own
+  // list (its last `id:`) goes back instead, unchanged: it also has the
+  // channels that delivered nothing, at the position where they joined.
   P._since = function (chans) {
+    if (this._sseSince !== null) return this._sseSince;
     var out = this.lastId, n = 0;
     for (var ch in this._chanLast) {
       if (!Object.prototype.hasOwnProperty.call(this._chanLast, ch)) continue;
@@ -785,8 +793,22 @@
       this._emit('error', { reason: 'malformed message', message: env });
       return false;
     }
-    var id = normId(env.id !== undefined ? env.id : sseId);
+    // The id is the envelope's only: SSE keeps the last `id:` for events
+    // without one, so a live-only message after a history-backed one would
+    // take that id and be dropped as its duplicate; and a cluster node's
+    // `id:` is a position list, not an id.
+    var id = normId(env.id);
     if (id !== null) {
+      // SSE: an `id:` that says more than the id is a Redis Cluster node's
+      // position list for the stream after this event; a resume sends it
+      // back unchanged, as a browser's own reconnect does (Last-Event-ID).
+      // It also holds the channels that delivered nothing yet, which our
+      // own positions below cannot.
+      if (typeof sseId === 'string' && sseId !== '' && sseId !== id) {
+        if (SINCE_RE.test(sseId)) this._sseSince = sseId;
+      } else {
+        this._sseSince = null;
+      }
       var prev = this._chanLast[env.channel];
       if (prev !== undefined && cmpId(id, prev) <= 0) return false; // duplicate
       this._chanLast[env.channel] = id;

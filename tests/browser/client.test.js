@@ -337,6 +337,61 @@ test('since= carries each channel of the connection below the highest id, within
   assert.equal(q(big.sockets[1].url).since, '159');
 });
 
+test('eventsource: a cluster node\'s id: list goes back unchanged; lastId and the duplicate check use the ids', () => {
+  const { FakeES, list } = fakeEventSourceFactory();
+  const { pg, msgs, clock } = make({ transport: 'eventsource', EventSource: FakeES, WebSocket: null,
+                                     channels: ['news', 'sports'] });
+  list[0].open();
+  // ids rise per channel on a Redis Cluster; the node's id: is the stream's
+  // position list after each event, with channels that delivered nothing
+  // (sports, broadcast) at the position where they joined
+  const l1 = '1764277200124000,sports:1764277200000000,broadcast:1764277199000000';
+  list[0].emit('message', JSON.stringify({ channel: 'news', id: '1764277200124000', data: 1 }), l1);
+  list[0].emit('message', JSON.stringify({ channel: 'news', id: '1764277200124000', data: 1 }), l1);  // duplicate
+  list[0].emit('message', JSON.stringify({ channel: 'news', data: 'live' }), l1);  // no id: keeps the last
+  assert.deepEqual(msgs().map((m) => [m.id, m.data]), [['1764277200124000', 1], [undefined, 'live']]);
+  assert.equal(pg.lastId, '1764277200124000');
+  // the browser gave up: we reconnect with the node's list, not our own
+  // (ours would leave sports to the bare id and could skip its next message)
+  list[0].fail();
+  clock.advance(30000);
+  assert.equal(list.length, 2);
+  assert.equal(q(list[1].url).since, l1);
+  list[1].open();
+  list[1].emit('message', JSON.stringify({ channel: 'sports', id: '1764277200001000', data: 2 }),
+               '1764277200124000,sports:1764277200001000,broadcast:1764277199000000');
+  assert.equal(msgs().length, 3, 'an id below lastId on another channel is no duplicate');
+  assert.equal(pg.lastId, '1764277200124000');
+  // a new channel list re-opens with it too (the node ignores entries for
+  // channels a stream lacks; a new channel takes the bare id)
+  pg.subscribe('orders');
+  assert.deepEqual(q(list[2].url), { channels: 'news,sports,orders',
+                                     since: '1764277200124000,sports:1764277200001000,broadcast:1764277199000000' });
+});
+
+test('sse: an id: equal to the message id (one Redis) resumes from our own positions', () => {
+  const { FakeES, list } = fakeEventSourceFactory();
+  const { msgs, clock } = make({ transport: 'eventsource', EventSource: FakeES, WebSocket: null,
+                                 channels: ['news'] });
+  list[0].open();
+  list[0].emit('message', JSON.stringify({ channel: 'news', id: '20', data: 0 }), '7,news:6');
+  list[0].emit('message', JSON.stringify({ channel: 'broadcast', id: '8', data: 1 }), '8');
+  list[0].emit('message', JSON.stringify({ channel: 'news', id: '21', data: 2 }), '21');
+  // SSE keeps the last id for an event without one: a live-only message
+  // after a history-backed one on the same channel is still delivered
+  list[0].emit('message', JSON.stringify({ channel: 'news', data: 'live' }), '21');
+  assert.deepEqual(msgs().map((m) => m.data), [0, 1, 2, 'live']);
+  list[0].fail();
+  clock.advance(30000);
+  assert.equal(q(list[1].url).since, '21,broadcast:8');
+  // an id: that is no since list is not sent back
+  list[1].open();
+  list[1].emit('message', JSON.stringify({ channel: 'news', id: '22', data: 3 }), '22 x\n');
+  list[1].fail();
+  clock.advance(30000);
+  assert.equal(q(list[2].url).since, '22,broadcast:8');
+});
+
 function streamResponse(status, ctype) {
   let ctl;
   const body = new ReadableStream({ start(c) { ctl = c; } });
@@ -378,6 +433,31 @@ test('sse (fetch): every event name reaches on(message), resume with since after
   streams[1].write('id: 41\ndata: {"channel":"news","id":"41","data":{"n":1}}\n\nid: 42\ndata: {"channel":"news","id":"42","data":{"n":2}}\n\n');
   for (let i = 0; i < 5; i++) await tick();
   assert.deepEqual(msgs().map((m) => m.id), ['41', '42']);
+  pg.close();
+});
+
+test('sse (fetch): a live-only event after a history one is delivered; a cluster list resumes as sent', async () => {
+  const calls = [];
+  const streams = [];
+  const fetch = (url, init) => {
+    calls.push({ url, init });
+    const s = streamResponse(200, 'text/event-stream');
+    streams.push(s);
+    init.signal.addEventListener('abort', () => { try { s.end(); } catch {} });
+    return Promise.resolve(s.res);
+  };
+  const { pg, msgs, clock } = make({ transport: 'sse', fetch, WebSocket: null, channels: ['a', 'b'] });
+  await tick();
+  const list = '900,b:500,broadcast:400';
+  streams[0].write('id: ' + list + '\ndata: {"channel":"a","id":"900","data":1}\n\n');
+  streams[0].write('data: {"channel":"a","data":"live"}\n\n');
+  streams[0].end();
+  for (let i = 0; i < 5; i++) await tick();
+  assert.deepEqual(msgs().map((m) => m.data), [1, 'live']);
+  assert.equal(pg.lastId, '900');
+  clock.advance(1000);
+  await tick();
+  assert.equal(q(calls[1].url).since, list);
   pg.close();
 });
 
