@@ -28,6 +28,7 @@ static pg_router_t           *router;
 static pg_subscriber_hooks_t  hooks;
 static void                 (*cmd_ready_hook)(void);
 static int                    ready;
+static int                    libs_loaded;   /* the library reached every master once */
 static int                    stopping;
 static uv_timer_t             linger;
 static uint64_t               linger_until;
@@ -94,6 +95,33 @@ static void timed(void *arg, const struct redisReply *r, const char *err)
 
 static int cmd_ready(void);
 
+/* The command side became usable (the map complete, and at start the
+ * library on every master): learn Redis's clock and tell the node, which
+ * then reads the revocations and writes presence. From on_ready, or at
+ * start from the router once the last master has loaded the library,
+ * whichever comes last. */
+static void commands_up(void)
+{
+    if (!cmd_ready())
+        return;
+    libs_loaded = 1;
+    /* Ids follow Redis's clock (SPEC §3): how far ours is from it, for
+     * pg_hub_id_floor(), as the command link learns it on one Redis. Asked
+     * of the master owning {_control}; masters share a clock within NTP's
+     * error, which the floor's margin covers. */
+    pg_router_call(router, "{_control}", 10, 1, (const char *[]){ "TIME" },
+                   (const size_t[]){ 4 }, timed, NULL);
+    if (cmd_ready_hook != NULL)
+        cmd_ready_hook();
+}
+
+static void router_loaded(void *ud)
+{
+    (void)ud;
+    if (ready && !libs_loaded)
+        commands_up();
+}
+
 static void on_ready(void *ud, int r)
 {
     (void)ud;
@@ -103,15 +131,7 @@ static void on_ready(void *ud, int r)
     pg_node.metrics.redis_connected = r;
     if (!r)
         return;
-    /* Ids follow Redis's clock (SPEC §3): how far ours is from it, for
-     * pg_hub_id_floor(), as the command link learns it on one Redis. Asked
-     * of the master owning {_control}; masters share a clock within NTP's
-     * error, which the floor's margin covers. */
-    if (cmd_ready())
-        pg_router_call(router, "{_control}", 10, 1, (const char *[]){ "TIME" },
-                       (const size_t[]){ 4 }, timed, NULL);
-    if (cmd_ready_hook != NULL)
-        cmd_ready_hook();
+    commands_up();
     /* never a node-wide replay (reconnect 0): channels that lost their
      * subscription are replayed one by one, by resync */
     if (hooks.ready != NULL)
@@ -149,7 +169,13 @@ static int cmd_ready(void)
     if (stopping)
         return 0;
     const pg_slot_map_t *m = sub != NULL ? pg_cluster_map(sub) : NULL;
-    return router != NULL && m != NULL && pg_slot_map_complete(m);
+    /* Ready at start only once every master has the library: a backend's
+     * one-key FCALL may go to a master this node has sent nothing to. Not
+     * after: a promoted replica has it already (functions replicate), a
+     * master that restarted empty gets it before any call of ours, and one
+     * master down must not stop the calls to the others. */
+    return router != NULL && m != NULL && pg_slot_map_complete(m) &&
+           (libs_loaded || pg_router_loaded(router));
 }
 
 typedef struct req {
@@ -392,6 +418,7 @@ int pg_cbroker_init(void)
     }
     pg_router_cfg_t rcfg = {
         .user = ccfg.user, .password = ccfg.password, .library = lib, .library_len = liblen,
+        .all_loaded = router_loaded,
     };
     router = pg_router_new(pg_node.loop, sub, &rcfg);
     free(lib);   /* the router keeps a copy */

@@ -37,6 +37,7 @@ struct rlink {
     pg_hostport_t addr;
     pg_shard_t   *s;
     int           up;
+    int           loaded;     /* its FUNCTION LOAD was answered OK */
     call_t       *wait;       /* calls waiting for the link to come up */
     call_t      **wait_tail;
 };
@@ -49,6 +50,8 @@ struct pg_router {
     unsigned      timeout_ms;
     char         *lib;
     size_t        lib_len;
+    void        (*all_loaded)(void *ud);
+    void         *ud;
     rlink_t      *links;
     call_t       *calls;      /* every call not finished, for pg_router_free */
     size_t        pending;
@@ -115,11 +118,17 @@ static void rlink_drop(rlink_t *l)
 
 static void load_cb(pg_shard_t *s, void *arg, const struct redisReply *reply)
 {
-    (void)arg;
+    rlink_t *l = arg;
     const redisReply *rr = (const redisReply *)reply;
     if (rr != NULL && rr->type == REDIS_REPLY_ERROR)
         pg_log(PG_LOG_ERROR, "router: FUNCTION LOAD at %s:%d: %.*s (Redis 7+ is required)",
                pg_shard_host(s), pg_shard_port(s), (int)(rr->len > 200 ? 200 : rr->len), rr->str);
+    if (rr == NULL || rr->type == REDIS_REPLY_ERROR)
+        return;   /* a lost link is dropped by l_down; an error stays not loaded */
+    l->loaded = 1;
+    pg_router_t *r = l->r;
+    if (r->all_loaded != NULL && pg_router_loaded(r))
+        r->all_loaded(r->ud);
 }
 
 static void l_up(pg_shard_t *s, void *ud)
@@ -132,7 +141,7 @@ static void l_up(pg_shard_t *s, void *ud)
     if (r->lib != NULL) {
         const char *argv[] = { "FUNCTION", "LOAD", "REPLACE", r->lib };
         const size_t argvlen[] = { 8, 4, 7, r->lib_len };
-        if (pg_shard_request(s, load_cb, NULL, 4, argv, argvlen) < 0)
+        if (pg_shard_request(s, load_cb, l, 4, argv, argvlen) < 0)
             pg_log(PG_LOG_ERROR, "router: cannot send FUNCTION LOAD to %s:%d",
                    l->addr.host, l->addr.port);
     }
@@ -237,6 +246,8 @@ pg_router_t *pg_router_new(uv_loop_t *loop, pg_cluster_t *map, const pg_router_c
     r->loop = loop;
     r->map = map;
     r->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : 2000;
+    r->all_loaded = cfg->all_loaded;
+    r->ud = cfg->ud;
     if ((cfg->user != NULL && (r->user = strdup(cfg->user)) == NULL) ||
         (cfg->password != NULL && (r->password = strdup(cfg->password)) == NULL))
         goto err;
@@ -301,6 +312,20 @@ int pg_router_call(pg_router_t *r, const char *key, size_t keylen, int argc,
     r->calls = k;
     r->pending++;
     return 0;
+}
+
+int pg_router_loaded(pg_router_t *r)
+{
+    const pg_slot_map_t *m = r != NULL ? pg_cluster_map(r->map) : NULL;
+    if (m == NULL || m->nshards == 0)
+        return 0;
+    int all = 1;
+    for (size_t i = 0; i < m->nshards; i++) {
+        rlink_t *l = rlink_get(r, &m->shards[i]);   /* opens a missing one */
+        if (l == NULL || (r->lib != NULL && !l->loaded) || !l->up)
+            all = 0;
+    }
+    return all;
 }
 
 size_t pg_router_pending(const pg_router_t *r)

@@ -31,6 +31,10 @@ typedef struct pg_router_cfg {
     unsigned    timeout_ms;    /* connect + AUTH; 0 = 2000 */
     const char *library;       /* loaded on every master at connect; NULL: none */
     size_t      library_len;
+    /* Called each time the last master of the map without the library has
+     * loaded it (pg_router_loaded turned 1); NULL: not told. */
+    void      (*all_loaded)(void *ud);
+    void       *ud;
 } pg_router_cfg_t;
 
 /* A router over the masters that map's slot map names. map must outlive
@@ -42,6 +46,11 @@ pg_router_t *pg_router_new(uv_loop_t *loop, pg_cluster_t *map, const pg_router_c
  * out of memory. */
 int pg_router_call(pg_router_t *r, const char *key, size_t keylen, int argc,
                    const char **argv, const size_t *argvlen, pg_router_cb cb, void *arg);
+/* 1 when every master of the slot map has a link up that has loaded the
+ * library: a backend's FCALL then finds it on whichever master it routes
+ * to (SPEC §10). Opens the links still missing, so a 0 is followed by
+ * cfg.all_loaded once they have loaded it. */
+int pg_router_loaded(pg_router_t *r);
 /* Calls waiting or in flight right now. */
 size_t pg_router_pending(const pg_router_t *r);
 /* Close every link; every call not answered yet gets its callback with

@@ -6,9 +6,7 @@ overlay's own configuration run natively: its Redis nodes' command lines
 with only ports, addresses and directories changed, its create script
 joining them, and a pushgate node given the overlay's environment (hosts
 mapped to loopback) that must become ready and deliver what is published
-with the one-key FCALL and POST /api/publish. No Docker engine is needed.
-One strict xfail: a ready node has not yet loaded the function library on
-the masters it has sent nothing to."""
+with the one-key FCALL and POST /api/publish. No Docker engine is needed."""
 
 import shutil
 import subprocess
@@ -281,13 +279,9 @@ def test_a_node_configured_by_the_overlay_delivers_api_and_fcall_publishes(nativ
         assert owner[ch].xlen(f"{PREFIX}{{{ch}}}:history") == 2
 
 
-# What a backend sees that publishes with FCALL before any node routed a
-# call to that master. Strict: when the router loads the library on every
-# master of the map, this passes and the mark must go.
-@pytest.mark.xfail(strict=True, raises=redis_py.ResponseError,
-                   reason="gateway/router.c loads the function library on a master only when "
-                   "it first routes a call there, so an FCALL at another master finds no "
-                   "function although the node is ready (issue #12: loaded on every master)")
+# What a backend sees that publishes with FCALL at a master the node has
+# routed no call to yet: a ready node has loaded the library on every master
+# of the map (SPEC §10), so the function is there.
 def test_a_ready_node_has_loaded_the_library_on_every_master(native_cluster, compose_node):
     nodes, _addr, _cmd = native_cluster
     masters = [n for n in nodes if n.client().execute_command("ROLE")[0] == "master"]
