@@ -121,8 +121,10 @@ static int cmp_ent(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-int pg_since_write(pg_buf_t *b, pg_since_ent_t *v, size_t n)
+int pg_since_write(pg_buf_t *b, pg_since_ent_t *v, size_t n, size_t max_bytes)
 {
+    if (max_bytes > PG_SINCE_MAX_BYTES)
+        max_bytes = PG_SINCE_MAX_BYTES;
     pg_buf_reset(b);
     if (n == 0)
         return 0;
@@ -140,7 +142,7 @@ int pg_since_write(pg_buf_t *b, pg_since_ent_t *v, size_t n)
             return -1;
         entries++;
     }
-    if (entries <= PG_SINCE_MAX_ENTRIES && b->len <= PG_SINCE_MAX_BYTES)
+    if (entries <= PG_SINCE_MAX_ENTRIES && b->len <= max_bytes)
         return 0;
 
     /* Too long. A bare id too high skips what a channel below it has in
@@ -152,7 +154,7 @@ int pg_since_write(pg_buf_t *b, pg_since_ent_t *v, size_t n)
     pg_buf_t list = PG_BUF_INIT;
     uint64_t bare = 0;
     int have_bare = 0;
-    size_t room = PG_SINCE_MAX_BYTES - 20;   /* the bare id and its ',' */
+    size_t room = max_bytes > 20 ? max_bytes - 20 : 0;   /* the bare id and its ',' */
     entries = 0;
     for (size_t i = 0; i < n; i++) {
         if (have_bare && v[i].id <= bare)

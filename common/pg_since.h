@@ -66,14 +66,16 @@ typedef struct pg_since_ent {
  * for each channel below it, in v's order, so the bare id stands for the
  * channels at the highest (one channel, or all at one position: the bare
  * id alone, as on one Redis). Past PG_SINCE_MAX_ENTRIES entries or
- * PG_SINCE_MAX_BYTES bytes, which the node would refuse, it writes what it
- * still accepts and never skips a message: the lowest positions get their
+ * max_bytes bytes (at most PG_SINCE_MAX_BYTES: what the node would refuse,
+ * or less when the request that brings it back has less room), it writes
+ * what still fits and never skips a message: the lowest positions get their
  * own entries, as many as fit (v is sorted by id for that), and the bare id
  * is the lowest position left without one, so a channel above it may see
  * again what it already had (a duplicate, which clients can drop by id),
- * never miss one. n == 0 leaves b empty. Returns 0, 1 when it had to
- * shorten the list that way, or -1 when out of memory (discard b). */
-int pg_since_write(pg_buf_t *b, pg_since_ent_t *v, size_t n);
+ * never miss one; the bare id alone (<= 19 bytes) always goes. n == 0
+ * leaves b empty. Returns 0, 1 when it had to shorten the list that way,
+ * or -1 when out of memory (discard b). */
+int pg_since_write(pg_buf_t *b, pg_since_ent_t *v, size_t n, size_t max_bytes);
 /* Release what out holds; NULL is a no-op. */
 void pg_since_free(pg_since_t *p);
 

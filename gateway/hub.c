@@ -167,9 +167,27 @@ void pg_hub_leave_all(pg_conn_t *c)
 
 /* Out of memory anywhere here, c gets the shared frame: its bare id is a
  * resume as before the lists (one cut), better than no message. */
+/* How long c's list may be. The request that brings it back must fit in
+ * what lws keeps of a request's header data, REQ_HEADER_MAX: a browser's
+ * own reconnect sends the URL it opened (channels=, token=, and
+ * pushgate.js's since= with an earlier list) plus the list in
+ * Last-Event-ID, and a request over it is refused (431). So the list gets
+ * what is left after the channel names (the URL carries them too) and
+ * REQ_OTHER for the token and the other headers, shared with one earlier
+ * list in the URL (21/10: URL-encoding adds 2 bytes per ',' and ':'). */
+#define REQ_HEADER_MAX 8192   /* server.c: info.max_http_header_data */
+#define REQ_OTHER      2048
+static size_t id_room(size_t names_len)
+{
+    if (names_len + REQ_OTHER >= REQ_HEADER_MAX)
+        return 0;
+    size_t room = (REQ_HEADER_MAX - REQ_OTHER - names_len) * 10 / 21;
+    return room < PG_SINCE_MAX_BYTES ? room : PG_SINCE_MAX_BYTES;
+}
+
 static void send_with_positions(pg_conn_t *c, pg_msg_t *m)
 {
-    size_t n = 0;
+    size_t n = 0, names_len = 0;
     if (c->members.count > pos_cap) {
         size_t cap = c->members.count * 2;
         pg_since_ent_t *v = realloc(pos_scratch, cap * sizeof(*v));
@@ -183,15 +201,17 @@ static void send_with_positions(pg_conn_t *c, pg_msg_t *m)
         /* last_id 0: nothing delivered and no since (ids are never 0) */
         pos_scratch[n].channel = mb->chan->name;
         pos_scratch[n].id = mb->last_id != 0 ? mb->last_id : mb->start_id;
+        names_len += strlen(mb->chan->name) + 1;
         n++;
     } lws_end_foreach_dll(d);
-    int rc = pg_since_write(&id_scratch, pos_scratch, n);
+    int rc = pg_since_write(&id_scratch, pos_scratch, n, id_room(names_len));
     if (rc < 0)
         goto shared;
     if (rc > 0 && !told_shortened) {
         told_shortened = 1;
-        conn_log(PG_LOG_INFO, c, "SSE id: %zu channels do not fit in one since list; "
-                 "such streams resume from the lowest positions left (once per process)", n);
+        conn_log(PG_LOG_INFO, c, "SSE id: the positions of %zu channels do not fit in %zu "
+                 "bytes; such streams resume the rest from the lowest position left "
+                 "(said once per process)", n, id_room(names_len));
     }
     char num[24];
     size_t nlen = pg_u64toa(m->id, num);

@@ -130,7 +130,7 @@ static void append_round_trips(void **state)
 
 static const char *write_list(pg_buf_t *b, pg_since_ent_t *v, size_t n, int want_rc)
 {
-    assert_int_equal(pg_since_write(b, v, n), want_rc);
+    assert_int_equal(pg_since_write(b, v, n, PG_SINCE_MAX_BYTES), want_rc);
     return b->data != NULL ? b->data : "";
 }
 
@@ -205,13 +205,29 @@ static void write_past_the_limits(void **state)
     }
     pg_since_free(&sp);
 
+    /* a smaller room (the request that brings it back has less): fewer
+     * entries, still no channel above its own position; none at all fit:
+     * the lowest position as the bare id alone */
+    memcpy(v, orig, sizeof(pg_since_ent_t) * 40);
+    assert_int_equal(pg_since_write(&b, v, 40, 1000), 1);
+    assert_true(b.len <= 1000 && b.len > 500);
+    assert_int_equal(pg_since_parse(b.data, b.len, PG_SINCE_MAX_ENTRIES, &sp, err, sizeof err), 0);
+    for (size_t i = 0; i < 40; i++) {
+        uint64_t at;
+        assert_true(pg_since_get(&sp, orig[i].channel, &at));
+        assert_true(at <= orig[i].id);
+    }
+    pg_since_free(&sp);
+    assert_int_equal(pg_since_write(&b, v, 40, 10), 1);
+    assert_string_equal(b.data, "1764277200000000");
+
     /* out of memory: -1 */
     v[0].id = 1;
     pg_buf_free(&b);
     pg_test_fail_after = 0;
-    assert_int_equal(pg_since_write(&b, v, 40), -1);
+    assert_int_equal(pg_since_write(&b, v, 40, PG_SINCE_MAX_BYTES), -1);
     pg_test_fail_after = 2;   /* the first list fits, the shortened one fails */
-    assert_int_equal(pg_since_write(&b, v, 40), -1);
+    assert_int_equal(pg_since_write(&b, v, 40, PG_SINCE_MAX_BYTES), -1);
     pg_test_fail_after = -1;
     pg_buf_free(&b);
 }
