@@ -211,16 +211,23 @@ static void start(pg_conn_t *c, pg_auth_result_t *res)
     } lws_end_foreach_dll(d);
     if (res->has_since) {
         /* each channel from its own position, else the bare id; one with
-         * neither starts live (entries for other channels are ignored) */
+         * neither starts live (entries for other channels are ignored).
+         * Every position is set before the first recovery is added: one
+         * served from a channel's window goes out at once, and its SSE
+         * `id:` lists the other channels' positions (cluster mode) */
+        lws_start_foreach_dll(struct lws_dll2 *, d, lws_dll2_get_head(&c->members)) {
+            pg_member_t *mb = lws_container_of(d, pg_member_t, conn_node);
+            uint64_t since;
+            if (pg_since_get(&res->since, mb->chan->name, &since))
+                mb->last_id = since;
+        } lws_end_foreach_dll(d);
         lws_start_foreach_dll_safe(struct lws_dll2 *, d, d1, lws_dll2_get_head(&c->members)) {
             pg_member_t *mb = lws_container_of(d, pg_member_t, conn_node);
             uint64_t since;
             /* no `continue` here: the macro advances at its end */
-            if (pg_since_get(&res->since, mb->chan->name, &since)) {
-                mb->last_id = since;
-                if (pg_recovery_add(c, mb->chan->name, since) != 0)
-                    return;
-            }
+            if (pg_since_get(&res->since, mb->chan->name, &since) &&
+                pg_recovery_add(c, mb->chan->name, since) != 0)
+                return;
         } lws_end_foreach_dll_safe(d, d1);
     }
     life_arm(c);

@@ -476,14 +476,6 @@ def test_three_shards_clients_resume_with_position_lists_on_connect(redis_cluste
     assert "recovery incomplete" not in gw.log()
 
 
-SINCE_ORDER = ("session.c applies a resumed stream's positions one channel at a time, each "
-               "just before its recovery, and a recovery served from a channel's window "
-               "finishes at once: the first channel's history goes out while the channels "
-               "after it are not yet at their positions, so its `id:` lists them wrong. Fix: "
-               "set every membership's last_id from the since first, then add the recoveries.")
-
-
-@pytest.mark.xfail(reason=SINCE_ORDER, strict=False)
 def test_three_shards_sse_resumes_with_the_ids_the_node_wrote(redis_cluster, cnode):
     """SSE streams of three channels on three shards resume with the last
     `id:` line they got, as a browser does by itself, while publishers run
@@ -510,7 +502,6 @@ def test_three_shards_sse_resumes_with_the_ids_the_node_wrote(redis_cluster, cno
     assert "recovery incomplete" not in gw.log()
 
 
-@pytest.mark.xfail(reason=SINCE_ORDER, strict=True)
 def test_sse_id_lists_every_channel_at_its_own_position_during_a_replay(redis_cluster, cnode):
     """Two streams resume two channels on two shards from the same list;
     the second is served from the windows the first one's reads left, so
