@@ -17,14 +17,40 @@ static void ready_cb(uv_poll_t *h, int status, int events)
     int n;
     do {
         n = epoll_wait(w->epfd, ev, 64, 0);
-        for (int i = 0; i < n; i++)
-            w->cb(ev[i].data.ptr, (ev[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0);
+        w->batch = ev;
+        w->batch_n = n;
+        for (int i = 0; i < n; i++) {
+            w->batch_at = i;
+            if (ev[i].data.ptr != NULL)   /* else cancelled (pg_fdwatch_cancel) */
+                w->cb(ev[i].data.ptr, (ev[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0);
+        }
+        w->batch = NULL;
     } while (n == 64);
+}
+
+void pg_fdwatch_cancel(pg_fdwatch_t *w, const void *arg)
+{
+    struct epoll_event *ev = w->batch;
+    if (ev == NULL)
+        return;
+    for (int i = w->batch_at + 1; i < w->batch_n; i++)
+        if (ev[i].data.ptr == arg)
+            ev[i].data.ptr = NULL;
+}
+
+int pg_fdwatch_want_out(pg_fdwatch_t *w, int fd, void *arg, int on)
+{
+    if (w->epfd < 0 || fd < 0)
+        return -1;
+    struct epoll_event ev = { .events = EPOLLRDHUP | EPOLLIN | EPOLLET | (on ? EPOLLOUT : 0),
+                              .data.ptr = arg };
+    return epoll_ctl(w->epfd, EPOLL_CTL_MOD, fd, &ev) == 0 ? 0 : -1;
 }
 
 int pg_fdwatch_init(pg_fdwatch_t *w, pg_fdwatch_cb cb)
 {
     w->cb = cb;
+    w->batch = NULL;
     w->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (w->epfd < 0 || uv_poll_init(pg_node.loop, &w->watcher, w->epfd) != 0) {
         pg_log(PG_LOG_ERROR, "epoll_create1: %s", strerror(errno));

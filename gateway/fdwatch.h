@@ -11,8 +11,9 @@
  *   frees the session data and stops WRITEABLE callbacks; rx flow control
  *   off stops them too). The same set carries the WebSocket sockets whose
  *   frames conn.c reads itself.
- * - listener.c: a new connection's first request head is read here before
- *   the socket is handed to lws.
+ * - relay.c: a plain connection's request heads are read here before lws
+ *   parses them, and a kept-alive one is relayed (its socket and the node's
+ *   end of a socketpair, both here, output too while one is full).
  * A ready socket costs one wake-up and exactly that socket's callback, with
  * no sweep over all connections. */
 #ifndef PG_FDWATCH_H
@@ -32,6 +33,8 @@ typedef struct pg_fdwatch {
     int           epfd;      /* -1 while not started */
     uv_poll_t     watcher;
     pg_fdwatch_cb cb;
+    void         *batch;     /* private: the events being dispatched */
+    int           batch_at, batch_n;
 } pg_fdwatch_t;
 
 /* 0, or -1 when epoll is unavailable (logged). */
@@ -41,5 +44,11 @@ void pg_fdwatch_stop(pg_fdwatch_t *w);
 /* Watch fd; 0 or -1. pg_fdwatch_forget(w, fd) before it closes. */
 int pg_fdwatch_add(pg_fdwatch_t *w, int fd, void *arg);
 void pg_fdwatch_forget(pg_fdwatch_t *w, int fd);
+/* Also call back when fd, watched with arg, can take output (on = 1), or
+ * no longer (on = 0): for a writer whose socket was full. 0 or -1. */
+int pg_fdwatch_want_out(pg_fdwatch_t *w, int fd, void *arg, int on);
+/* No callback with arg for the events already taken from the kernel: for
+ * an arg watching several sockets, freed in the callback of one of them. */
+void pg_fdwatch_cancel(pg_fdwatch_t *w, const void *arg);
 
 #endif

@@ -228,8 +228,8 @@ int pg_http_header(struct lws *wsi, enum lws_token_indexes tok, char *buf, size_
     if (lws_hdr_copy(wsi, buf, (int)len, tok) < 0)
         return -1;
     /* RFC 9112 §5.1: whitespace around a value is not part of it. lws keeps
-     * the trailing part; a request with a body reaches lws as sent
-     * (listener.c), not in the canonical form that has it trimmed. */
+     * the trailing part; a request with a body that closes its connection
+     * reaches lws as sent (relay.c), not in the canonical form. */
     int a = 0;
     while (a < n && (buf[a] == ' ' || buf[a] == '\t'))
         a++;

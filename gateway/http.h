@@ -60,7 +60,7 @@ int pg_http_refuse_upgrade(struct lws *wsi, int status, const char *msg);
 
 /* A whole refusal (status line, fields with Date and "connection: close",
  * {"error":msg} unless no_body) appended to out, for a request answered
- * before lws has it (listener.c). extra: more "name: v\r\n" lines or NULL.
+ * before lws has it (relay.c). extra: more "name: v\r\n" lines or NULL.
  * 0, or -1 on out-of-memory. */
 int pg_http_refusal(pg_buf_t *out, int status, const char *msg, int no_body, const char *extra);
 /* The current time as an IMF-fixdate (RFC 9110 §5.6.7), for Date fields. */
@@ -71,9 +71,8 @@ const char *pg_http_date(void);
 int pg_http_header(struct lws *wsi, enum lws_token_indexes tok, char *buf, size_t len);
 /* 1 if a field value of wsi's request holds a NUL. lws 4.1 stores the
  * bytes after one but every C string of the value ends there, so a value
- * would be used cut short; RFC 9110 §5.5 wants it refused. Only the second
- * and later requests of a kept-alive connection need it: the node checks
- * the first head itself (listener.c). */
+ * would be used cut short; RFC 9110 §5.5 wants it refused. Only requests
+ * over TLS need it: the node checks every plain one itself (relay.c). */
 int pg_http_has_nul(struct lws *wsi);
 /* 1 if the Origin header of wsi is allowed (SPEC §1), else 0. */
 int pg_http_origin_ok(struct lws *wsi);

@@ -65,6 +65,30 @@ static int list_has(const char *v, size_t n, const char *tok)
     return 0;
 }
 
+/* How many elements of the list v[0, n) are tok; every non-empty element
+ * is also counted in *all. */
+static int list_count(const char *v, size_t n, const char *tok, int *all)
+{
+    size_t tl = strlen(tok), i = 0;
+    int hits = 0;
+    while (i < n) {
+        size_t j = i;
+        while (j < n && v[j] != ',')
+            j++;
+        size_t a = i, b = j;
+        while (a < b && (v[a] == ' ' || v[a] == '\t'))
+            a++;
+        while (b > a && (v[b - 1] == ' ' || v[b - 1] == '\t'))
+            b--;
+        if (b > a)
+            ++*all;
+        if (b - a == tl && strncasecmp(v + a, tok, tl) == 0)
+            hits++;
+        i = j + 1;
+    }
+    return hits;
+}
+
 /* The last element of the list v[0, n), trimmed. */
 static void list_last(const char *v, size_t n, const char **e, size_t *elen)
 {
@@ -253,7 +277,7 @@ int pg_head_check(const char *buf, size_t len, pg_head_t *h, pg_buf_t *out)
 
     /* what the fields mean together */
     int nhost = 0, ncl = 0, nte = 0, nkey = 0, nver = 0, has_ws = 0, conn_upgrade = 0,
-        keep_alive = 0, key_ok = 0, ver_ok = 0;
+        keep_alive = 0, conn_close = 0, key_ok = 0, ver_ok = 0, nchunked = 0, ncodings = 0;
     const char *te_last = NULL;
     size_t te_last_len = 0;
     for (size_t n = 0; n < nf; n++) {
@@ -276,9 +300,12 @@ int pg_head_check(const char *buf, size_t len, pg_head_t *h, pg_buf_t *out)
         } else if (name_is(x, "transfer-encoding")) {
             nte++;
             list_last(x->val, x->vlen, &te_last, &te_last_len);
+            nchunked += list_count(x->val, x->vlen, "chunked", &ncodings);
+            x->skip = 1;   /* the relay decodes the body (httphead.h) */
         } else if (name_is(x, "connection")) {
             conn_upgrade |= list_has(x->val, x->vlen, "upgrade");
             keep_alive |= list_has(x->val, x->vlen, "keep-alive");
+            conn_close |= list_has(x->val, x->vlen, "close");
         } else if (name_is(x, "upgrade")) {
             has_ws |= list_has(x->val, x->vlen, "websocket");
         } else if (name_is(x, "sec-websocket-key")) {
@@ -308,6 +335,12 @@ int pg_head_check(const char *buf, size_t len, pg_head_t *h, pg_buf_t *out)
         why = "Transfer-Encoding with Content-Length or over HTTP/1.0";
     else if (nte && !(te_last_len == 7 && strncasecmp(te_last, "chunked", 7) == 0))
         why = "Transfer-Encoding must end in chunked";
+    else if (nte && ncodings > nchunked) {
+        /* RFC 9112 §6.1: a coding the server does not understand, SHOULD 501 */
+        why = "transfer coding not implemented";
+        status = 501;
+    } else if (nchunked > 1)
+        why = "chunked applied more than once";   /* RFC 9112 §6.1 MUST NOT */
     else if (has_ws) {
         if (mlen != 3 || memcmp(method, "GET", 3) != 0)
             why = "a WebSocket handshake is a GET";
@@ -335,6 +368,9 @@ int pg_head_check(const char *buf, size_t len, pg_head_t *h, pg_buf_t *out)
                 f[n].skip = 1;   /* an upgrade the node does not do: ignored (RFC 9110 §7.8) */
     int close_10 = http10 && !keep_alive;
     h->has_body = nte > 0 || h->content_length > 0;
+    h->chunked = nte > 0;
+    h->upgrade = has_ws;
+    h->persistent = http10 ? keep_alive && !conn_close : !conn_close;
 
     /* the canonical head */
     pg_buf_append(out, method, mlen);

@@ -35,6 +35,14 @@ typedef struct pg_head {
     int         ws_version;   /* 426: name Sec-WebSocket-Version: 13 */
     int         expect_continue; /* the client waits for 100 before its body */
     int         has_body;     /* Content-Length > 0 or Transfer-Encoding */
+    int         chunked;      /* Transfer-Encoding: chunked. The canonical head
+                                 then has no Transfer-Encoding: whoever passes
+                                 it on decodes the body and adds a
+                                 Content-Length (relay.c) */
+    int         upgrade;      /* a valid WebSocket handshake */
+    int         persistent;   /* the connection stays open after this request
+                                 (RFC 9112 §9.3): HTTP/1.1 without "close",
+                                 HTTP/1.0 with "keep-alive" */
     size_t      consumed;     /* raw bytes of the head, leading CRLFs included */
     long long   content_length; /* -1 when absent */
 } pg_head_t;

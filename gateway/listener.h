@@ -7,9 +7,8 @@
  * connection to lws with lws_adopt_descriptor_vhost(); lws itself listens
  * on nothing (CONTEXT_PORT_NO_LISTEN_SERVER).
  *
- * On a plain socket the node also reads the first request head itself and
- * checks it (httphead.h) before lws gets the socket: a bad one is answered
- * and closed here, a good one handed over in canonical form. */
+ * A plain socket goes to relay.h first, which reads and checks every
+ * request head (httphead.h) before lws parses it. */
 #ifndef PG_LISTENER_H
 #define PG_LISTENER_H
 

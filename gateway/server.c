@@ -64,8 +64,8 @@ static int on_http(struct lws *wsi, pg_pss_t *pss, const char *path)
     pss->kind = PG_PSS_HTTP;
     h->head_only = is_head;
 
-    /* The first request of a connection was checked whole by the node
-     * (listener.c); a later one on a kept-alive connection only by lws,
+    /* Every request of a plain connection was checked whole by the node
+     * (relay.c); one over TLS only by lws,
      * which reads a body by Content-Length even beside Transfer-Encoding:
      * refused here, and the connection closed, so the two cannot disagree
      * on where the next request starts (RFC 9112 §6.1, smuggling). */
@@ -268,7 +268,7 @@ void pg_server_drain(void)
 
 static void lws_log_emit(int level, const char *line)
 {
-    /* lws 4.1 logs every adoption with a head handed over (listener.c) as
+    /* lws 4.1 logs every adoption with a head handed over (relay.c) as
      * an error: routine, not a fault */
     if (strstr(line, "adopt_socket_readbuf: ") != NULL)
         return;

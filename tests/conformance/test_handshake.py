@@ -209,3 +209,33 @@ def test_extensions_offered_are_only_answered_if_agreed(node, offer):
         assert_upgraded(a, RFC_KEY)
         ext = a.header("sec-websocket-extensions")
         assert ext is None or ext.split(";")[0].strip() == offer.split(";")[0], a
+
+
+@pytest.mark.parametrize("pipelined", [pytest.param(False, id="after_the_answer"),
+                                       pytest.param(True, id="pipelined")])
+def test_upgrade_as_the_second_request_of_a_kept_alive_connection(node, rds, pipelined):
+    """A kept-alive connection's second request may be the handshake (a
+    browser reuses the connection that loaded the page): the GET is
+    answered first, then 101 (§4.2.2); a frame right behind the handshake
+    is answered, and a message published to the node arrives on it."""
+    get = request("GET", "/healthz", [("Host", f"127.0.0.1:{node.port}")])
+    up = request("GET", "/ws", ws_upgrade_fields(node)) + frame(OP_TEXT, PING_CMD)
+    w = Wire(node.port)
+    with w:
+        if pipelined:
+            w.send(get + up)
+        else:
+            w.send(get)
+        a = w.answer()
+        assert (a.status, a.body) == (200, b"ok\n"), a
+        if not pipelined:
+            w.send(up)
+        assert_upgraded(w.answer(), RFC_KEY)
+        ws = Peer(w.s, 101, {})
+        ws.buf = w.buf
+        expect_answers(ws, [(OP_TEXT, PONG_CMD)])
+        tag = os.urandom(6).hex()
+        r = node.publish({"channel": "broadcast", "event": "kept", "data": tag})
+        assert r.status == 200, r
+        msg = ws.recv_json(3.0)
+        assert (msg.get("channel"), msg.get("data")) == ("broadcast", tag), msg

@@ -8,6 +8,7 @@ node read: a message in the channel's history (SPEC §3) means it took the
 bytes as the body."""
 
 import json
+import time
 
 import pytest
 
@@ -76,10 +77,10 @@ def test_content_length_with_transfer_encoding_never_uses_content_length(node, r
 
 @pytest.mark.parametrize("order", ["cl_first", "te_first"])
 def test_both_framings_on_a_kept_alive_connection_are_refused(node, rds, order):
-    """The same as above on the second request of a kept-alive connection,
-    which the node does not read itself (lws does, README "How a node
-    works"): a smuggled request most often rides behind a proxy's earlier
-    one. A 4xx, nothing published, the connection closed."""
+    """The same as above on the second request of a kept-alive connection
+    (read by the node's relay, README "How a node works"): a smuggled
+    request most often rides behind a proxy's earlier one. A 4xx, nothing
+    published, the connection closed."""
     te, cl = ("Transfer-Encoding", "chunked"), ("Content-Length", str(len(BODY)))
     fields = publish_fields(node) + ([cl, te] if order == "cl_first" else [te, cl])
     w = Wire(node.port)
@@ -183,4 +184,103 @@ def test_post_without_length_has_an_empty_body(node, rds):
     a, w = exchange(node, request("POST", "/api/publish", publish_fields(node), body=BODY))
     with w:
         assert a.status in (400, 411), a
+    assert history_len(rds, CH) == 0
+
+
+def publish_body(data):
+    return json.dumps({"channel": CH, "data": data}).encode()
+
+
+def test_chunked_publish_then_another_on_a_kept_alive_connection(node, rds):
+    """§7.1: the chunked body is decoded (the relay gives lws its data with
+    a Content-Length); the next request starts exactly after the last
+    chunk's CRLF: a second publish, Content-Length this time, on the same
+    connection. Two 200s, two messages, each once."""
+    fields = publish_fields(node) + [("Transfer-Encoding", "chunked")]
+    second = publish_body("second")
+    w = Wire(node.port)
+    with w:
+        w.send(request("POST", "/api/publish", fields, body=chunked(publish_body("first"))))
+        assert w.answer().status == 200
+        w.send(request("POST", "/api/publish", publish_fields(node, second), body=second))
+        assert w.answer().status == 200
+        w.nothing_more(0.2)
+    assert history_len(rds, CH) == 2
+
+
+def test_chunked_body_split_across_many_sends(node, rds):
+    """The chunks arrive a few bytes per write (sizes, extensions, data and
+    the final CRLF cut anywhere): one message, then a GET behind it on the
+    same connection is answered."""
+    fields = publish_fields(node) + [("Transfer-Encoding", "chunked")]
+    data = chunked(BODY, size=7).replace(b"\r\n", b";ext=1\r\n", 1)
+    w = Wire(node.port)
+    with w:
+        w.send(request("POST", "/api/publish", fields))
+        for i in range(0, len(data), 3):
+            w.send(data[i:i + 3])
+            time.sleep(0.005)
+        assert w.answer().status == 200
+        w.send(healthz(node))
+        assert w.answer().status == 200
+    assert history_len(rds, CH) == 1
+
+
+def test_chunked_pipelined_between_requests_on_a_kept_alive_connection(node, rds):
+    """A GET, a chunked publish and a GET in one write on a connection
+    already used: three answers in order, one message. The chunk data
+    holds a whole request line that must stay data."""
+    fields = publish_fields(node) + [("Transfer-Encoding", "chunked")]
+    inner = publish_body("GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
+    w = Wire(node.port)
+    with w:
+        w.send(healthz(node))
+        assert w.answer().status == 200
+        w.send(healthz(node) + request("POST", "/api/publish", fields, body=chunked(inner)) +
+               healthz(node))
+        assert [w.answer().status for _ in range(3)] == [200, 200, 200]
+        w.nothing_more(0.2)
+    assert history_len(rds, CH) == 1
+
+
+@pytest.mark.parametrize("body", [
+    pytest.param(b"zz\r\n" + BODY + b"\r\n0\r\n\r\n", id="size_not_hex"),
+    pytest.param(b"%x\r\n" % (len(BODY) - 1) + BODY + b"\r\n0\r\n\r\n", id="data_longer_than_size"),
+    pytest.param(b"%x\n" % len(BODY) + BODY + b"\n0\n\n", id="bare_lf"),
+    pytest.param(b" %x\r\n" % len(BODY) + BODY + b"\r\n0\r\n\r\n", id="space_before_size"),
+    pytest.param(b"%x\r\n" % len(BODY) + BODY + b"\r\n0\r\n folded: x\r\n\r\n",
+                 id="trailer_obs_fold"),
+])
+def test_malformed_chunked_body_is_400_and_closed(node, rds, body):
+    """§7.1: chunk = chunk-size [ chunk-ext ] CRLF chunk-data CRLF; where
+    the framing is broken the body's end is unknown, so the request is
+    refused and the connection closed (§6.3 rule 4 by analogy: a framing
+    the server cannot read is a 400 and a close). Nothing published; on a
+    connection already used, after the first answer."""
+    fields = publish_fields(node) + [("Transfer-Encoding", "chunked")]
+    w = Wire(node.port)
+    with w:
+        w.send(healthz(node))
+        assert w.answer().status == 200
+        w.send(request("POST", "/api/publish", fields, body=body) + healthz(node))
+        a = w.answer()
+        assert a.status == 400, a
+        assert w.closed_within(), "connection kept after a malformed chunked body"
+    assert history_len(rds, CH) == 0
+
+
+def test_chunked_body_over_the_limit_is_413_and_closed(node, rds):
+    """A chunked body past --max-message-bytes (65536): 413 (RFC 9110
+    §15.5.14) once the limit is passed, without waiting for the rest;
+    nothing published."""
+    big = publish_body("x" * 70000)
+    fields = publish_fields(node) + [("Transfer-Encoding", "chunked")]
+    w = Wire(node.port)
+    with w:
+        w.send(healthz(node))
+        assert w.answer().status == 200
+        w.send(request("POST", "/api/publish", fields, body=chunked(big, 4096)))
+        a = w.answer()
+        assert a.status == 413, a
+        assert w.closed_within()
     assert history_len(rds, CH) == 0

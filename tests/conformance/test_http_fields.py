@@ -12,7 +12,7 @@ the field (200 = the key was read as "Bearer testkey")."""
 
 import pytest
 
-from conformkit import (API_KEY, Wire, deviation, exchange, history_len, host, request)
+from conformkit import (API_KEY, Wire, exchange, history_len, host, request)
 
 BODY = b'{"channel":"fields","data":"x"}'
 
@@ -123,9 +123,7 @@ def test_nul_or_cr_in_a_value_is_refused_or_made_a_space(node, rds, ctl):
 
 @pytest.mark.parametrize("ctl", [
     pytest.param(b"\x00", id="NUL"),
-    pytest.param(b"\r", id="bare_CR", marks=deviation(
-        "the second request on a kept-alive connection is parsed by lws alone "
-        "(README, How a node works): the value is cut at the CR, 200, published")),
+    pytest.param(b"\r", id="bare_CR"),
 ])
 def test_nul_or_cr_in_a_value_on_a_kept_alive_connection_is_refused(node, rds, ctl):
     """The case above on the second request of a connection: the RFC
@@ -188,3 +186,29 @@ def test_host_missing_repeated_or_invalid_is_400(node, fields):
     a, w = exchange(node, request("GET", "/healthz", fields))
     with w:
         assert a.status == 400, a
+
+
+@pytest.mark.parametrize("bad", [
+    pytest.param([b"X-Pad: a", b" Content-Length: 2"], id="obs_fold"),
+    pytest.param([b"X-Pad: a\x00b"], id="NUL"),
+    pytest.param([b"X-Pad: a\rb"], id="bare_CR"),
+    pytest.param([b"Transfer-Encoding: chunked"], id="CL_and_TE"),
+])
+def test_bad_head_on_the_third_pipelined_request_is_refused_in_order(node, rds, bad):
+    """Every request of a kept-alive connection gets the checks of the
+    first (RFC 9112 §5.2 obs-fold, RFC 9110 §5.5 NUL and CR, RFC 9112
+    §6.1 both framings): two GETs and a bad publish in one write get two
+    200s, in order, then the 400, and the connection closes; nothing is
+    published."""
+    get = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % node.port
+    lines = std(node) + bad
+    data = b"POST /api/publish HTTP/1.1\r\n" + b"".join(l + b"\r\n" for l in lines)
+    data += b"Content-Length: %d\r\n\r\n" % len(BODY) + BODY
+    w = Wire(node.port)
+    with w:
+        w.send(get + get + data)
+        assert [w.answer().status for _ in range(2)] == [200, 200]
+        a = w.answer()
+        assert a.status == 400, a
+        assert w.closed_within(), "connection kept after a refused head"
+    assert history_len(rds, "fields") == 0

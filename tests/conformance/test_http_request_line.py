@@ -11,6 +11,7 @@ connections persist unless "close" is said (§9.3), answers to pipelined
 requests come in order (§9.3.2)."""
 
 import email.utils
+import os
 import time
 
 import pytest
@@ -235,3 +236,103 @@ def test_expect_100_continue_is_answered_before_the_body(node):
             w.send(body)
             first = w.answer()
         assert first.status == 200, first
+
+
+# --------------------------------------------------------------------------
+# Kept-alive connections: every request after the first goes through the
+# node's relay (README "How a node works"), which must keep the stream in
+# step: each answer whole, in order, nothing of one request read as another.
+
+
+def test_three_pipelined_healthz_in_one_send_are_answered_in_order(node):
+    """§9.3.2: pipelined requests are answered in order; three identical
+    ones in one write, then a fourth on the same connection shows the
+    stream stayed in step and persistent (§9.3)."""
+    w = Wire(node.port)
+    with w:
+        w.send(request("GET", "/healthz", [host(node)]) * 3)
+        for _ in range(3):
+            a = w.answer()
+            assert (a.status, a.body) == (200, b"ok\n"), a
+        w.nothing_more(0.2)
+        w.send(request("GET", "/readyz", [host(node)]))
+        a = w.answer()
+        assert (a.status, a.body) == (200, b"ready\n"), a
+
+
+def test_pipelined_head_between_gets_keeps_the_stream_in_step(node):
+    """RFC 9112 §6.3 rule 1: the answer to a HEAD has no body, whatever its
+    Content-Length says: the GET behind it must get its own answer, not
+    the bytes of a body that was never sent."""
+    w = Wire(node.port)
+    with w:
+        w.send(request("GET", "/healthz", [host(node)]) +
+               request("HEAD", "/pushgate.js", [host(node)]) +
+               request("GET", "/readyz", [host(node)]))
+        a = w.answer()
+        assert (a.status, a.body) == (200, b"ok\n"), a
+        a = w.answer(head_request=True)
+        assert a.status == 200 and int(a.header("content-length")) > 1000, a
+        a = w.answer()
+        assert (a.status, a.body) == (200, b"ready\n"), a
+        w.nothing_more(0.2)
+
+
+def test_connection_close_on_a_later_request_is_honoured(node):
+    """§9.6 on the second request of a connection: its answer, then the
+    close; a request pipelined behind it is not answered."""
+    w = Wire(node.port)
+    with w:
+        w.send(request("GET", "/healthz", [host(node)]))
+        assert w.answer().status == 200
+        w.send(request("GET", "/readyz", [host(node), ("Connection", "close")]) +
+               request("GET", "/healthz", [host(node)]))
+        a = w.answer()
+        assert (a.status, a.body) == (200, b"ready\n"), a
+        assert w.closed_within(), "connection left open after Connection: close"
+
+
+def test_client_reading_nothing_of_a_large_answer_blocks_no_other_client(node):
+    """A client that asks for much (200 pipelined GETs of the 50 KiB
+    /pushgate.js: 10 MB, more than loopback's socket buffers hold, about
+    4 MB) and reads nothing must not hold up the node: another client is
+    answered at once. When it does read, every answer is there, whole and
+    in order."""
+    n = 200
+    slow = Wire(node.port, timeout=10)
+    with slow:
+        slow.send(request("GET", "/pushgate.js", [host(node)]) * n +
+                  request("GET", "/healthz", [host(node)]))
+        t0 = time.monotonic()
+        a, other = exchange(node, request("GET", "/healthz", [host(node)]))
+        with other:
+            assert (a.status, a.body) == (200, b"ok\n"), a
+        assert time.monotonic() - t0 < 1.0, "another client waited"
+        sizes = {len(slow.answer(timeout=10).body) for _ in range(n)}
+        assert len(sizes) == 1 and sizes.pop() > 40000, sizes
+        a = slow.answer()
+        assert (a.status, a.body) == (200, b"ok\n"), a
+
+
+def test_sse_stream_as_the_second_request_of_a_kept_alive_connection(node):
+    """EventSource on a connection that served the page first (browsers
+    reuse it): the GET is answered, then the stream starts (200,
+    text/event-stream) and a message published to the node arrives on
+    it as an event."""
+    w = Wire(node.port)
+    with w:
+        w.send(request("GET", "/healthz", [host(node)]) +
+               request("GET", "/sse", [host(node), ("Accept", "text/event-stream")]))
+        a = w.answer()
+        assert (a.status, a.body) == (200, b"ok\n"), a
+        deadline = time.monotonic() + 3
+        while b"\r\n\r\n" not in w.buf:
+            assert w._more(deadline), f"no stream head: {w.buf!r}"
+        head, _, w.buf = w.buf.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert b"text/event-stream" in head.lower(), head
+        tag = os.urandom(6).hex().encode()
+        r = node.publish({"channel": "broadcast", "event": "kept", "data": tag.decode()})
+        assert r.status == 200, r
+        while tag not in w.buf:
+            assert w._more(deadline), f"no event: {w.buf!r}"

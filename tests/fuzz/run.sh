@@ -37,10 +37,11 @@ srcs_fuzz_order="pg_order.c pg_json.c pg_buf.c pg_util.c pg_chan.c"
 srcs_fuzz_since="pg_since.c pg_buf.c pg_util.c pg_chan.c"
 srcs_fuzz_httphead="../gateway/httphead.c pg_buf.c pg_util.c"
 srcs_fuzz_wsframe="../gateway/wsframe.c pg_buf.c pg_util.c"
+srcs_fuzz_chunk="../gateway/httpchunk.c"
 srcs_fuzz_slot="pg_slot.c pg_util.c"
 srcs_fuzz_topology="../gateway/topology.c pg_slot.c pg_util.c"
 
-harnesses=${FUZZ_HARNESSES:-"fuzz_envelope fuzz_command fuzz_channels fuzz_token fuzz_order fuzz_since fuzz_httphead fuzz_wsframe"}
+harnesses=${FUZZ_HARNESSES:-"fuzz_envelope fuzz_command fuzz_channels fuzz_token fuzz_order fuzz_since fuzz_httphead fuzz_wsframe fuzz_chunk"}
 # the cluster parsers of Redis' replies; fuzz_topology uses hiredis' reader
 [ -n "${FUZZ_HARNESSES:-}" ] || harnesses="$harnesses fuzz_slot fuzz_topology"
 libs="$libs $(pkg-config --libs hiredis)"
