@@ -9,8 +9,9 @@ a slot moved under load and a master killed with -9 lose no history-backed
 message.
 
 The node runs with PUSHGATE_CLUSTER_PREVIEW=1: main.c refuses
-redis+cluster:// without it until SSE positions, presence and events work
-per shard."""
+redis+cluster:// without it while cluster mode is a preview. SSE streams
+get their positions per channel in `id:` (a list as of each event) and
+resume with it as Last-Event-ID."""
 
 import asyncio
 import json
@@ -574,6 +575,12 @@ def test_a_channel_below_another_shards_ids_resumes_from_the_sse_id(redis_cluste
         ev2, m2 = await s.next_json(timeout=5)
         assert (m2["channel"], int(m2["id"]), m2["data"]) == (behind, lost, 2)
         assert position_of(ev2["id"], ahead) == rid and position_of(ev2["id"], behind) == lost
+        # live-only (raw SPUBLISH): no id, as on one Redis; the browser keeps the last
+        ch = f"{PREFIX}{{{behind}}}"
+        await async_wait_until(lambda: shard_numsub(cl, behind) == 1, msg="behind subscribed")
+        assert cl.owner_of_key(ch).execute_command("SPUBLISH", ch, '{"data":"raw"}') == 1
+        ev3, m3 = await s.next_json(timeout=5)
+        assert m3 == {"channel": behind, "data": "raw"} and "id" not in ev3, ev3
         await s.close()
     pgtest.run(go(), timeout=30)
 
