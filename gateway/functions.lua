@@ -1008,14 +1008,20 @@ local function presence_update(keys, args)
         if not want then return redis.error_reply('ERR entries must be a number') end
         only, i = args[5], 4
         if CLUSTER then index = nil end
+        -- checked before anything is written: a function's writes stay
+        -- when it answers an error
+        local j = i
+        while j <= #args do
+            if args[j + 1] ~= only then
+                return redis.error_reply('ERR the one-key presence update takes the key\'s channel only')
+            end
+            j = j + (args[j] == '+' and 4 or 3)
+        end
     end
     while i <= #args do
         local op, channel, conn = args[i], args[i + 1], args[i + 2]
         if not conn or not valid_channel(channel) then
             return redis.error_reply('ERR bad presence update at argument ' .. i)
-        end
-        if only and channel ~= only then
-            return redis.error_reply('ERR the one-key presence update takes the key\'s channel only')
         end
         local field = node .. '/' .. conn
         if op == '+' then

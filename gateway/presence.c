@@ -31,6 +31,7 @@
 typedef struct pchan {
     UT_hash_handle hh;
     unsigned       count;
+    uint64_t       beat_due;   /* cluster: when C's next beat is due (mono ms) */
     char           name[];
 } pchan_t;
 
@@ -75,6 +76,7 @@ static size_t     npubs, cappubs;
 static uv_prepare_t flush_prep;
 static uv_timer_t   beat_timer;
 static int        started;
+static uint64_t   beat_every_ms;   /* --presence-ttl / 3 */
 /* <prefix as identifier>presence_update and its kin (functions.lua) */
 static char       fn_update[96], fn_beat[96], fn_reset[96];
 
@@ -261,6 +263,18 @@ static void flush_pubs(void)
  * written again (reset, then every entry): this is what repairs entries
  * lost with a failover or swept while the node stalled, in place of the
  * node index of one Redis. */
+
+/* When a channel just beaten is due again: a beat interval, give or take
+ * an eighth of it at random, so that channels that beat together drift
+ * apart instead of beating in one burst that would hold their masters for
+ * the whole batch, at the same number of beats on average. The latest
+ * beat, an eighth late plus the timer's eighth step, comes well within the
+ * ttl. */
+static uint64_t next_due(void)
+{
+    uint64_t spread = beat_every_ms / 4;
+    return pg_mono_ms() + beat_every_ms - spread / 2 + (spread ? (uint64_t)rand() % spread : 0);
+}
 
 /* A reply's channel, and whether the call was part of writing it again. */
 typedef struct chan_req {
@@ -501,10 +515,12 @@ static void beat_cluster(void)
     char key[NAME_BUF], ttl[24], count[24];
     size_t klen, tl = pg_u64toa((uint64_t)pg_node.cfg.presence_ttl * 1000, ttl);
     flush();   /* what we count now is what has gone out */
+    uint64_t now = pg_mono_ms();
     pchan_t *ch, *t;
     HASH_ITER(hh, chans, ch, t) {
-        if (chan_key(key, sizeof(key), ch->name, &klen) != 0)
+        if (ch->beat_due > now || chan_key(key, sizeof(key), ch->name, &klen) != 0)
             continue;
+        ch->beat_due = next_due();
         const char *argv[8] = { "FCALL", fn_beat, "1", key, pg_node.cfg.node_id, ttl,
                                 ch->name, count };
         size_t lens[8] = { 5, strlen(fn_beat), 1, klen, strlen(pg_node.cfg.node_id), tl,
@@ -615,6 +631,11 @@ void pg_presence_join(pg_conn_t *c, const char *channel)
         if ((ch = calloc(1, sizeof(*ch) + n + 1)) == NULL)
             return;
         memcpy(ch->name, channel, n + 1);
+        /* its update scores us there; the first beat anywhere in the second
+         * half of an interval, so that channels made together (a mass
+         * reconnect) start apart */
+        ch->beat_due = pg_mono_ms() + beat_every_ms / 2 +
+                       (beat_every_ms > 1 ? (uint64_t)rand() % (beat_every_ms / 2) : 0);
         HASH_ADD_STR(chans, name, ch);
     }
     ch->count++;
@@ -745,8 +766,12 @@ int pg_presence_init(void)
         return -1;
     }
     uv_prepare_start(&flush_prep, flush_cb);
-    /* a third of the ttl: one late or lost beat never lets us expire */
-    uint64_t every = (uint64_t)pg_node.cfg.presence_ttl * 1000 / 3;
+    /* a third of the ttl: one late or lost beat never lets us expire. In a
+     * cluster the timer looks at the channels eight times as often and
+     * beats those due, so their beats spread over the interval. */
+    uint64_t every = beat_every_ms = (uint64_t)pg_node.cfg.presence_ttl * 1000 / 3;
+    if (cluster && (every /= 8) == 0)
+        every = 1;
     uv_timer_start(&beat_timer, beat_cb, every, every);
     uv_unref((uv_handle_t *)&beat_timer);
     started = 1;

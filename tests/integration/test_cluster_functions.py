@@ -5,13 +5,14 @@ SPUBLISH, <prefix>{C}:history carrying C's last id, <prefix>{_control} and
 one Redis keeping the one-Redis names."""
 
 import json
+import time
 
 import pytest
 import redis as redis_py
 
 from clusterkit import (PREFIX, ShardSubscriber, key_slot,  # noqa: F401
                         redis_cluster)
-from pgtest import render_functions
+from pgtest import render_functions, wait_until
 
 FN = "pushgate_"
 CONTROL_ROUTE = PREFIX + "{_control}:revoked"
@@ -268,3 +269,67 @@ def test_readme_cluster_client_forms(cl):
             rc.close()
     finally:
         s.close()
+
+
+# Presence, the gateway's own one-key calls (README "Presence", "In Redis Cluster")
+
+
+def pkey(ch, kind="presence"):
+    return f"{PREFIX}{{{ch}}}:{kind}"
+
+
+def entry(user, node, conn):
+    return json.dumps({"user": user, "node": node, "conn": conn, "info": None, "since": 1},
+                      separators=(",", ":"))
+
+
+def test_presence_calls_are_per_channel_scored_and_check_the_nodes_count(cl):
+    a, b = [v[0] for v in list(cl.channels_on_shards(1, stem="pres").values())[:2]]
+    r = cl.owner_of_key(pkey(a))
+
+    def update(node, ttl, want, *ops, ch=a):
+        return r.execute_command("FCALL", FN + "presence_update", 1, pkey(ch), node, ttl,
+                                 want, *ops)
+
+    def stats():
+        return json.loads(r.execute_command("FCALL_RO", FN + "presence_stats", 1, pkey(a), a))
+
+    assert update("n1", 60000, 2, "+", a, "1", entry("42", "n1", "1"),
+                  "+", a, "2", entry("7", "n1", "2")) == 1
+    assert stats() == {"clients": 2, "users": 2}
+    score = r.zscore(pkey(a, "presence-nodes"), "n1")
+    assert abs(score - (time.time() * 1000 + 60000)) < 5000
+    # every key of a's presence expires by itself within a few ttl
+    for kind in ("presence", "presence-count", "presence-users", "presence-nodes"):
+        assert 0 < r.pttl(pkey(a, kind)) <= 3 * 60000
+    # Redis holds another count than the node says: answered 0
+    assert update("n1", 60000, 5, "-", a, "2") == 0
+    assert stats() == {"clients": 1, "users": 1}
+    # a beat of a: 1 when the count agrees, 0 when not
+    beat = ("FCALL", FN + "presence_beat", 1, pkey(a), "n1", 60000, a)
+    assert r.execute_command(*beat, 1) == 1
+    assert r.execute_command(*beat, 2) == 0
+    # a change of another channel, or another channel's key, is refused
+    with pytest.raises(redis_py.exceptions.ResponseError, match="key's channel only"):
+        update("n1", 60000, 2, "+", a, "3", entry("8", "n1", "3"), "+", b, "4", entry("8", "n1", "4"))
+    with pytest.raises(redis_py.exceptions.ResponseError, match="wrong key"):
+        r.execute_command("FCALL", FN + "presence_reset", 1, pkey(a), "n1", b)
+    for fn, args in (("presence_update", ["n1", "+", a, "9", "{}"]),
+                     ("presence_beat", ["n1", "60000"]), ("presence_reset", ["n1"])):
+        with pytest.raises(redis_py.exceptions.ResponseError, match="only the one-key form"):
+            r.execute_command("FCALL", FN + fn, 0, *args)
+    assert stats() == {"clients": 1, "users": 1}
+    assert cl.owner_of_key(pkey(b)).keys(f"*{{{b}}}*") == []
+
+    # a node whose score lapses stops counting; a live node's beat sweeps it
+    assert update("dead", 1, 1, "+", a, "5", entry("9", "dead", "5")) == 1
+    wait_until(lambda: stats() == {"clients": 1, "users": 1}, timeout=2, msg="dead lapsed")
+    assert r.hget(pkey(a, "presence-count"), "dead") == "1"
+    assert r.execute_command(*beat, 1) == 1
+    assert [f for f in r.hkeys(pkey(a)) if f.startswith("dead/")] == []
+    assert r.hget(pkey(a, "presence-count"), "dead") is None
+    assert "dead" not in r.zrange(pkey(a, "presence-nodes"), 0, -1)
+    # reset drops the node's entries in a, and its score there
+    assert r.execute_command("FCALL", FN + "presence_reset", 1, pkey(a), "n1", a) == 1
+    assert stats() == {"clients": 0, "users": 0}
+    assert r.keys(f"*{{{a}}}:presence*") == []
