@@ -11,13 +11,15 @@ The nodes run with PUSHGATE_CLUSTER_PREVIEW=1 (main.c refuses
 redis+cluster:// without it until the preview ends)."""
 
 import json
+import os
 import signal
 import time
 
 import pytest
+import redis as redis_py
 
 import pgtest
-from clusterkit import PREFIX, redis_cluster  # noqa: F401
+from clusterkit import PREFIX, RedisCluster, key_slot, redis_cluster  # noqa: F401
 from pgtest import API_KEY, async_wait_until, mint_hs256, run, ws_connect
 from test_core import close_all
 
@@ -41,9 +43,11 @@ def cnodes(tmp_path, redis_cluster):
     cluster (seeded with one master); each must exit 0 on SIGTERM at
     teardown unless the test killed it."""
     made = []
-    seeds = ",".join(f"127.0.0.1:{p}" for p in redis_cluster.masters()[:1])
 
-    def make(node_id, args=()):
+    def make(node_id, args=(), cl=None):
+        """cl: another cluster than the module's; seeded with all its nodes"""
+        ports = [n.port for n in cl.nodes] if cl else redis_cluster.masters()[:1]
+        seeds = ",".join(f"127.0.0.1:{p}" for p in ports)
         gw = pgtest.Gateway(None, tmp_path / node_id, args=ARGS + ["--node-id", node_id] +
                             list(args), env=PREVIEW, name=node_id,
                             redis_url="redis+cluster://" + seeds)
@@ -355,3 +359,70 @@ def test_entries_lost_on_a_shard_are_written_again_by_the_next_beat(redis_cluste
             await close_all(a, b)
 
     run(body())
+
+
+@pytest.fixture
+def cluster_with_replicas(tmp_path):
+    c = RedisCluster(tmp_path / "cluster", masters=3, replicas=1, node_timeout_ms=2000)
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()
+
+
+def test_a_failover_that_lost_a_channels_presence_gets_it_written_again(
+        cluster_with_replicas, cnodes):
+    """kill -9 of the master owning a room whose replica missed the last
+    join (it was stopped for a moment: what asynchronous replication can
+    lose): once the replica is promoted the node is ready again and the
+    room's presence is exact at the new master."""
+    cl = cluster_with_replicas
+    victim = cl.masters()[0]
+    room = cl.channels_on_shards(1, stem="roomf")[victim][0]
+    gw = cnodes("pf1", cl=cl)
+    rnode = next(n for n in cl.nodes
+                 if cl.client(n.port).info("replication").get("master_port") == victim)
+    # one connection, READONLY: a replica answers MOVED to reads otherwise
+    replica = redis_py.Redis(host="127.0.0.1", port=rnode.port, decode_responses=True,
+                             single_connection_client=True, socket_timeout=5)
+    replica.execute_command("READONLY")
+
+    async def body():
+        a = await ws_connect(gw, "token=" + token("f1", info={"k": 1}) + "&channels=" + room)
+        b = None
+        try:
+            await wait_stats(cl, room, {"clients": 1, "users": 1})
+            await async_wait_until(lambda: replica.hlen(pkey(room)) == 1, msg="replicated")
+            # stopped, and its link cut by the master: what the master takes
+            # now never reaches it (bytes already sent would, after SIGCONT)
+            os.kill(rnode.proc.pid, signal.SIGSTOP)
+            try:
+                cl.client(victim).execute_command("CLIENT", "KILL", "TYPE", "replica")
+                b = await ws_connect(gw, "token=" + token("f2") + "&channels=" + room)
+                await wait_stats(cl, room, {"clients": 2, "users": 2})
+                before = sorted(json.dumps(e, sort_keys=True) for e in presence(cl, room))
+                slot = key_slot(pkey(room))
+                cl.node_by_port(victim).kill9()
+            finally:
+                os.kill(rnode.proc.pid, signal.SIGCONT)
+
+            def promoted():
+                try:
+                    return cl.owner_port(slot, rnode.port) == rnode.port
+                except Exception:  # noqa: BLE001 - a node mid-failover
+                    return False
+            await async_wait_until(promoted, timeout=20, interval=0.05, msg="replica promoted")
+            await async_wait_until(lambda: gw.readyz() == 200, timeout=20, msg="ready again")
+            await async_wait_until(
+                lambda: sorted(json.dumps(e, sort_keys=True) for e in presence(cl, room)) ==
+                before, timeout=TTL, msg="the room written again at the promoted replica")
+            assert stats(cl, room) == {"clients": 2, "users": 2}
+            assert api(gw, "presence/stats", room) == {"clients": 2, "users": 2}
+        finally:
+            await close_all(a, b)
+
+    try:
+        run(body(), timeout=120)
+    finally:
+        replica.close()
