@@ -165,8 +165,6 @@ void pg_hub_leave_all(pg_conn_t *c)
  * got after the connection joined it, which the highest id of the others
  * could skip (no common order across shards). */
 
-/* Out of memory anywhere here, c gets the shared frame: its bare id is a
- * resume as before the lists (one cut), better than no message. */
 /* How long c's list may be. The request that brings it back must fit in
  * what lws keeps of a request's header data, REQ_HEADER_MAX: a browser's
  * own reconnect sends the URL it opened (channels=, token=, and
@@ -185,6 +183,8 @@ static size_t id_room(size_t names_len)
     return room < PG_SINCE_MAX_BYTES ? room : PG_SINCE_MAX_BYTES;
 }
 
+/* Out of memory anywhere here, c gets the shared frame: its bare id is a
+ * resume as before the lists (one cut), better than no message. */
 static void send_with_positions(pg_conn_t *c, pg_msg_t *m)
 {
     size_t n = 0, names_len = 0;
