@@ -426,3 +426,41 @@ def test_a_failover_that_lost_a_channels_presence_gets_it_written_again(
         run(body(), timeout=120)
     finally:
         replica.close()
+
+
+def test_a_rooms_slot_moved_to_another_master_keeps_its_presence_exact(redis_cluster, cnodes):
+    """The room's slot migrated with its keys (as redis-cli --cluster
+    reshard does): the node's later updates and beats follow the MOVED to
+    the new owner, and the room's presence stays exact there."""
+    cl = redis_cluster
+    n1 = cnodes("pm1")
+    room = rooms(cl, "roomm")[0]
+    slot = key_slot(pkey(room))
+
+    async def body():
+        a = await ws_connect(n1, "token=" + token("m1") + "&channels=" + room)
+        b = c = None
+        try:
+            await wait_stats(cl, room, {"clients": 1, "users": 1})
+            src = cl.owner_port(slot)
+            dst = next(p for p in cl.masters() if p != src)
+            cl.move_slot(slot, dst)
+            assert cl.owner_port(slot) == dst
+            assert stats(cl, room) == {"clients": 1, "users": 1}
+            b = await ws_connect(n1, "token=" + token("m2") + "&channels=" + room)
+            await wait_stats(cl, room, {"clients": 2, "users": 2})
+            await a.close()
+            await wait_stats(cl, room, {"clients": 1, "users": 1})
+            assert [e["user"] for e in presence(cl, room)] == ["m2"]
+            assert cl.client(src).keys(f"*{{{room}}}*") == []
+            # a beat later (every ttl / 3), still exact, scored at the new owner
+            score = cl.client(dst).zscore(pkey(room, "presence-nodes"), "pm1")
+            await async_wait_until(
+                lambda: cl.client(dst).zscore(pkey(room, "presence-nodes"), "pm1") != score,
+                timeout=TTL, msg="a beat at the new owner")
+            assert stats(cl, room) == {"clients": 1, "users": 1}
+            assert api(n1, "presence/stats", room) == {"clients": 1, "users": 1}
+        finally:
+            await close_all(a, b, c)
+
+    run(body())
