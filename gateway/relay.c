@@ -76,6 +76,11 @@ typedef struct relay {
     int           pair_eof;   /* lws closed its end (or it failed) */
     int           shut;       /* R_LINGER: SHUT_WR done */
     int           out_client, out_pair;   /* EPOLLOUT asked for */
+    /* Edge-triggered: a socket is read only after an event said it has
+     * something, until a read comes up short (it is drained: the next
+     * input is a new event). Saves the reads that would find nothing. */
+    int           client_ready, pair_ready;
+    int           tag[2];     /* the watch's arg: &tag[0] the client, &tag[1] the pair */
     uint64_t      since_ms;   /* the running deadline's start */
     size_t        seen;       /* head bytes peeked so far */
     uint64_t      left;       /* R_BODY */
@@ -117,7 +122,8 @@ static void deadline(relay_t *r, lws_dll2_owner_t *l)
 
 static void free_relay(relay_t *r)
 {
-    pg_fdwatch_cancel(&watch, r);
+    pg_fdwatch_cancel(&watch, &r->tag[0]);
+    pg_fdwatch_cancel(&watch, &r->tag[1]);
     lws_dll2_remove(&r->timed);
     lws_dll2_remove(&r->all);
     pg_buf_free(&r->up);
@@ -190,7 +196,7 @@ static int want_out(relay_t *r, int fd, int *flag, int on)
     if (*flag == on)
         return 0;
     *flag = on;
-    return pg_fdwatch_want_out(&watch, fd, r, on);
+    return pg_fdwatch_want_out(&watch, fd, &r->tag[fd == r->fd ? 0 : 1], on);
 }
 
 /* --- lws's answers ---------------------------------------------------------- */
@@ -342,11 +348,15 @@ static int move_down(relay_t *r)
         if (r->down_off < r->down.len)
             return rc;
     }
-    if (r->pair < 0 || r->pair_eof)
+    if (r->pair < 0 || r->pair_eof || !r->pair_ready)
         return 0;
     ssize_t n = recv(r->pair, scratch, MOVE, MSG_DONTWAIT);
-    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+        r->pair_ready = errno == EINTR;
         return 0;
+    }
+    if (n > 0 && n < MOVE)
+        r->pair_ready = 0;   /* drained */
     if (n <= 0) {
         /* lws closed its end (an AF_UNIX reset comes only after the data) */
         r->pair_eof = 1;
@@ -384,7 +394,7 @@ static int open_pair(relay_t *r)
         close(sv[0]);
         return -1;
     }
-    if (pg_fdwatch_add(&watch, sv[0], r) != 0) {
+    if (pg_fdwatch_add(&watch, sv[0], &r->tag[1]) != 0) {
         close(sv[0]);
         return -1;
     }
@@ -415,9 +425,16 @@ static int read_head(relay_t *r)
     if (r->inflight >= MAX_INFLIGHT || (r->body_wait && r->inflight > 0))
         return 0;   /* back when lws has answered (some) */
     r->body_wait = 0;
-    ssize_t n = recv(r->fd, scratch, PG_HEAD_MAX + 64, MSG_PEEK | MSG_DONTWAIT);
-    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+    if (!r->client_ready)
         return 0;
+    ssize_t n = recv(r->fd, scratch, PG_HEAD_MAX + 64, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+        r->client_ready = errno == EINTR;
+        return 0;
+    }
+    /* all there is was peeked: back when more comes, unless more than
+     * this head is there */
+    int drained = n < PG_HEAD_MAX + 64;
     if (n < 0) {
         end(r);
         return -1;
@@ -439,13 +456,17 @@ static int read_head(relay_t *r)
     size_t seen = r->seen;
     r->seen = (size_t)n;
     if ((size_t)n < PG_HEAD_MAX && (size_t)n > seen &&
-        memchr(scratch + seen, '\n', (size_t)n - seen) == NULL)
+        memchr(scratch + seen, '\n', (size_t)n - seen) == NULL) {
+        r->client_ready = !drained;
         return 0;
+    }
     pg_head_t h;
     pg_buf_t canon = PG_BUF_INIT;
     int rc = pg_head_check(scratch, (size_t)n, &h, &canon);
-    if (rc == PG_AGAIN)
-        return 0;   /* edge-triggered: back when more has come */
+    if (rc == PG_AGAIN) {
+        r->client_ready = !drained;   /* edge-triggered: back when more has come */
+        return 0;
+    }
     if (rc == PG_ERR) {
         end(r);
         return -1;
@@ -514,6 +535,8 @@ static int read_head(relay_t *r)
         end(r);
         return -1;
     }
+    if (drained && (size_t)n == h.consumed)
+        r->client_ready = 0;
     r->last = !h.persistent;
     if (h.chunked) {
         pg_chunk_t init = PG_CHUNK_INIT;
@@ -546,10 +569,16 @@ static int read_head(relay_t *r)
 /* R_BODY: the next body bytes, never more than the body. */
 static int read_body(relay_t *r)
 {
+    if (!r->client_ready)
+        return 0;
     size_t want = r->left < MOVE ? (size_t)r->left : MOVE;
     ssize_t n = recv(r->fd, scratch, want, MSG_DONTWAIT);
-    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+        r->client_ready = errno == EINTR;
         return 0;
+    }
+    if (n > 0 && (size_t)n < want)
+        r->client_ready = 0;   /* drained */
     if (n <= 0) {
         /* the client left mid-body: lws times the request out or sees EOF */
         end(r);
@@ -585,9 +614,13 @@ static void refuse_body(relay_t *r, int status, const char *why)
  * end; once whole, lws gets the head with a Content-Length and the data. */
 static int read_chunked(relay_t *r)
 {
-    ssize_t n = recv(r->fd, scratch, MOVE, MSG_PEEK | MSG_DONTWAIT);
-    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+    if (!r->client_ready)
         return 0;
+    ssize_t n = recv(r->fd, scratch, MOVE, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+        r->client_ready = errno == EINTR;
+        return 0;
+    }
     if (n <= 0) {
         end(r);
         return -1;
@@ -617,6 +650,8 @@ static int read_chunked(relay_t *r)
         end(r);
         return -1;
     }
+    if (n < MOVE && off == (size_t)n)
+        r->client_ready = 0;   /* drained */
     if (!r->ck.done)
         return 1;
     lws_dll2_remove(&r->timed);
@@ -712,9 +747,9 @@ static void pump(relay_t *r)
             /* 1 MiB moved in one go: let the loop serve others. Modifying
              * the watch re-queues an event for what is still ready (no new
              * edge would come for bytes already there). */
-            pg_fdwatch_want_out(&watch, r->fd, r, r->out_client);
+            pg_fdwatch_want_out(&watch, r->fd, &r->tag[0], r->out_client);
             if (r->pair >= 0)
-                pg_fdwatch_want_out(&watch, r->pair, r, r->out_pair);
+                pg_fdwatch_want_out(&watch, r->pair, &r->tag[1], r->out_pair);
             return;
         }
         int rc, progress = 0;
@@ -767,8 +802,14 @@ static void pump(relay_t *r)
 
 static void relay_event(void *arg, int hup)
 {
-    (void)hup;   /* every read goes on to EAGAIN or EOF anyway */
-    pump(arg);
+    (void)hup;   /* a hang-up is read as EOF */
+    int *tag = arg;
+    relay_t *r = lws_container_of(tag - *tag, relay_t, tag);
+    if (*tag == 0)
+        r->client_ready = 1;
+    else
+        r->pair_ready = 1;
+    pump(r);
 }
 
 /* Once a second while deadlines run: heads (and chunked bodies) that did
@@ -799,13 +840,14 @@ int pg_relay_take(int fd)
     if (watch.epfd < 0)
         return -1;
     relay_t *r = calloc(1, sizeof(*r));
-    if (r == NULL || pg_fdwatch_add(&watch, fd, r) != 0) {
+    if (r == NULL || pg_fdwatch_add(&watch, fd, &r->tag[0]) != 0) {
         free(r);
         close(fd);
         pg_log(PG_LOG_WARN, "could not take a new connection (out of memory?)");
         return 0;
     }
     r->fd = fd;
+    r->tag[1] = 1;
     r->pair = -1;
     r->state = R_HEAD;
     lws_dll2_add_tail(&r->all, &relays);

@@ -12,6 +12,7 @@ requests come in order (§9.3.2)."""
 
 import email.utils
 import os
+import socket
 import time
 
 import pytest
@@ -336,3 +337,44 @@ def test_sse_stream_as_the_second_request_of_a_kept_alive_connection(node):
         assert r.status == 200, r
         while tag not in w.buf:
             assert w._more(deadline), f"no event: {w.buf!r}"
+
+
+def test_expect_100_continue_on_a_later_request(node, rds):
+    """RFC 9110 §10.1.1 on the second request of a connection: the 100
+    (or the final answer) comes at once, after the first request's answer,
+    never inside it; then the body is read and published."""
+    body = b'{"channel":"expect","data":2}'
+    fields = [host(node), ("Authorization", "Bearer testkey"),
+              ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+              ("Expect", "100-continue")]
+    w = Wire(node.port)
+    with w:
+        w.send(request("GET", "/healthz", [host(node)]) + request("POST", "/api/publish", fields))
+        a = w.answer()
+        assert (a.status, a.body) == (200, b"ok\n"), a
+        first = w.answer(timeout=2.0)
+        assert first.status == 100, first
+        w.send(body)
+        a = w.answer()
+        assert a.status == 200, a
+    assert rds.xlen("pushgate:history:expect") == 1
+
+
+def test_half_closed_client_still_gets_every_answer(node, rds):
+    """A client may shut its sending side after its last request (RFC 9112
+    §9.6 describes closing in steps): a GET and a publish pipelined, then
+    FIN; both answers come, in order, then the node closes; the message is
+    published once."""
+    body = b'{"channel":"halfclose","data":1}'
+    fields = [host(node), ("Authorization", "Bearer testkey"),
+              ("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    w = Wire(node.port)
+    with w:
+        w.send(request("GET", "/healthz", [host(node)]))
+        assert w.answer().status == 200
+        w.send(request("GET", "/healthz", [host(node)]) +
+               request("POST", "/api/publish", fields, body=body))
+        w.s.shutdown(socket.SHUT_WR)
+        assert [w.answer().status for _ in range(2)] == [200, 200]
+        assert w.closed_within(), "connection left open after the client's FIN"
+    assert rds.xlen("pushgate:history:halfclose") == 1
