@@ -101,6 +101,7 @@ static lws_dll2_owner_t waiting;
 static pg_recovery_t   *node_replay;    /* the node-wide replay in progress */
 static int              replay_again;   /* another reconnect happened meanwhile */
 static int              node_holding;
+static int              batching;       /* pg_recovery_batch */
 static msg_list_t       node_live;      /* held while node_holding */
 
 static win_t           *wins;           /* current window per channel */
@@ -833,11 +834,19 @@ int pg_recovery_add(pg_conn_t *c, const char *channel, uint64_t since)
         goto oom;
     if (r->node.owner == NULL)
         lws_dll2_add_tail(&r->node, &waiting);
-    pg_recovery_kick();
+    if (!batching)
+        pg_recovery_kick();
     return 0;
 oom:
     pg_conn_close(c, 1011, "out of memory");
     return -1;
+}
+
+void pg_recovery_batch(int on)
+{
+    batching = on;
+    if (!on)
+        pg_recovery_kick();
 }
 
 void pg_recovery_hold(pg_conn_t *c, pg_msg_t *m)

@@ -35,6 +35,13 @@
  * c RECOVERING until every read of its recovery is answered or it times
  * out. 0, or -1 on out-of-memory (c is closed). */
 int pg_recovery_add(pg_conn_t *c, const char *channel, uint64_t since);
+/* on = 1: pg_recovery_add only records its read until pg_recovery_batch(0),
+ * which starts them all. A connection resuming several channels adds them
+ * inside one batch: a read served from a channel's window in memory would
+ * otherwise finish the recovery, and deliver that channel's history, before
+ * the next channel is even added, out of id order across channels (the one
+ * cut a bare since / SSE id stands for on one Redis). */
+void pg_recovery_batch(int on);
 /* The hub's hold hook: m arrived live for c while c is RECOVERING. */
 void pg_recovery_hold(pg_conn_t *c, pg_msg_t *m);
 /* c is going away: drop its recovery (replies still in flight are ignored). */

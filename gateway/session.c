@@ -221,14 +221,19 @@ static void start(pg_conn_t *c, pg_auth_result_t *res)
             if (pg_since_get(&res->since, mb->chan->name, &since))
                 mb->last_id = since;
         } lws_end_foreach_dll(d);
+        int failed = 0;
+        pg_recovery_batch(1);   /* all reads start together (recovery.h) */
         lws_start_foreach_dll_safe(struct lws_dll2 *, d, d1, lws_dll2_get_head(&c->members)) {
             pg_member_t *mb = lws_container_of(d, pg_member_t, conn_node);
             uint64_t since;
             /* no `continue` here: the macro advances at its end */
-            if (pg_since_get(&res->since, mb->chan->name, &since) &&
+            if (!failed && pg_since_get(&res->since, mb->chan->name, &since) &&
                 pg_recovery_add(c, mb->chan->name, since) != 0)
-                return;
+                failed = 1;
         } lws_end_foreach_dll_safe(d, d1);
+        pg_recovery_batch(0);
+        if (failed)
+            return;
     }
     life_arm(c);
     conn_log(PG_LOG_DEBUG, c, "open user=%s", c->who.sub ? c->who.sub : "-");

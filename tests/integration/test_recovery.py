@@ -157,6 +157,32 @@ def test_recovery_merges_several_channels_in_id_order(nodes, rds, kind):
     run(scenario(), 30)
 
 
+@pytest.mark.parametrize("kind", ["ws", "sse"])
+def test_a_resume_served_from_memory_still_merges_in_id_order(nodes, rds, kind):
+    """A second client resuming the same channels from the same since is
+    served from the windows the first one's history reads left, with no
+    read of its own: its channels still come merged in id order, not one
+    channel's history after the other's (a bare since / SSE id is one cut,
+    so an SSE client dropping after an out-of-order id would lose the
+    lower one)."""
+    gw = nodes(BASE)
+    since = int(fcall(rds, "news", {"data": "before"}))
+    ids = [int(fcall(rds, ("news", "sports")[n % 2], {"data": n})) for n in range(8)]
+
+    async def scenario():
+        q = f"channels=news,sports&since={since}"
+        first = await open_stream(gw.port, kind, q)
+        await async_wait_until(lambda: len(first.ids) >= 8, 5, msg="the first resume")
+        second = await open_stream(gw.port, kind, q)
+        await async_wait_until(lambda: len(second.ids) >= 8, 5, msg="the second resume")
+        assert first.order == ids
+        assert second.order == ids
+        first.abort()
+        second.abort()
+
+    run(scenario(), 30)
+
+
 def test_subscribe_since_recovers_only_that_channel(nodes, rds):
     """A subscribe command with since recovers that channel alone: the
     broadcast history after since is not replayed to it."""
