@@ -141,16 +141,6 @@ int main(int argc, char **argv)
     pg_log_level = cfg->log_level;
     pg_log_json = cfg->log_json;
     pg_log_node = cfg->node_id;
-    if (cfg->redis.kind == PG_URL_CLUSTER && getenv("PUSHGATE_CLUSTER_PREVIEW") == NULL) {
-        /* The node serves a cluster (cbroker.c), but SSE positions, presence
-         * and events are not per shard yet: refused unless the tests (or a
-         * user who read README "Redis Cluster") ask for the preview. */
-        fprintf(stderr, "pushgate: --redis-url: redis+cluster:// is a preview: set "
-                "PUSHGATE_CLUSTER_PREVIEW=1 to use it (README \"Redis Cluster (preview)\" says "
-                "what is missing), or use redis:// or redis+sentinel://\n");
-        pg_config_free(cfg);
-        return 2;
-    }
 
     if (pg_keys_load(cfg, &pg_node.keys, err, sizeof(err)) != 0) {
         fprintf(stderr, "pushgate: %s\n", err);

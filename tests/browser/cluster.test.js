@@ -78,9 +78,6 @@ async function startClusterNode(i) {
 }
 
 async function startNode() {
-  // main.c serves redis+cluster:// only with the preview switch; the child
-  // inherits it
-  process.env.PUSHGATE_CLUSTER_PREVIEW = '1';
   const p = new h.Proc('pushgate', bin, [
     '--listen', `127.0.0.1:${gwPort}`,
     '--redis-url', 'redis+cluster://' + redis.map((r) => `127.0.0.1:${r.port}`).join(','),

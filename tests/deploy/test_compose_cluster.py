@@ -88,8 +88,6 @@ def test_nodes_use_the_cluster_and_start_after_the_create(config):
         url = urllib.parse.urlsplit(env["PUSHGATE_REDIS_URL"])
         assert url.scheme == "redis+cluster"
         assert url.netloc.split(",") == [f"{h}:6379" for h in REDIS_NODES]
-        # while the preview switch exists (README "Redis Cluster")
-        assert env["PUSHGATE_CLUSTER_PREVIEW"] == "1"
         assert s["depends_on"][CREATE]["condition"] == "service_completed_successfully"
         for dep in REDIS_NODES:
             assert s["depends_on"][dep]["condition"] == "service_healthy"

@@ -8,10 +8,8 @@ per channel in id order, while publishers run on all three shards at once;
 a slot moved under load and a master killed with -9 lose no history-backed
 message.
 
-The node runs with PUSHGATE_CLUSTER_PREVIEW=1: main.c refuses
-redis+cluster:// without it while cluster mode is a preview. SSE streams
-get their positions per channel in `id:` (a list as of each event) and
-resume with it as Last-Event-ID."""
+SSE streams get their positions per channel in `id:` (a list as of each
+event) and resume with it as Last-Event-ID."""
 
 import asyncio
 import json
@@ -28,7 +26,6 @@ from pgtest import API_KEY, WSClient, async_wait_until
 
 TOPICS = "e2e*,mv*,kill*,floor*"
 ARGS = ["--api-key", API_KEY, "--public-topics", TOPICS, "--history-size", "5000"]
-PREVIEW = {"PUSHGATE_CLUSTER_PREVIEW": "1"}
 
 
 def cluster_url(cl, ports=None, creds=""):
@@ -44,7 +41,7 @@ def cnode(tmp_path):
     made = []
 
     def make(cl, args=(), ready=True, seeds=None, creds=""):
-        gw = pgtest.Gateway(None, tmp_path / "gw", args=list(ARGS) + list(args), env=PREVIEW,
+        gw = pgtest.Gateway(None, tmp_path / "gw", args=list(ARGS) + list(args),
                             name=f"cgw{len(made) + 1}", ready=ready,
                             redis_url=cluster_url(cl, seeds, creds))
         made.append(gw)

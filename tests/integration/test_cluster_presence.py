@@ -5,10 +5,7 @@ live beside its pub/sub channel and history in the {C} slot, and a node's
 liveness in C is its score in {C}:presence-nodes, pushed forward by one
 beat per channel it has entries in. What a backend sees is asserted: XRANGE
 on the owning master, the one-key FCALL forms at the channel's owner, and
-GET /api/presence[/stats] on the node.
-
-The nodes run with PUSHGATE_CLUSTER_PREVIEW=1 (main.c refuses
-redis+cluster:// without it until the preview ends)."""
+GET /api/presence[/stats] on the node."""
 
 import json
 import os
@@ -28,7 +25,6 @@ TTL = 3
 ARGS = ["--api-key", API_KEY, "--jwt-secret", SECRET, "--allow-anonymous",
         "--public-topics", "room*,ev*", "--presence-topics", "room*",
         "--presence-ttl", str(TTL), "--events"]
-PREVIEW = {"PUSHGATE_CLUSTER_PREVIEW": "1"}
 EVENTS = PREFIX + "{_events}"
 
 
@@ -49,7 +45,7 @@ def cnodes(tmp_path, redis_cluster):
         ports = [n.port for n in cl.nodes] if cl else redis_cluster.masters()[:1]
         seeds = ",".join(f"127.0.0.1:{p}" for p in ports)
         gw = pgtest.Gateway(None, tmp_path / node_id, args=ARGS + ["--node-id", node_id] +
-                            list(args), env=PREVIEW, name=node_id,
+                            list(args), name=node_id,
                             redis_url="redis+cluster://" + seeds)
         made.append(gw)
         return gw.start()

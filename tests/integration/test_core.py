@@ -673,9 +673,7 @@ def test_version_prints_version_and_exits_zero():
     (["--log-level", "loud"], {}, "log-level"),
     (["--log-format", "xml"], {}, "log-format"),
     (["--redis-url", "http://127.0.0.1:6379"], {}, "redis-url"),
-    # a preview: refused unless PUSHGATE_CLUSTER_PREVIEW=1 says the user
-    # knows what is left (README "Redis Cluster")
-    (["--redis-url", "redis+cluster://127.0.0.1:7000,127.0.0.1:7001"], {}, "redis+cluster"),
+    (["--redis-url", "redis+cluster://127.0.0.1:7000,bad host:7001"], {}, "redis-url"),
     (["--jwt-public-key", "/nonexistent/key.pem"], {}, "jwt-public-key"),
     ([], {"PUSHGATE_HISTORY_SIZE": "many"}, "history"),
 ])
