@@ -143,12 +143,15 @@ static void closed_cb(uv_handle_t *h)
 
 void pg_listener_stop(void)
 {
+    /* A draining worker stops accepting at once (main.c) but lets the
+     * connections it relays finish their requests: they end with the node. */
+    if (pg_node.stopping)
+        pg_relay_stop();
     if (!watching)
         return;
     watching = 0;
     uv_poll_stop(&watcher);
     uv_close((uv_handle_t *)&watcher, closed_cb);
-    pg_relay_stop();
     if (spare_fd >= 0)
         close(spare_fd);
     spare_fd = -1;

@@ -14,7 +14,8 @@
 
 /* Bind and listen on --listen. 0, or -1 with the reason logged. */
 int pg_listener_start(void);
-/* Stop accepting and close the socket (drain, shutdown). Idempotent. */
+/* Stop accepting and close the socket (drain, shutdown); once the node is
+ * stopping, also end the connections relay.h still holds. Idempotent. */
 void pg_listener_stop(void);
 
 #endif

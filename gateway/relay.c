@@ -101,6 +101,7 @@ typedef struct relay {
 static lws_dll2_owner_t relays, heading, lingering;
 static pg_timer_t       sweep_timer;
 static pg_fdwatch_t     watch = { .epfd = -1 };
+static int              running;
 /* Peeked heads and moved bytes pass through here: everything happens in
  * one callback, so one buffer serves every relay. */
 static char             scratch[MOVE > PG_HEAD_MAX + 64 ? MOVE : PG_HEAD_MAX + 64];
@@ -837,7 +838,7 @@ static void sweep(pg_timer_t *t)
 
 int pg_relay_take(int fd)
 {
-    if (watch.epfd < 0)
+    if (!running)
         return -1;
     relay_t *r = calloc(1, sizeof(*r));
     if (r == NULL || pg_fdwatch_add(&watch, fd, &r->tag[0]) != 0) {
@@ -859,14 +860,16 @@ int pg_relay_start(void)
 {
     if (pg_fdwatch_init(&watch, relay_event) != 0)
         return -1;
+    running = 1;
     sweep_timer.cb = sweep;
     return 0;
 }
 
 void pg_relay_stop(void)
 {
-    if (watch.epfd < 0)
+    if (!running)
         return;
+    running = 0;
     /* their connections end with the node */
     while (relays.head != NULL)
         end(lws_container_of(relays.head, relay_t, all));
