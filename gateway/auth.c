@@ -11,6 +11,9 @@
 #include "pg_log.h"
 
 #define MAX_CHANNELS_PER_REQUEST 64
+/* a position list names each requested channel, broadcast and user:<id> */
+_Static_assert(PG_SINCE_MAX_ENTRIES == MAX_CHANNELS_PER_REQUEST + 2,
+               "pg_since.h's entry limit follows the channel limit");
 #define ARG_MAX 8192   /* a token or a channel list in the query string */
 
 int pg_auth_may_read(const pg_identity_t *who, const char *channel)
@@ -112,7 +115,7 @@ int pg_auth_request(struct lws *wsi, int is_sse, pg_auth_result_t *res, char *er
             return 400;
         }
         /* implicit channels (broadcast, user:<sub>) may have entries too */
-        if (pg_since_parse(since, len, MAX_CHANNELS_PER_REQUEST + 2, &res->since,
+        if (pg_since_parse(since, len, PG_SINCE_MAX_ENTRIES, &res->since,
                            why, sizeof(why)) != 0) {
             if (memchr(since, ':', len) == NULL && memchr(since, ',', len) == NULL)
                 snprintf(err, errlen, "since must be a message id (decimal digits)");

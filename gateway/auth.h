@@ -14,9 +14,10 @@
 
 /* The longest since= / Last-Event-ID accepted, in bytes: a position list of
  * every channel a connection can have with typical names fits, and it stays
- * well inside lws's 8 KB of request headers. A longer one is refused (400),
- * never cut: a cut list would silently start channels live. */
-#define PG_AUTH_SINCE_MAX 4096
+ * well inside the 8000-byte request head. A longer one is refused (400),
+ * never cut: a cut list would silently start channels live. The node's
+ * own SSE ids are written within it (pg_since.h). */
+#define PG_AUTH_SINCE_MAX PG_SINCE_MAX_BYTES
 
 typedef struct pg_auth_result {
     pg_identity_t who;        /* owned; sub NULL = anonymous */

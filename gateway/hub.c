@@ -2,14 +2,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "auth.h"
 #include "hub.h"
+#include "httphead.h"
 #include "node.h"
 #include "pg_log.h"
 #include "pg_since.h"
 #include "pg_util.h"
-
-_Static_assert(PG_SINCE_MAX_BYTES == PG_AUTH_SINCE_MAX, "the SSE id must be a since the node takes");
 
 static pg_channel_t  *chans;   /* uthash table by name */
 static pg_hub_hooks_t hooks;
@@ -166,20 +164,20 @@ void pg_hub_leave_all(pg_conn_t *c)
  * could skip (no common order across shards). */
 
 /* How long c's list may be. The request that brings it back must fit in
- * what lws keeps of a request's header data, REQ_HEADER_MAX: a browser's
+ * the request head a node takes, PG_HEAD_MAX (httphead.h; past it 431, and
+ * lws keeps no more either): a browser's
  * own reconnect sends the URL it opened (channels=, token=, and
  * pushgate.js's since= with an earlier list) plus the list in
  * Last-Event-ID, and a request over it is refused (431). So the list gets
  * what is left after the channel names (the URL carries them too) and
  * REQ_OTHER for the token and the other headers, shared with one earlier
  * list in the URL (21/10: URL-encoding adds 2 bytes per ',' and ':'). */
-#define REQ_HEADER_MAX 8192   /* server.c: info.max_http_header_data */
 #define REQ_OTHER      2048
 static size_t id_room(size_t names_len)
 {
-    if (names_len + REQ_OTHER >= REQ_HEADER_MAX)
+    if (names_len + REQ_OTHER >= PG_HEAD_MAX)
         return 0;
-    size_t room = (REQ_HEADER_MAX - REQ_OTHER - names_len) * 10 / 21;
+    size_t room = (PG_HEAD_MAX - REQ_OTHER - names_len) * 10 / 21;
     return room < PG_SINCE_MAX_BYTES ? room : PG_SINCE_MAX_BYTES;
 }
 
