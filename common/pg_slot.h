@@ -41,7 +41,8 @@ void pg_slot_map_free(pg_slot_map_t *m);
  * earlier owner of those slots. Returns the master's index in shards[] (one
  * entry per distinct address), or -1 with the map unchanged when the range
  * is not within 0..16383 with lo <= hi, the host is empty or longer than
- * pg_hostport_t holds, the port is not 1..65535, or memory runs out. */
+ * pg_hostport_t holds, the port is not 1..65535, the address would be a
+ * 65536th one (owner[] keeps its index in 16 bits), or memory runs out. */
 int pg_slot_map_assign(pg_slot_map_t *m, unsigned lo, unsigned hi,
                        const char *host, int port);
 /* The master owning slot, or NULL when none does (or slot >= 16384). The
