@@ -7,7 +7,8 @@
 # if a build fails or any harness finds a crash, leak, timeout or sanitizer
 # report; its reproducer is left in BUILD_DIR/artifacts/<harness>/.
 # Needs clang with the libFuzzer runtime (Debian 12: clang-14 and
-# libclang-rt-14-dev) and pkg-config files for json-c, libjwt and openssl.
+# libclang-rt-14-dev) and pkg-config files for json-c, libjwt, openssl and
+# hiredis (fuzz_topology feeds replies through its reader).
 set -eu
 
 if [ $# -lt 1 ]; then
