@@ -4,6 +4,8 @@ and the time from a master kill to the first delivery after it (issue #12,
 README "Performance", "Redis Cluster").
 
     scripts/cluster-bench.py [options] [SET...]
+    scripts/cluster-bench.py SET... --rates 1000 3000 --node-timeout 1000 5000
+        (the SETs first when a list option comes last)
 
 SETs (default: users broadcast max kill):
   users      one node, 10,000 WebSocket clients as 10,000 users (JWT), messages
@@ -398,6 +400,14 @@ def kill_run(a, timeout_ms, run_no):
 
 
 async def kill_measure(a, cl, node, victim, name, timeout_ms, run_no):
+    stop = threading.Event()   # ends the publisher and the /readyz poller, even on failure
+    try:
+        return await _kill_measure(a, cl, node, victim, name, timeout_ms, run_no, stop)
+    finally:
+        stop.set()
+
+
+async def _kill_measure(a, cl, node, victim, name, timeout_ms, run_no, stop):
     got = []   # (id, seq, monotonic time received)
     ws = await websockets.connect(f"ws://127.0.0.1:{node.port}/ws?channels={name}",
                                   max_size=None)
@@ -408,8 +418,6 @@ async def kill_measure(a, cl, node, victim, name, timeout_ms, run_no):
             if m.get("channel") == name and "id" in m:
                 got.append((int(m["id"]), m.get("data", {}).get("seq"), time.monotonic()))
     rtask = asyncio.create_task(reader())
-    # the subscription is confirmed at the owner once the node is ready
-    # again; a probe message delivered proves the path end to end
     # the node loads the function library on a master only when it first
     # routes a call there (tests/deploy/test_compose_cluster.py's strict
     # xfail): one API publish on the channel first, so the FCALLs find it
@@ -417,14 +425,14 @@ async def kill_measure(a, cl, node, victim, name, timeout_ms, run_no):
     if r.status != 200:
         raise RuntimeError(f"priming API publish: {r}")
     pub = KillPublisher(cl, name, a.every_ms / 1000.0, victim)
+    pub.stop_ev = stop
     pub.start()
     await wait_async(lambda: len(got) >= 50, 15, "deliveries before the kill")
     ready_log = []   # (monotonic, status)
-    stop_poll = threading.Event()
 
     def poll_ready():
         last = None
-        while not stop_poll.is_set():
+        while not stop.is_set():
             s = node.readyz()
             if s != last:
                 ready_log.append((time.monotonic(), s))
@@ -442,7 +450,7 @@ async def kill_measure(a, cl, node, victim, name, timeout_ms, run_no):
     await wait_async(lambda: any(s is not None and s > seq_at_kill for _, s, _ in got),
                      60, "a delivery after the kill")
     await asyncio.sleep(2.0)   # two more seconds of load after the recovery
-    pub.stop_ev.set()
+    stop.set()   # the publisher and the /readyz poller (ready again by now)
     await asyncio.get_running_loop().run_in_executor(None, pub.join, 5)
     # every acknowledged id has had time to arrive (or to be lost for good)
     acked_ids = {i for i, _, _ in pub.acked}
@@ -450,7 +458,6 @@ async def kill_measure(a, cl, node, victim, name, timeout_ms, run_no):
         await wait_async(lambda: acked_ids <= {i for i, _, _ in got}, 5, "all acked delivered")
     except AssertionError:
         pass
-    stop_poll.set()
     poller.join(2)
     rtask.cancel()
     await ws.close()
