@@ -505,14 +505,23 @@ static int read_head(relay_t *r)
      * sent. A WebSocket or SSE stream never runs through the pair. */
     int direct = first ? (h.upgrade || is_sse(&canon) || !h.persistent)
                        : ((h.upgrade || is_sse(&canon)) && !h.has_body);
-    if (direct || open_pair(r) != 0) {
-        if (h.has_body) {
+    if (!direct && open_pair(r) != 0) {
+        /* Out of descriptors (or memory). Not handed to lws: it would read
+         * every later request of the connection unchecked. Shed, as the
+         * listener sheds a connection it cannot accept. */
+        pg_head_t busy;
+        memset(&busy, 0, sizeof(busy));
+        busy.status = 503;
+        busy.why = "out of file descriptors";
+        busy.is_head = h.is_head;
+        pg_buf_free(&canon);
+        refuse(r, &busy);
+        return 1;
+    }
+    if (direct) {
+        if (h.has_body) {   /* a first request only: lws reads it as sent */
             pg_buf_free(&canon);
-            if (first) {
-                hand_over(r, NULL);
-                return -1;
-            }
-            end(r);   /* out of descriptors mid-connection */
+            hand_over(r, NULL);
             return -1;
         }
         /* the head was peeked whole: reading it cannot come up short */
