@@ -11,8 +11,8 @@ SETs (default: users broadcast max kill):
   users      one node, 10,000 WebSocket clients as 10,000 users (JWT), messages
              to random users by POST /api/publish at each --rates rate for
              --duration s, on one Redis and on a 3-master cluster (no replicas)
-  max        the same, published unpaced (--rate 0, --publish-conns 32): the
-             rate the node achieves in each topology
+  max        the same, published unpaced (--rate 0, --publish-conns, default
+             32 requests in flight): the rate achieved in each topology
   broadcast  1,000 WebSocket clients on `broadcast`, 1000 msg/s by the API
   kill       a 3-master + 3-replica cluster (cluster-node-timeout --node-timeout
              ms, repeatable), one node, one WebSocket client on a channel owned
@@ -297,7 +297,7 @@ def set_max(a, rows):
                 "--transport", "ws", "--path", "/ws", "-c", "10000", "--users", "10000",
                 "--jwt-secret", SECRET, "--channel", "user-random", "--publish", "api",
                 "--api-key", APIKEY, "--rate", "0", "--messages", str(a.max_messages),
-                "--publish-conns", "32", "--timeout", "150"])
+                "--publish-conns", str(a.publish_conns), "--timeout", "150"])
         rows.append(with_node(a, kind, go))
 
 
@@ -567,6 +567,8 @@ def main():
     ap.add_argument("--duration", type=int, default=15)
     ap.add_argument("--rates", type=int, nargs="+", default=[1000, 3000])
     ap.add_argument("--max-messages", type=int, default=60000)
+    ap.add_argument("--publish-conns", type=int, default=32,
+                    help="max: HTTP keep-alive connections publishing, one request in flight each")
     ap.add_argument("--node-timeout", type=int, nargs="+", default=[2000])
     ap.add_argument("--kill-runs", type=int, default=5)
     ap.add_argument("--every-ms", type=float, default=10.0)
