@@ -102,8 +102,6 @@ class Node:
 
     def start(self):
         env = {k: v for k, v in os.environ.items() if not k.startswith("PUSHGATE_")}
-        if self.url.startswith("redis+cluster://"):
-            env["PUSHGATE_CLUSTER_PREVIEW"] = "1"
         self.port = free_port()
         cmd = ["taskset", "-c", "0", self.bin, "--listen", f"127.0.0.1:{self.port}",
                "--redis-url", self.url, "--jwt-secret", SECRET, "--allow-anonymous",
