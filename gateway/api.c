@@ -118,12 +118,14 @@ int pg_api_begin(struct lws *wsi, pg_http_t *h, const char *route)
     h->path = route;
     if (!authorized(wsi, h))
         return 1;
-    /* lws 4.1 reads request bodies by Content-Length only: a chunked body
-     * would never complete, so it is refused up front. */
+    /* lws 4.1 reads request bodies by Content-Length only. On a plain
+     * connection the relay has decoded a chunked body and given it one;
+     * over TLS lws reads the request itself and a chunked body would never
+     * complete, so it is refused up front. */
     char cl[32];
     uint64_t v;
     if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) <= 0) {
-        refuse_early(wsi, h, 411, "a Content-Length is required (chunked bodies are not accepted)");
+        refuse_early(wsi, h, 411, "a Content-Length is required");
         return 1;
     }
     if (pg_http_header(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, cl, sizeof(cl)) < 0 ||

@@ -503,7 +503,10 @@ static int read_head(relay_t *r)
     /* lws 4.1 takes a handed-over head a second time as the body
      * (lws_http_action's buflist loop): with a body it reads the head as
      * sent. A WebSocket or SSE stream never runs through the pair. */
-    int direct = first ? (h.upgrade || is_sse(&canon) || !h.persistent)
+    /* A chunked body always goes through the pair, which decodes it: lws
+     * reads none, and a client's choice of Connection: close should not
+     * turn a publish into a 411. */
+    int direct = first ? (h.upgrade || is_sse(&canon) || (!h.persistent && !h.chunked))
                        : ((h.upgrade || is_sse(&canon)) && !h.has_body);
     if (!direct && open_pair(r) != 0) {
         /* Out of descriptors (or memory). Not handed to lws: it would read
