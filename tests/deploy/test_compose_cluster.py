@@ -205,14 +205,7 @@ def compose_node(config, native_cluster, tmp_path):
     try:
         yield start
     finally:
-        bad = []
-        for gw in made:
-            running = gw.alive()
-            rc = gw.stop(timeout=10)
-            if running and rc != 0:
-                bad.append(f"{gw.name}: exit {rc}\n{pgtest.tail(gw.logfile, 60)}")
-            if gw in pgtest.ACTIVE:
-                pgtest.ACTIVE.remove(gw)
+        bad = pgtest.stop_gateways(made)
         assert not bad, "node(s) did not exit 0 after SIGTERM:\n" + "\n".join(bad)
 
 

@@ -61,17 +61,10 @@ def gateway_factory(redis_server, tmp_path):
             gw.start()
         return gw
 
-    bad = []
     try:
         yield make
     finally:
-        for gw in made:
-            running = gw.proc is not None and gw.proc.poll() is None
-            rc = gw.stop(timeout=10)
-            if running and rc != 0:
-                bad.append(f"{gw.name}: exit {rc}\n{pgtest.tail(gw.logfile, 60)}")
-            if gw in pgtest.ACTIVE:
-                pgtest.ACTIVE.remove(gw)
+        bad = pgtest.stop_gateways(made)
     assert not bad, "node(s) did not exit 0 after SIGTERM at teardown:\n" + "\n".join(bad)
 
 

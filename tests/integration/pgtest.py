@@ -522,6 +522,22 @@ class Gateway:
         return self.get("/metrics").body.decode()
 
 
+def stop_gateways(made, timeout=10):
+    """Stop every Gateway of made by PID (SIGTERM, SIGKILL past timeout) and
+    forget it; the ones that were running and did not exit 0, each with the
+    tail of its log (a fixture asserts there are none: no crash or leak at
+    a drain, ASan included)."""
+    bad = []
+    for gw in made:
+        running = gw.alive()
+        rc = gw.stop(timeout=timeout)
+        if running and rc != 0:
+            bad.append(f"{gw.name}: exit {rc}\n{tail(gw.logfile, 60)}")
+        if gw in ACTIVE:
+            ACTIVE.remove(gw)
+    return bad
+
+
 def metric_value(text, name, labels=None):
     """The value of one Prometheus sample, or None. labels: dict to match
     (every given label must be present with that value)."""

@@ -52,15 +52,8 @@ def cnodes(tmp_path, redis_cluster):
     try:
         yield make
     finally:
-        bad = []
-        for gw in made:
-            running = gw.alive()
-            rc = gw.stop(timeout=10)
-            if running and rc != 0:
-                bad.append((gw.name, rc, pgtest.tail(gw.logfile, 60)))
-            if gw in pgtest.ACTIVE:
-                pgtest.ACTIVE.remove(gw)
-        assert not bad, f"nodes exited non-zero: {bad}"
+        bad = pgtest.stop_gateways(made)
+        assert not bad, "node(s) did not exit 0 after SIGTERM:\n" + "\n".join(bad)
 
 
 def events_master(cl):
