@@ -44,27 +44,6 @@ static int same_name(const field_t *a, const field_t *b)
     return a->nlen == b->nlen && strncasecmp(a->name, b->name, a->nlen) == 0;
 }
 
-/* 1 if the comma-separated list v[0, n) holds token tok (case-insensitive,
- * OWS around elements ignored). */
-static int list_has(const char *v, size_t n, const char *tok)
-{
-    size_t tl = strlen(tok), i = 0;
-    while (i < n) {
-        size_t j = i;
-        while (j < n && v[j] != ',')
-            j++;
-        size_t a = i, b = j;
-        while (a < b && (v[a] == ' ' || v[a] == '\t'))
-            a++;
-        while (b > a && (v[b - 1] == ' ' || v[b - 1] == '\t'))
-            b--;
-        if (b - a == tl && strncasecmp(v + a, tok, tl) == 0)
-            return 1;
-        i = j + 1;
-    }
-    return 0;
-}
-
 /* How many elements of the list v[0, n) are tok; every non-empty element
  * is also counted in *all. */
 static int list_count(const char *v, size_t n, const char *tok, int *all)
@@ -87,6 +66,14 @@ static int list_count(const char *v, size_t n, const char *tok, int *all)
         i = j + 1;
     }
     return hits;
+}
+
+/* 1 if the list v[0, n) holds token tok (case-insensitive, OWS around
+ * elements ignored). */
+static int list_has(const char *v, size_t n, const char *tok)
+{
+    int all = 0;
+    return list_count(v, n, tok, &all) > 0;
 }
 
 /* The last element of the list v[0, n), trimmed. */

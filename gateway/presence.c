@@ -398,6 +398,21 @@ static int op_cmp(const void *a, const void *b)
     return c != 0 ? c : (x < y ? -1 : x > y);
 }
 
+/* o as presence_update's arguments (kind, channel, conn[, value]) at
+ * argv[argc]; the new argc. */
+static size_t put_op(const char **argv, size_t *lens, size_t argc, const op_t *o)
+{
+    argv[argc] = o->kind == '+' ? "+" : o->kind == '-' ? "-" : "!";
+    lens[argc++] = 1;
+    argv[argc] = o->chan; lens[argc++] = strlen(o->chan);
+    argv[argc] = o->conn; lens[argc++] = strlen(o->conn);
+    if (o->kind == '+') {
+        argv[argc] = o->value;
+        lens[argc++] = o->value_len;
+    }
+    return argc;
+}
+
 static int op_net(const op_t *o)
 {
     return o->kind == '+' ? 1 : o->kind == 'R' ? 0 : -1;
@@ -441,14 +456,7 @@ static void flush_chan(op_t **g, size_t n, const char **argv, size_t *lens)
         for (size_t k = 0; k < OPS_PER_CALL && i < n; k++, i++) {
             op_t *o = g[i];
             after += op_net(o);
-            argv[argc] = o->kind == '+' ? "+" : o->kind == '-' ? "-" : "!";
-            lens[argc++] = 1;
-            argv[argc] = o->chan; lens[argc++] = strlen(o->chan);
-            argv[argc] = o->conn; lens[argc++] = strlen(o->conn);
-            if (o->kind == '+') {
-                argv[argc] = o->value;
-                lens[argc++] = o->value_len;
-            }
+            argc = put_op(argv, lens, argc, o);
         }
         lens[wantarg] = (size_t)snprintf(want, sizeof(want), "%lld", after);
         chan_req_t *q = chan_req(chan, rewrite);
@@ -580,14 +588,7 @@ static void flush(void)
         argv[argc] = pg_node.cfg.node_id; lens[argc++] = strlen(pg_node.cfg.node_id);
         for (size_t k = 0; k < OPS_PER_CALL && i < nops; k++, i++) {
             op_t *o = &ops[i];
-            argv[argc] = o->kind == '+' ? "+" : o->kind == '-' ? "-" : "!";
-            lens[argc++] = 1;
-            argv[argc] = o->chan; lens[argc++] = strlen(o->chan);
-            argv[argc] = o->conn; lens[argc++] = strlen(o->conn);
-            if (o->kind == '+') {
-                argv[argc] = o->value;
-                lens[argc++] = o->value_len;
-            }
+            argc = put_op(argv, lens, argc, o);
         }
         if (pg_commands_argv((int)argc, argv, lens, updated, NULL) != 0)
             pg_log(PG_LOG_WARN, "presence: an update could not be queued");
