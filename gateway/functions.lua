@@ -970,13 +970,19 @@ local function node_entries(channel, node)
     return tonumber(redis.call('HGET', KEY.presence_count(channel), node) or '0')
 end
 
--- C's presence keys live KEEP_TTLS ttl more (cluster only: on one Redis
--- the node index and the sweep remove what a dead node left).
+-- C's presence keys live at least KEEP_TTLS ttl more (cluster only: on one
+-- Redis the node index and the sweep remove what a dead node left). Never
+-- shortened: a node with a shorter --presence-ttl (a rolling change, a
+-- mistake) must not expire the entries of nodes with a longer one.
 local function presence_keep(channel, ttl)
     if not CLUSTER then return end
+    local ms = KEEP_TTLS * ttl
     for _, k in ipairs({ KEY.presence(channel), KEY.presence_count(channel),
                          KEY.presence_users(channel), KEY.presence_nodes(channel) }) do
-        redis.call('PEXPIRE', k, KEEP_TTLS * ttl)
+        local left = redis.call('PTTL', k)
+        if left == -1 or (left >= 0 and left < ms) then
+            redis.call('PEXPIRE', k, ms)
+        end
     end
 end
 

@@ -323,6 +323,9 @@ def test_presence_calls_are_per_channel_scored_and_check_the_nodes_count(cl):
 
     # a node whose score lapses stops counting; a live node's beat sweeps it
     assert update("dead", 1, 1, "+", a, "5", entry("9", "dead", "5")) == 1
+    # its 1 ms ttl does not shorten the life of the other nodes' entries
+    for kind in ("presence", "presence-count", "presence-users", "presence-nodes"):
+        assert r.pttl(pkey(a, kind)) > 60000
     wait_until(lambda: stats() == {"clients": 1, "users": 1}, timeout=2, msg="dead lapsed")
     assert r.hget(pkey(a, "presence-count"), "dead") == "1"
     assert r.execute_command(*beat, 1) == 1
