@@ -155,10 +155,21 @@ for (const transport of ['ws', 'sse', 'eventsource']) {
     // publish until 1.5 s past the first token's exp
     const ids = await publishUntil(sub, exp1 * 1000 + 1500);
     assert.ok(nowS() > exp1, 'published past the first exp');
-    const got = await h.until(`all ${ids.length} messages in the page`, async () => {
+    let got;
+    try {
+      got = await h.until(`all ${ids.length} messages in the page`, async () => {
+        const m = await page.evaluate(() => window.rec.msgs.map((x) => x.id));
+        return m.length >= ids.length ? m : null;
+      }, 30000); // a bound, not a wait: under ASan the SSE re-open and its replay took over 10 s once
+    } catch (e) {
+      // Say which ids are missing and what the client went through: this
+      // case has failed now and then under ASan in CI, never when run alone
       const m = await page.evaluate(() => window.rec.msgs.map((x) => x.id));
-      return m.length >= ids.length ? m : null;
-    }, 30000); // a bound, not a wait: under ASan the SSE re-open and its replay took over 10 s once
+      const missing = ids.filter((id) => !m.includes(id));
+      const evs = await page.evaluate(() => window.rec.events);
+      throw new Error(`${e.message}: missing ${JSON.stringify(missing)} of ${JSON.stringify(ids)}; ` +
+                      `got ${JSON.stringify(m)}; client events ${JSON.stringify(evs)}`);
+    }
     assert.deepEqual(got, ids, 'every message once, in order');
     assert.deepEqual(await events(page, 'close'), [], 'never closed');
 
