@@ -172,11 +172,14 @@ test('eventsource: the browser resumes with the node\'s position list, a lower i
   const page = await browser.ctx.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(e.message));
-  const lastEventIds = [];
-  page.on('request', async (r) => {
+  // Each /sse request's Last-Event-ID, recorded in request order at once
+  // (as a promise): pushed after an await, the reconnect's entry could
+  // still be missing when its message had arrived (it failed so under load)
+  const sseRequests = [];
+  page.on('request', (r) => {
     if (new URL(r.url()).pathname !== '/sse') return;
-    const hdrs = await r.allHeaders();
-    lastEventIds.push(hdrs['last-event-id'] === undefined ? null : hdrs['last-event-id']);
+    sseRequests.push(r.allHeaders().then((hdrs) =>
+      hdrs['last-event-id'] === undefined ? null : hdrs['last-event-id']));
   });
   assert.equal((await page.goto(`http://127.0.0.1:${gwPort}/`)).status(), 200);
   const token = jwt({ sub: 'u1', exp: Math.floor(Date.now() / 1000) + 3600 });
@@ -206,6 +209,7 @@ test('eventsource: the browser resumes with the node\'s position list, a lower i
   assert.ok(list.pos.behind < lost && lost < rid, `${list.pos.behind} < ${lost} < ${rid}`);
 
   await page.waitForFunction(() => window.got.some((m) => m.data.channel === 'behind'), null, { timeout: 20000 });
+  const lastEventIds = await Promise.all(sseRequests);
   assert.equal(lastEventIds.length, 2, 'one reconnect');
   assert.equal(lastEventIds[0], null);
   assert.equal(lastEventIds[1], m1.id, 'the browser sent the node\'s list back unchanged');
