@@ -18,7 +18,31 @@ import pgtest
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 NGINX_CONF = REPO / "deploy" / "nginx.conf"
+# Debian's docker-compose (1.29): resolves and validates the compose files;
+# no Docker engine runs here, so nothing is started with it
+COMPOSE = shutil.which("docker-compose")
+NO_COMPOSE = "docker-compose is not installed (scripts/deps.sh installs Debian's docker-compose)"
 NGINX_UPSTREAM = REPO / "deploy" / "nginx-upstream.conf"
+
+
+def compose(overlay, *args):
+    """docker-compose with docker-compose.yml and, unless None, the overlay
+    file beside it (docker-compose.sentinel.yml ...), run in the repo."""
+    files = ["-f", "docker-compose.yml"] + (["-f", overlay] if overlay else [])
+    return subprocess.run([COMPOSE, *files, *args], cwd=str(REPO), capture_output=True,
+                          text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+
+def compose_config(overlay):
+    """The resolved configuration (`config`) as a dict; skips the test when
+    docker-compose is missing, fails when it does not resolve."""
+    if COMPOSE is None:
+        import pytest
+        pytest.skip(NO_COMPOSE)
+    import yaml  # python3-yaml: a dependency of Debian's docker-compose
+    r = compose(overlay, "config")
+    assert r.returncode == 0, r.stderr
+    return yaml.safe_load(r.stdout)
 
 
 def nginx_bin():

@@ -5,32 +5,22 @@ the project's config publishing 8080 and pointing at exactly those nodes.
 No Docker engine is needed: `config` only parses and resolves."""
 
 import re
-import shutil
-import subprocess
 
 import pytest
 
 import deploykit
 
 REPO = deploykit.REPO
-COMPOSE = shutil.which("docker-compose")
-pytestmark = pytest.mark.skipif(
-    COMPOSE is None,
-    reason="docker-compose is not installed (scripts/deps.sh installs Debian's docker-compose)")
+pytestmark = pytest.mark.skipif(deploykit.COMPOSE is None, reason=deploykit.NO_COMPOSE)
 
 
 def compose(*args):
-    return subprocess.run([COMPOSE, "-f", "docker-compose.yml", *args], cwd=str(REPO),
-                          capture_output=True, text=True, timeout=60,
-                          stdin=subprocess.DEVNULL)
+    return deploykit.compose(None, *args)
 
 
 @pytest.fixture(scope="module")
 def config():
-    import yaml  # python3-yaml: a dependency of Debian's docker-compose
-    r = compose("config")
-    assert r.returncode == 0, r.stderr
-    return yaml.safe_load(r.stdout)
+    return deploykit.compose_config(None)
 
 
 def test_config_is_valid():

@@ -8,7 +8,6 @@ joining them, and a pushgate node given the overlay's environment (hosts
 mapped to loopback) that must become ready and deliver what is published
 with the one-key FCALL and POST /api/publish. No Docker engine is needed."""
 
-import shutil
 import subprocess
 import urllib.parse
 from pathlib import Path
@@ -22,27 +21,22 @@ from clusterkit import key_slot
 from pgtest import WSClient, async_wait_until, wait_until
 
 REPO = deploykit.REPO
-COMPOSE = shutil.which("docker-compose")
 REDIS_NODES = ["redis", "redis2", "redis3", "redis4", "redis5", "redis6"]
 CREATE = "redis-cluster-create"
 NODES = ["node1", "node2", "node3"]
 PREFIX = pgtest.DEFAULT_PREFIX
 
 
+OVERLAY = "docker-compose.cluster.yml"
+
+
 def compose(*args):
-    return subprocess.run([COMPOSE, "-f", "docker-compose.yml", "-f", "docker-compose.cluster.yml",
-                           *args], cwd=str(REPO), capture_output=True, text=True, timeout=60,
-                          stdin=subprocess.DEVNULL)
+    return deploykit.compose(OVERLAY, *args)
 
 
 @pytest.fixture(scope="module")
 def config():
-    if COMPOSE is None:
-        pytest.skip("docker-compose is not installed (scripts/deps.sh installs Debian's docker-compose)")
-    import yaml  # python3-yaml: a dependency of Debian's docker-compose
-    r = compose("config")
-    assert r.returncode == 0, r.stderr
-    return yaml.safe_load(r.stdout)
+    return deploykit.compose_config(OVERLAY)
 
 
 def as_run(argv):

@@ -8,7 +8,6 @@ overlay's --redis-url (Sentinel hosts mapped the same way) must become ready
 and publish. No Docker engine is needed."""
 
 import re
-import shutil
 import subprocess
 import urllib.parse
 
@@ -19,24 +18,19 @@ import pgtest
 from pgtest import wait_until
 
 REPO = deploykit.REPO
-COMPOSE = shutil.which("docker-compose")
 SENTINELS = ["sentinel1", "sentinel2", "sentinel3"]
 
 
+OVERLAY = "docker-compose.sentinel.yml"
+
+
 def compose(*args):
-    return subprocess.run([COMPOSE, "-f", "docker-compose.yml", "-f", "docker-compose.sentinel.yml",
-                           *args], cwd=str(REPO), capture_output=True, text=True, timeout=60,
-                          stdin=subprocess.DEVNULL)
+    return deploykit.compose(OVERLAY, *args)
 
 
 @pytest.fixture(scope="module")
 def config():
-    if COMPOSE is None:
-        pytest.skip("docker-compose is not installed (scripts/deps.sh installs Debian's docker-compose)")
-    import yaml  # python3-yaml: a dependency of Debian's docker-compose
-    r = compose("config")
-    assert r.returncode == 0, r.stderr
-    return yaml.safe_load(r.stdout)
+    return deploykit.compose_config(OVERLAY)
 
 
 def sentinel_conf_lines(service):
