@@ -5,7 +5,6 @@
 // user's own channel. A bad token stops the fetch-SSE client with HTTP 401.
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const crypto = require('node:crypto');
 const path = require('node:path');
 const h = require('./harness');
 
@@ -16,13 +15,7 @@ let gw;
 let gwPort;
 let browser;
 
-const b64url = (buf) => Buffer.from(buf).toString('base64url');
-function jwt(claims, secret = SECRET) {
-  const head = b64url(JSON.stringify({ alg: 'HS256', typ: 'JWT' }));
-  const body = b64url(JSON.stringify(claims));
-  const sig = b64url(crypto.createHmac('sha256', secret).update(`${head}.${body}`).digest());
-  return `${head}.${body}.${sig}`;
-}
+const jwt = (claims, secret = SECRET) => h.jwtHS256(secret, claims);
 
 test.before(async () => {
   const bin = h.preflight();

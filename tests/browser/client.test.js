@@ -405,16 +405,26 @@ function streamResponse(status, ctype) {
 
 const tick = () => new Promise((r) => setImmediate(r));
 
-test('sse (fetch): every event name reaches on(message), resume with since after the stream ends', async () => {
+// A fake fetch for the SSE transport: each call is recorded ({url, init})
+// and answered with a new event stream, ended when the request is aborted;
+// or, while refuse() gives a status, with that status and no body.
+function sseFetch(refuse = () => 0) {
   const calls = [];
   const streams = [];
   const fetch = (url, init) => {
     calls.push({ url, init });
+    const status = refuse();
+    if (status) return Promise.resolve({ status, headers: new Headers({ 'content-type': 'application/json' }), body: null });
     const s = streamResponse(200, 'text/event-stream');
     streams.push(s);
     init.signal.addEventListener('abort', () => { try { s.end(); } catch {} });
     return Promise.resolve(s.res);
   };
+  return { calls, streams, fetch };
+}
+
+test('sse (fetch): every event name reaches on(message), resume with since after the stream ends', async () => {
+  const { calls, streams, fetch } = sseFetch();
   const { pg, msgs, clock } = make({ transport: 'sse', fetch, token: 'tkn', WebSocket: null });
   await tick();
   assert.equal(pg.state, 'open');
@@ -437,15 +447,7 @@ test('sse (fetch): every event name reaches on(message), resume with since after
 });
 
 test('sse (fetch): a live-only event after a history one is delivered; a cluster list resumes as sent', async () => {
-  const calls = [];
-  const streams = [];
-  const fetch = (url, init) => {
-    calls.push({ url, init });
-    const s = streamResponse(200, 'text/event-stream');
-    streams.push(s);
-    init.signal.addEventListener('abort', () => { try { s.end(); } catch {} });
-    return Promise.resolve(s.res);
-  };
+  const { calls, streams, fetch } = sseFetch();
   const { pg, msgs, clock } = make({ transport: 'sse', fetch, WebSocket: null, channels: ['a', 'b'] });
   await tick();
   const list = '900,b:500,broadcast:400';
@@ -707,17 +709,8 @@ test('eventsource: backend subscribe joins the list of the next stream, unsubscr
 });
 
 test('sse (fetch): expiring swaps the stream only once the new token is there; 429 waits longer', async () => {
-  const calls = [];
-  const streams = [];
   let status = 200;
-  const fetch = (url, init) => {
-    calls.push({ url, init });
-    if (status !== 200) return Promise.resolve({ status, headers: new Headers({ 'content-type': 'application/json' }), body: null });
-    const s = streamResponse(200, 'text/event-stream');
-    streams.push(s);
-    init.signal.addEventListener('abort', () => { try { s.end(); } catch {} });
-    return Promise.resolve(s.res);
-  };
+  const { calls, streams, fetch } = sseFetch(() => (status !== 200 ? status : 0));
   let release;
   let n = 0;
   const { pg, events, clock } = make({ transport: 'sse', fetch, WebSocket: null,

@@ -9,7 +9,6 @@
 // node_modules (scripts/deps.sh); a missing piece fails, nothing is skipped.
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const crypto = require('node:crypto');
 const fs = require('node:fs');
 const http = require('node:http');
 const os = require('node:os');
@@ -28,13 +27,7 @@ let gw;
 let gwPort;
 let browser;
 
-const b64url = (buf) => Buffer.from(buf).toString('base64url');
-function jwt(claims) {
-  const head = b64url(JSON.stringify({ alg: 'HS256', typ: 'JWT' }));
-  const body = b64url(JSON.stringify(claims));
-  const sig = b64url(crypto.createHmac('sha256', SECRET).update(`${head}.${body}`).digest());
-  return `${head}.${body}.${sig}`;
-}
+const jwt = (claims) => h.jwtHS256(SECRET, claims);
 
 function run(cmd, args) {
   return new Promise((resolve, reject) => {

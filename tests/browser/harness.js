@@ -3,6 +3,7 @@
 // redis-server, a real pushgate, headless Debian Chromium through
 // playwright-core. Every process started here is tracked and stopped by PID.
 const { spawn, execFile } = require('node:child_process');
+const crypto = require('node:crypto');
 const fs = require('node:fs');
 const net = require('node:net');
 const os = require('node:os');
@@ -236,7 +237,16 @@ async function stopAll({ browser, gw, redis }) {
   for (const c of [...children]) await c.stop();
 }
 
+// An HS256 token for claims, signed with secret, as a backend mints one.
+function jwtHS256(secret, claims) {
+  const b64url = (buf) => Buffer.from(buf).toString('base64url');
+  const head = b64url(JSON.stringify({ alg: 'HS256', typ: 'JWT' }));
+  const body = b64url(JSON.stringify(claims));
+  const sig = b64url(crypto.createHmac('sha256', secret).update(`${head}.${body}`).digest());
+  return `${head}.${body}.${sig}`;
+}
+
 module.exports = {
   OUT, preflight, freePort, until, Proc, redisCli, startRedis, startGateway,
-  httpGet, fcallPublish, launchBrowser, children, logPath, stopAll,
+  httpGet, fcallPublish, launchBrowser, children, logPath, stopAll, jwtHS256,
 };

@@ -6,7 +6,6 @@
 // so the page's getToken returns a Promise as a real app's fetch would.
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const crypto = require('node:crypto');
 const path = require('node:path');
 const h = require('./harness');
 
@@ -19,13 +18,7 @@ let gw;
 let gwPort;
 let browser;
 
-const b64url = (buf) => Buffer.from(buf).toString('base64url');
-function jwt(claims) {
-  const head = b64url(JSON.stringify({ alg: 'HS256', typ: 'JWT' }));
-  const body = b64url(JSON.stringify(claims));
-  const sig = b64url(crypto.createHmac('sha256', SECRET).update(`${head}.${body}`).digest());
-  return `${head}.${body}.${sig}`;
-}
+const jwt = (claims) => h.jwtHS256(SECRET, claims);
 const nowS = () => Math.floor(Date.now() / 1000);
 const expOf = (token) => JSON.parse(Buffer.from(token.split('.')[1], 'base64url')).exp;
 
