@@ -424,6 +424,12 @@ int pg_subscriber_has(const char *name)
         return pg_broker->has(name);
     if (sub.state != PG_LINK_READY && sub.state != PG_LINK_SUBSCRIBING)
         return 0;
+    /* Not while an UNSUBSCRIBE is in flight (have and inflight: never a
+     * SUBSCRIBE then). Redis may have done it already, and a history read
+     * issued now could run before a message that no subscription of ours
+     * will see either: that message would be lost to the resumer. The
+     * channel's next SUBSCRIBE is confirmed after the UNSUBSCRIBE, and
+     * kicks the read. */
     rchan_t *e = rchan_get(name, 0);
-    return e != NULL && e->have;
+    return e != NULL && e->have && !e->inflight;
 }

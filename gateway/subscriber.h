@@ -31,7 +31,9 @@ int pg_subscriber_ready(void);
 /* The hub wants (on=1) or no longer wants (on=0) channel name; the change
  * goes out with the next batch, before the loop sleeps. */
 void pg_subscriber_want(const char *name, int on);
-/* 1 when Redis confirmed the SUBSCRIBE of name on the current connection. */
+/* 1 when Redis confirmed the SUBSCRIBE of name on the current connection
+ * and no UNSUBSCRIBE of it is in flight: whatever is published on name from
+ * now on reaches the node. */
 int pg_subscriber_has(const char *name);
 /* A message Redis sent on channel chan (the pushgate name): counted, parsed
  * and handed to h->message, or dropped, counted and logged. Shared with the

@@ -472,3 +472,108 @@ def check_exact(got, expected, who):
         f"#{first}: got {got[first:first + 3]} expected {expected[first:first + 3]}; "
         f"missing {missing[:10]} ({len(missing)}), extra {extra[:10]} ({len(extra)}), "
         f"duplicates {dups if isinstance(dups, str) else dups[:10]}")
+
+
+# --------------------------------------------------------------------------
+# A proxy between a node and Redis that can hold the subscriber's replies
+
+
+# a (P)SUBSCRIBE command: its name as a whole RESP bulk string
+SUBSCRIBE_RE = re.compile(rb"\$1?\d\r\nP?SUBSCRIBE\r\n", re.I)
+
+
+class SubscriberTap(threading.Thread):
+    """A TCP proxy on 127.0.0.1:<free port> in front of a RedisServer.
+
+    Bytes pass both ways untouched, except that while hold() is on, what
+    Redis sends the node's subscriber connection (the one whose commands
+    include SUBSCRIBE) is kept back until release(). Redis meanwhile acts on
+    the node's (UN)SUBSCRIBEs at once: the node just learns of it late, as
+    over a slow link. .sent(word) tells whether the subscriber connection
+    has sent a command containing that word since the last clear()."""
+
+    def __init__(self, redis_server):
+        super().__init__(daemon=True)
+        self.target = ("127.0.0.1", redis_server.port)
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(16)
+        self.port = self.lsock.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._lock = threading.Lock()
+        self._held = None          # list of (sock, bytes) while holding
+        self._sub_sent = b""
+        self._socks = []
+        self._halt = False
+
+    def run(self):
+        while not self._halt:
+            try:
+                client, _ = self.lsock.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            self._socks += [client, upstream]
+            state = {"sub": False}
+            threading.Thread(target=self._pump, args=(client, upstream, state, True),
+                             daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, state, False),
+                             daemon=True).start()
+
+    def _pump(self, src, dst, state, from_node):
+        while True:
+            try:
+                data = src.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                for s in (src, dst):
+                    try:
+                        s.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+                return
+            with self._lock:
+                if from_node:
+                    if SUBSCRIBE_RE.search(data):
+                        state["sub"] = True
+                    if state["sub"]:
+                        self._sub_sent += data.upper()
+                elif state["sub"] and self._held is not None:
+                    self._held.append((dst, data))
+                    continue
+            try:
+                dst.sendall(data)
+            except OSError:
+                pass
+
+    def hold(self):
+        with self._lock:
+            self._held = []
+
+    def release(self):
+        with self._lock:
+            held, self._held = self._held or [], None
+            for dst, data in held:
+                try:
+                    dst.sendall(data)
+                except OSError:
+                    pass
+
+    def sent(self, word):
+        with self._lock:
+            return word.upper() in self._sub_sent
+
+    def clear(self):
+        with self._lock:
+            self._sub_sent = b""
+
+    def close(self):
+        self._halt = True
+        self.release()
+        for s in [self.lsock] + self._socks:
+            try:
+                s.close()
+            except OSError:
+                pass

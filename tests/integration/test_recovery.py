@@ -9,7 +9,8 @@ import random
 
 import pytest
 
-from faultkit import Publisher, check_exact, fcall, nodes, open_stream  # noqa: F401
+from faultkit import (Publisher, SubscriberTap, check_exact, fcall, nodes,  # noqa: F401
+                      open_stream)
 from pgtest import API_KEY, async_wait_until, run, wait_until
 
 BASE = ["--api-key", API_KEY, "--public-topics", "news,sports,feed"]
@@ -181,6 +182,55 @@ def test_a_resume_served_from_memory_still_merges_in_id_order(nodes, rds, kind):
         second.abort()
 
     run(scenario(), 30)
+
+
+@pytest.mark.parametrize("kind", ["ws", "sse"])
+def test_a_resume_while_the_channels_unsubscribe_is_unconfirmed_loses_nothing(
+        nodes, redis_server, rds, kind):
+    """The channel's last client leaves and a client resumes it (an
+    EventSource reopened with a fresh token) while Redis has done the
+    node's UNSUBSCRIBE but the node has not heard so yet. The resumer's
+    history read must wait for the channel's new SUBSCRIBE: read at once,
+    a message published before that SUBSCRIBE is neither in what was read
+    nor delivered live, and is lost. A proxy holds Redis's replies to the
+    node's subscriber to keep that moment open; the message goes through
+    POST /api/publish, i.e. the same link as the read and after it."""
+    tap = SubscriberTap(redis_server)
+    tap.start()
+    chan = "pushgate:news"
+
+    def numsub():
+        return int(rds.execute_command("PUBSUB", "NUMSUB", chan)[1])
+
+    async def scenario(gw):
+        a = await open_stream(gw.port, kind, "channels=news")
+        await async_wait_until(lambda: numsub() == 1, 5, msg="news subscribed")
+        since = int(fcall(rds, "news", {"data": "seen"}))
+        await async_wait_until(lambda: a.ids == [since], 5, msg="the first client's message")
+        tap.clear()
+        tap.hold()
+        a.abort()
+        await async_wait_until(lambda: tap.sent(b"UNSUBSCRIBE") and numsub() == 0, 5,
+                               msg="news unsubscribed in Redis")
+        b = await connect(gw, "ws-query" if kind == "ws" else "sse-last-event-id", since)
+        r = await asyncio.to_thread(gw.publish, {"channel": "news", "data": "between"})
+        assert r.status == 200, r
+        between = int(r.json()["id"])
+        tap.release()
+        await async_wait_until(lambda: between in b.ids, 5,
+                               msg="the message published before the new SUBSCRIBE")
+        live = int(fcall(rds, "news", {"data": "live"}))
+        await async_wait_until(lambda: len(b.ids) >= 2, 5, msg="live")
+        assert b.order == [between, live]
+        b.abort()
+
+    try:
+        gw = nodes(BASE, start=False)
+        gw.redis_url = tap.url
+        gw.start()
+        run(scenario(gw), 30)
+    finally:
+        tap.close()
 
 
 def test_subscribe_since_recovers_only_that_channel(nodes, rds):
