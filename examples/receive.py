@@ -9,8 +9,11 @@ Needs the `websockets` package (Debian: python3-websockets; or pip install
 websockets), asyncio API. Prints every delivery as one JSON line on stdout,
 {"channel":...,"event":...,"id":...,"data":...}, and what it does (connects,
 notices, errors) on stderr. When the connection drops it reconnects with
-since=<highest id seen>, so the gateway replays from history what it missed;
-if history no longer reaches back that far, it says so on stderr.
+since=<highest id seen>,<channel>:<id>,... (the last id of each channel below
+the highest: a Redis Cluster orders ids per channel only), so the gateway
+replays from history what it missed, and it drops a message whose id is not
+above the last one of its channel (a duplicate at the seam). If history no
+longer reaches back that far, it says so on stderr.
 
 Environment (defaults in brackets):
   PUSHGATE_URL    a gateway node or the load balancer  [http://127.0.0.1:8080]
@@ -47,19 +50,33 @@ def ws_url(since):
     return f"{base}/ws" + (f"?{urlencode(q)}" if q else "")
 
 
+def since_of(last):
+    """The since= for a reconnect: the highest id, then <channel>:<id> for
+    each channel whose own last id is below it (README "Redis Cluster");
+    the bare id alone past the gateway's limit of 66 entries / 4096 bytes."""
+    if not last:
+        return None
+    top = max(last.values(), key=int)
+    out = [top] + [f"{ch}:{i}" for ch, i in last.items() if int(i) < int(top)]
+    text = ",".join(out)
+    return text if len(out) <= 66 and len(text) <= 4096 else top
+
+
 def log(*args):
     print(*args, file=sys.stderr, flush=True)
 
 
 async def main():
-    last_id = os.environ.get("SINCE") or None
+    first_since = os.environ.get("SINCE") or None
+    last = {}  # channel -> last id received on it (decimal strings)
     received = 0
     backoff = 0.5
     while True:
-        url = ws_url(last_id)
+        since = since_of(last) or first_since
+        url = ws_url(since)
         try:
             async with websockets.connect(url, max_size=None) as ws:
-                log(f"connected to {BASE} channels={CHANNELS} since={last_id}")
+                log(f"connected to {BASE} channels={CHANNELS} since={since}")
                 backoff = 0.5
                 async for raw in ws:
                     msg = json.loads(raw)
@@ -70,8 +87,11 @@ async def main():
                         else:
                             log("notice:", raw)
                         continue
-                    if msg.get("id"):  # ids rise across every channel
-                        last_id = msg["id"]
+                    mid, ch = msg.get("id"), msg.get("channel")
+                    if mid and ch:  # ids rise per channel
+                        if ch in last and int(mid) <= int(last[ch]):
+                            continue  # already had it
+                        last[ch] = mid
                     print(json.dumps(msg), flush=True)
                     received += 1
                     if MAX_MESSAGES and received >= MAX_MESSAGES:

@@ -305,32 +305,36 @@ def test_receive_py_refused_channel_exits_with_reason(plain_node, receivers):
 
 def test_receive_py_fails_over_behind_nginx_without_loss(gateway_factory, nginx_factory,
                                                          rds, receivers):
-    """receive.py through nginx; the node holding it stops (SIGTERM, drain);
-    what is published while it is away arrives after it reconnects, through
-    nginx, to another node, with since=<last id>: nothing lost, no duplicate."""
-    nodes = [gateway_factory(["--public-topics", "news", "--node-id", f"node{i}"],
+    """receive.py through nginx, on two channels; the node holding it stops
+    (SIGTERM, drain); what is published while it is away arrives after it
+    reconnects, through nginx, to another node, with since=<last id> plus the
+    position of the channel whose last id is below it: nothing lost, no
+    duplicate."""
+    nodes = [gateway_factory(["--public-topics", "news,sports", "--node-id", f"node{i}"],
                              name=f"node{i}") for i in (1, 2, 3)]
     ng = nginx_factory(deploykit.render_upstream([n.port for n in nodes]))
-    r = receivers(PUSHGATE_URL=f"http://127.0.0.1:{ng.port}", CHANNELS="news",
-                  MAX_MESSAGES=3)
+    r = receivers(PUSHGATE_URL=f"http://127.0.0.1:{ng.port}", CHANNELS="news,sports",
+                  MAX_MESSAGES=4)
     r.wait_stderr("connected to")
     pgtest.wait_until(lambda: rds.pubsub_numsub("pushgate:news")[0][1] == 1,
                       msg="a node subscribed to news")
+    m0 = rds.fcall("pushgate_publish", 0, "sports", json.dumps({"data": 0}))
     m1 = rds.fcall("pushgate_publish", 0, "news", json.dumps({"data": 1}))
-    pgtest.wait_until(lambda: len(r.lines()) == 1, msg="first message printed")
+    pgtest.wait_until(lambda: len(r.lines()) == 2, msg="first messages printed")
     holder = [n for n in nodes if deploykit.node_connections(n) == 1]
     assert len(holder) == 1
     assert holder[0].stop() == 0
     r.wait_stderr("connection lost")
-    m2 = rds.fcall("pushgate_publish", 0, "news", json.dumps({"data": 2}))  # while away
+    m2 = rds.fcall("pushgate_publish", 0, "sports", json.dumps({"data": 2}))  # while away
     r.wait_stderr("connected to", count=2)
     pgtest.wait_until(lambda: rds.pubsub_numsub("pushgate:news")[0][1] == 1,
                       msg="another node subscribed to news")
     m3 = rds.fcall("pushgate_publish", 0, "news", json.dumps({"data": 3}))
     assert r.wait_exit() == 0, r.stderr()
-    assert r.lines() == [{"channel": "news", "id": str(m), "data": d}
-                         for m, d in ((m1, 1), (m2, 2), (m3, 3))]
-    assert f"since={m1}" in r.stderr()
+    assert r.lines() == [{"channel": ch, "id": str(m), "data": d}
+                         for ch, m, d in (("sports", m0, 0), ("news", m1, 1),
+                                          ("sports", m2, 2), ("news", m3, 3))]
+    assert f"since={m1},sports:{m0}" in r.stderr()
 
 
 # --------------------------------------------------------------------------
