@@ -91,6 +91,10 @@ static int write_response(struct lws *wsi, const pg_http_t *h)
     if (lws_add_http_header_by_name(wsi, (const unsigned char *)"date:",
                                     (const unsigned char *)date, (int)strlen(date), &p, end))
         return -1;
+    if (h->close_after &&
+        lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION,
+                                     (const unsigned char *)"close", 5, &p, end))
+        return -1;
     if (h->allow != NULL &&
         lws_add_http_header_by_name(wsi, (const unsigned char *)"allow:",
                                     (const unsigned char *)h->allow, (int)strlen(h->allow), &p, end))

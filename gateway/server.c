@@ -49,8 +49,30 @@ static int sse_start(struct lws *wsi, pg_pss_t *pss)
     return fatal ? -1 : 0;
 }
 
+/* Over TLS, a request (or bytes past a body) arrived while the one before
+ * is still unanswered: pipelining, where lws reads the socket itself (a
+ * plain connection gets one request at a time from the relay, relay.c).
+ * lws 4.1 mishandles what it read ahead: left in its body state after a
+ * body, it hands the extra bytes back on every loop iteration as a new
+ * completion, consuming nothing, and a request parsed from its read-ahead
+ * has its body taken twice; either way the node ends up spinning at full
+ * CPU for good, answering nobody. So the unanswered request is answered
+ * and the connection then closed, lws never parsing what came after it:
+ * RFC 9112 §9.3.2 lets a server close a pipelined connection, and the
+ * client resends what got no answer. */
+static int tls_pipelined(pg_pss_t *pss)
+{
+    if (pg_node.cfg.tls_cert == NULL || pss->kind != PG_PSS_HTTP ||
+        (pss->http.status == 0 && pss->http.api == NULL))
+        return 0;
+    pss->http.close_after = 1;
+    return 1;
+}
+
 static int on_http(struct lws *wsi, pg_pss_t *pss, const char *path)
 {
+    if (tls_pipelined(pss))
+        return 0;
     char *uri;
     int ulen;
     int meth = lws_http_get_uri_and_method(wsi, &uri, &ulen);
@@ -63,6 +85,12 @@ static int on_http(struct lws *wsi, pg_pss_t *pss, const char *path)
     pg_http_reset(h);
     pss->kind = PG_PSS_HTTP;
     h->head_only = is_head;
+    /* Over TLS a request whose answer does not wait for a body is the last
+     * of its connection: another one already read ahead behind it would be
+     * parsed by lws 4.1 with its body taken twice (see tls_pipelined()), and
+     * after such an answer nothing else tells that one is there. API POSTs
+     * keep the connection (below): one read ahead behind a body shows. */
+    h->close_after = pg_node.cfg.tls_cert != NULL;
 
     /* Every request of a plain connection was checked whole by the node
      * (relay.c); one over TLS only by lws,
@@ -106,6 +134,7 @@ static int on_http(struct lws *wsi, pg_pss_t *pss, const char *path)
             pg_http_error(wsi, h, 405, "use POST");
             return 0;
         }
+        h->close_after = 0;
         pg_api_begin(wsi, h, api);
         return 0;   /* the body arrives in HTTP_BODY callbacks */
     }
@@ -170,8 +199,15 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
             pg_api_body(&pss->http, in, len);
         return 0;
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
-        if (pss->kind == PG_PSS_HTTP && pss->http.status == 0 && pss->http.api == NULL)
-            pg_api_complete(wsi, &pss->http);
+        if (pss->kind != PG_PSS_HTTP || tls_pipelined(pss))
+            return 0;
+        /* again for the same request: bytes past its body (tls_pipelined) */
+        if (pss->http.status != 0 || pss->http.api != NULL)
+            return 0;
+        /* an empty body: a request read ahead behind it would not show */
+        if (pss->http.req_len == 0 && pg_node.cfg.tls_cert != NULL)
+            pss->http.close_after = 1;
+        pg_api_complete(wsi, &pss->http);
         return 0;
     case LWS_CALLBACK_HTTP_WRITEABLE:
         if (sse != NULL)
