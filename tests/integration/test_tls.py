@@ -346,3 +346,70 @@ def test_tls_publisher_keeps_its_connection_and_a_get_closes_it(tls_node, rds):
         got, closed = read_responses(s, 1)
         assert got[0][0] == 200 and got[0][1].get("connection") == "close", got
         assert closed
+
+
+def test_hostile_traffic_over_tls_never_wedges_the_node(tls_node):
+    """80 seeded connections of mixed requests (pipelined, cut anywhere,
+    bad lengths, chunked, Expect, garbage) and WebSocket upgrades followed
+    by mixed frames (fragments, control frames, reserved opcodes, unmasked,
+    garbage), all over TLS where lws parses them: every ten, the node must
+    be idle and answering a new client. (The pipelining defect of lws 4.1
+    wedged the old node within the first ten.)"""
+    gw, cert = tls_node
+    rng = random.Random(2)
+    upgrade = (b"GET /ws?channels=news HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+               b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               b"Sec-WebSocket-Version: 13\r\n\r\n")
+
+    def junk(lo, hi):
+        return bytes(rng.randrange(256) for _ in range(rng.randint(lo, hi)))
+
+    requests = [
+        lambda: GET, lambda: b"HEAD / HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        lambda: (b"OPTIONS /api/publish HTTP/1.1\r\nHost: localhost\r\nOrigin: http://a\r\n"
+                 b"Access-Control-Request-Method: POST\r\n\r\n"),
+        lambda: post(rng.randrange(1000)),
+        lambda: post(rng.randrange(1000))[:-rng.randint(1, 10)],      # body cut short
+        lambda: post(rng.randrange(1000), extra=junk(1, 20)),         # bytes past it
+        lambda: (b"POST /api/publish HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer "
+                 + API_KEY.encode() + b"\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
+        lambda: (b"POST /api/publish HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\n"
+                 b"Authorization: Bearer " + API_KEY.encode() + b"\r\nContent-Length: 2\r\n\r\n{}"),
+        lambda: b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\n\r\nabcd",
+        lambda: b"GET /sse?channels=news HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        lambda: b"PUT /api/publish HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\n\r\nabc",
+        lambda: junk(1, 40),
+    ]
+    frames = [
+        lambda: hk.client_frame(1, b'{"type":"ping"}'),
+        lambda: hk.client_frame(9, b"p"), lambda: hk.client_frame(10, b""),
+        lambda: hk.client_frame(1, b"x" * rng.randint(0, 300), fin=False) + hk.client_frame(0, b"}"),
+        lambda: hk.client_frame(rng.choice([3, 4, 11, 12]), b"z"),
+        lambda: hk.client_frame(8, b"\x03\xe8"),
+        lambda: hk.client_frame(1, junk(1, 50)),
+        lambda: hk.client_frame(2, b"\0" * rng.randint(0, 2000)),
+        lambda: b"\x81\x01a",                                           # unmasked
+        lambda: junk(1, 30),
+    ]
+    for k in range(80):
+        if rng.random() < 0.6:
+            data = b"".join(rng.choice(requests)() for _ in range(rng.randint(1, 4)))
+        else:
+            data = upgrade + b"".join(rng.choice(frames)() for _ in range(rng.randint(1, 6)))
+        cuts = sorted(rng.sample(range(1, len(data)), min(len(data) - 1, rng.randint(0, 3))))
+        with tls_conn(gw.port, cert) as s:
+            prev = 0
+            try:
+                for c in cuts + [len(data)]:
+                    s.sendall(data[prev:c])
+                    prev = c
+            except (ssl.SSLError, OSError):
+                pass   # the node closed on what it got: fine
+            s.settimeout(0.3)
+            try:
+                while s.recv(65536):
+                    pass
+            except (socket.timeout, ssl.SSLError, OSError):
+                pass
+        if k % 10 == 9:
+            assert_node_idle_and_answering(gw, cert, f"after case {k}: {data[:120]!r}")
