@@ -22,6 +22,11 @@ typedef struct link {
     uint64_t      ping_at;   /* uv_now a liveness PING went; 0: none out */
     int           overdue;   /* the PING's time ran out at the last check */
     int           wanted;    /* scratch of reconcile(): owns a wanted channel */
+    /* Channels dropped while their SSUBSCRIBE here was unconfirmed, once
+     * per SSUBSCRIBE: its confirmation is still to come, and must not be
+     * taken for that of a later SSUBSCRIBE of the same name (l_subscribed). */
+    char        **stale;
+    size_t        nstale, stale_cap;
 } link_t;
 
 /* A wanted channel. A node may want a hundred thousand (one per user
@@ -174,6 +179,53 @@ static void update_ready(pg_cluster_t *c)
 
 /* --- subscriber links ----------------------------------------------------- */
 
+static void stale_add(link_t *l, const char *name, size_t len)
+{
+    char **nv = pg_grow(l->stale, l->nstale, &l->stale_cap, sizeof(*nv), 4);
+    char *copy = malloc(len + 1);
+    if (nv == NULL || copy == NULL) {
+        free(copy);   /* not remembered: its confirmation may confirm early */
+        return;
+    }
+    l->stale = nv;
+    memcpy(copy, name, len);
+    copy[len] = '\0';
+    l->stale[l->nstale++] = copy;
+}
+
+/* 1, and the entry gone, when a confirmation of name is a stale one. */
+static int stale_take(link_t *l, const char *name, size_t len)
+{
+    for (size_t i = 0; i < l->nstale; i++) {
+        if (strlen(l->stale[i]) == len && memcmp(l->stale[i], name, len) == 0) {
+            free(l->stale[i]);
+            l->stale[i] = l->stale[--l->nstale];
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* An error took the place of some confirmation, or the connection is gone:
+ * which stale SSUBSCRIBEs will still be confirmed is no longer known. */
+static void stale_clear(link_t *l)
+{
+    for (size_t i = 0; i < l->nstale; i++)
+        free(l->stale[i]);
+    l->nstale = 0;
+}
+
+/* SUNSUBSCRIBE ch where it is subscribed or subscribing, if that link is
+ * up (a link down has no subscriptions). */
+static void chan_leave(chan_t *ch)
+{
+    if (ch->at == NULL || !ch->at->up)
+        return;
+    if (!ch->confirmed)
+        stale_add(ch->at, ch->name, ch->len);
+    pg_shard_sunsubscribe(ch->at->s, ch->name, ch->len);
+}
+
 static void link_remove(pg_cluster_t *c, link_t *l)
 {
     for (size_t i = 0; i < c->nlinks; i++) {
@@ -186,6 +238,8 @@ static void link_remove(pg_cluster_t *c, link_t *l)
         if (c->chans[i].at == l)
             chan_lose(c, &c->chans[i]);
     pg_shard_free(l->s);
+    stale_clear(l);
+    free(l->stale);
     free(l);
 }
 
@@ -223,6 +277,12 @@ static void l_subscribed(pg_shard_t *s, void *ud, const char *name, size_t len)
     (void)s;
     link_t *l = ud;
     pg_cluster_t *c = l->c;
+    /* Sent before this channel was dropped and wanted again: Redis may have
+     * done the SUNSUBSCRIBE since, and the new SSUBSCRIBE not yet. Taken as
+     * the confirmation, a resumer's history read could run in between and
+     * miss a message published there, which no subscription delivers. */
+    if (stale_take(l, name, len))
+        return;
     chan_t *ch = chan_find(c, name, len);
     if (ch == NULL || ch->at != l || ch->confirmed)
         return; /* unwanted meanwhile, or moved on: the next reconcile tidies */
@@ -265,6 +325,7 @@ static void l_error(pg_shard_t *s, void *ud, const char *text, size_t len)
     pg_cluster_t *c = l->c;
     unsigned slot;
     pg_hostport_t to;
+    stale_clear(l);
     if (pg_slot_parse_redirect(text, len, &slot, &to) == PG_SLOT_NOT_REDIRECT) {
         /* Which SSUBSCRIBE it answers is not known (replies carry no name),
          * so every unconfirmed one on this link is sent again by the next
@@ -338,8 +399,7 @@ static void reconcile(pg_cluster_t *c)
         if (want != NULL)
             want->wanted = 1;
         if (ch->at != NULL && ch->at != want) {
-            if (ch->at->up)
-                pg_shard_sunsubscribe(ch->at->s, ch->name, ch->len);
+            chan_leave(ch);
             chan_lose(c, ch);
         }
         if (ch->at == NULL && want != NULL && want->up &&
@@ -619,8 +679,7 @@ int pg_cluster_unsubscribe(pg_cluster_t *c, const char *channel, size_t len)
         return -1;
     size_t k = c->index[pos] - 1;
     chan_t *ch = &c->chans[k];
-    if (ch->at != NULL && ch->at->up)
-        pg_shard_sunsubscribe(ch->at->s, ch->name, ch->len);
+    chan_leave(ch);
     if (ch->confirmed)
         c->nconfirmed--;
     index_delete(c, pos);

@@ -76,6 +76,36 @@ def test_channels_on_three_shards_one_link_per_master_from_one_seed(redis_cluste
     p.nothing_more(lambda ln: ln.startswith(f"msg {chan(gone)}"))
 
 
+@pytest.mark.parametrize("flips", [1, 2])
+def test_channel_dropped_and_wanted_again_before_its_confirmation(redis_cluster, cprobes, flips):
+    """A channel unsubscribed and subscribed again (once or twice) in one go,
+    before Redis confirmed its first SSUBSCRIBE (a user's only connection
+    flapping). The confirmations of the dropped SSUBSCRIBEs are not taken
+    for the last one's: it is announced once, and then it is subscribed at
+    its owner and delivers. (Taken early, a resumer's history read could run
+    between Redis's SUNSUBSCRIBE and the new SSUBSCRIBE; over-eager, the
+    channel would never be confirmed and the node never ready.)"""
+    cl = redis_cluster
+    p = cprobes(cl.masters()[0])
+    p.send(f"sub {chan('steady')}")
+    p.expect_line(f"subscribed {chan('steady')} resync=0")
+    p.expect_line("ready 1")
+    # on the master whose link is up: its SSUBSCRIBE goes at once
+    owner = cl.owner_port(key_slot(chan("steady")))
+    name = next(chan(f"flap{k}") for k in range(1000)
+                if cl.owner_port(key_slot(chan(f"flap{k}"))) == owner)
+    p.proc.stdin.write(f"sub {name}\n" + f"unsub {name}\nsub {name}\n" * flips)
+    p.proc.stdin.flush()
+    p.expect_line(f"subscribed {name} resync=0")
+    p.expect_line("ready 1")
+    p.nothing_more(lambda ln: ln.startswith(f"subscribed {name}"), wait=0.5)
+    assert cl.client(owner).execute_command("PUBSUB", "SHARDNUMSUB", name) == [name, 1]
+    assert cl.client(owner).execute_command("SPUBLISH", name, "after") == 1
+    p.expect_line(f"msg {name} after")
+    p.send("stats")
+    p.expect_line("stats channels=2 links=1 pending=0")
+
+
 class Publisher(threading.Thread):
     """FCALLs pushgate_publish (one-key form) on one channel at about rate/s,
     following MOVED and ASK as a cluster client does, and records every id
