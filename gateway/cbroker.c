@@ -29,6 +29,7 @@ static pg_subscriber_hooks_t  hooks;
 static void                 (*cmd_ready_hook)(void);
 static int                    ready;
 static int                    libs_loaded;   /* the library reached every master once */
+static int                    cmd_up;        /* commands_up ran since the map was last incomplete */
 static int                    stopping;
 static uv_timer_t             linger;
 static uint64_t               linger_until;
@@ -105,6 +106,7 @@ static void commands_up(void)
     if (!cmd_ready())
         return;
     libs_loaded = 1;
+    cmd_up = 1;
     /* Ids follow Redis's clock (SPEC §3): how far ours is from it, for
      * pg_hub_id_floor(), as the command link learns it on one Redis. Asked
      * of the master owning {_control}; masters share a clock within NTP's
@@ -129,9 +131,18 @@ static void on_ready(void *ud, int r)
         return;
     ready = r;
     pg_node.metrics.redis_connected = r;
-    if (!r)
+    if (!r) {
+        /* Every new channel makes the subscriber unready until Redis
+         * confirms it: a user connecting is not the command side going
+         * away. Only a map missing slots is; then the node reads the
+         * revocations and writes its presence again once it is back. */
+        const pg_slot_map_t *m = sub != NULL ? pg_cluster_map(sub) : NULL;
+        if (m == NULL || !pg_slot_map_complete(m))
+            cmd_up = 0;
         return;
-    commands_up();
+    }
+    if (!cmd_up)
+        commands_up();
     /* never a node-wide replay (reconnect 0): channels that lost their
      * subscription are replayed one by one, by resync */
     if (hooks.ready != NULL)
