@@ -226,6 +226,14 @@ static void chan_leave(chan_t *ch)
     pg_shard_sunsubscribe(ch->at->s, ch->name, ch->len);
 }
 
+static void link_free(link_t *l)
+{
+    pg_shard_free(l->s);
+    stale_clear(l);
+    free(l->stale);
+    free(l);
+}
+
 static void link_remove(pg_cluster_t *c, link_t *l)
 {
     for (size_t i = 0; i < c->nlinks; i++) {
@@ -237,10 +245,7 @@ static void link_remove(pg_cluster_t *c, link_t *l)
     for (size_t i = 0; i < c->nchans; i++)
         if (c->chans[i].at == l)
             chan_lose(c, &c->chans[i]);
-    pg_shard_free(l->s);
-    stale_clear(l);
-    free(l->stale);
-    free(l);
+    link_free(l);
 }
 
 static void l_up(pg_shard_t *s, void *ud)
@@ -752,10 +757,8 @@ void pg_cluster_free(pg_cluster_t *c)
     c->freeing = 1;
     pg_shard_free(c->query);
     c->query = NULL;
-    for (size_t i = 0; i < c->nlinks; i++) {
-        pg_shard_free(c->links[i]->s);
-        free(c->links[i]);
-    }
+    for (size_t i = 0; i < c->nlinks; i++)
+        link_free(c->links[i]);
     c->nlinks = 0;
     c->handles = 2;
     uv_close((uv_handle_t *)&c->timer, cluster_closed);
