@@ -49,6 +49,13 @@ static int sse_start(struct lws *wsi, pg_pss_t *pss)
     return fatal ? -1 : 0;
 }
 
+/* The plain HTTP exchange on this connection still owes its answer: one
+ * is set and not yet written, or the API's Redis work is in flight. */
+static int answer_pending(const pg_pss_t *pss)
+{
+    return pss->kind == PG_PSS_HTTP && (pss->http.status != 0 || pss->http.api != NULL);
+}
+
 /* Over TLS, a request (or bytes past a body) arrived while the one before
  * is still unanswered: pipelining, where lws reads the socket itself (a
  * plain connection gets one request at a time from the relay, relay.c).
@@ -62,8 +69,7 @@ static int sse_start(struct lws *wsi, pg_pss_t *pss)
  * client resends what got no answer. */
 static int tls_pipelined(pg_pss_t *pss)
 {
-    if (pg_node.cfg.tls_cert == NULL || pss->kind != PG_PSS_HTTP ||
-        (pss->http.status == 0 && pss->http.api == NULL))
+    if (pg_node.cfg.tls_cert == NULL || !answer_pending(pss))
         return 0;
     pss->http.close_after = 1;
     return 1;
@@ -199,10 +205,9 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
             pg_api_body(&pss->http, in, len);
         return 0;
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
-        if (pss->kind != PG_PSS_HTTP || tls_pipelined(pss))
-            return 0;
-        /* again for the same request: bytes past its body (tls_pipelined) */
-        if (pss->http.status != 0 || pss->http.api != NULL)
+        /* pending: called again for the same request, for bytes past its
+         * body (tls_pipelined) */
+        if (pss->kind != PG_PSS_HTTP || tls_pipelined(pss) || answer_pending(pss))
             return 0;
         /* an empty body: a request read ahead behind it would not show */
         if (pss->http.req_len == 0 && pg_node.cfg.tls_cert != NULL)
