@@ -12,8 +12,9 @@ and hostilekit (raw sockets, masked client frames, RawWS). Added here:
   125 bytes, a Close payload of 0 or 2+ bytes with a UTF-8 reason) and
   reads a connection to its end: what was answered, the Close, the TCP close;
 - expect_* assertions naming the RFC rule a case checks;
-- Wire: an HTTP/1.1 connection with its own buffer, for pipelined answers
-  and answers to HEAD (which have no body whatever their Content-Length).
+- Wire (from hostilekit, which test_tls.py shares): an HTTP/1.1 connection
+  with its own buffer, for pipelined answers and answers to HEAD (which have
+  no body whatever their Content-Length).
 
 Every wait is bounded: a case that expects the node to close or to answer
 fails within WAIT seconds when it does not.
@@ -21,9 +22,7 @@ fails within WAIT seconds when it does not.
 
 import base64
 import hashlib
-import json
 import os
-import re
 import socket
 import struct
 import time
@@ -31,6 +30,7 @@ import time
 import pytest
 
 import hostilekit as hk
+from hostilekit import Wire  # noqa: F401  (the cases import it from here)
 from pgtest import API_KEY, wait_until
 
 WAIT = 3.0          # seconds a case waits for an answer, a Close or a TCP close
@@ -326,143 +326,6 @@ def expect_close_reply(ws, codes, answered=(), timeout=WAIT):
 
 # --------------------------------------------------------------------------
 # HTTP/1.1 on a raw connection
-
-
-class Answer:
-    def __init__(self, version, status, reason, fields, body):
-        self.version = version      # "HTTP/1.1"
-        self.status = status
-        self.reason = reason
-        self.fields = fields        # [(lower-case name, value)] in order
-        self.body = body
-
-    def header(self, name):
-        """The value of a field (its lines joined by ", "), or None."""
-        vals = [v for k, v in self.fields if k == name.lower()]
-        return ", ".join(vals) if vals else None
-
-    def json(self):
-        return json.loads(self.body)
-
-    def __repr__(self):
-        return f"<{self.version} {self.status} {self.fields} {self.body[:200]!r}>"
-
-
-class NoAnswer(AssertionError):
-    pass
-
-
-class Wire:
-    """One client connection for exact request bytes and every answer that
-    comes back on it, in order (pipelining, HEAD)."""
-
-    def __init__(self, port, timeout=WAIT):
-        self.s = hk.connect(port, timeout)
-        self.buf = b""
-        self.eof = False
-
-    def send(self, data):
-        try:
-            self.s.sendall(data)
-        except OSError:
-            pass    # closed while sending: what came back still tells
-
-    def _more(self, deadline):
-        left = deadline - time.monotonic()
-        if left <= 0 or self.eof:
-            return False
-        self.s.settimeout(left)
-        try:
-            d = self.s.recv(65536)
-        except socket.timeout:
-            return False
-        except OSError:
-            d = b""
-        if not d:
-            self.eof = True
-            return False
-        self.buf += d
-        return True
-
-    def answer(self, head_request=False, timeout=WAIT):
-        """The next answer; NoAnswer if the node closes or stays silent
-        before a whole one. head_request: the answer to a HEAD has no body
-        (RFC 9112 §6.3 rule 1), whatever its Content-Length says."""
-        deadline = time.monotonic() + timeout
-        while b"\r\n\r\n" not in self.buf:
-            if not self._more(deadline):
-                how = "closed the connection" if self.eof else \
-                    f"sent nothing more within {timeout:g} s"
-                raise NoAnswer(f"no answer: the node {how} (got {self.buf[:200]!r})")
-        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        if not re.match(r"HTTP/\d\.\d \d{3}( |$)", lines[0]):
-            raise AssertionError(f"not a status line: {lines[0][:120]!r} (the rest of "
-                                 "an earlier answer's body?)")
-        version, status, reason = (lines[0].split(" ", 2) + ["", ""])[:3]
-        fields = []
-        for line in lines[1:]:
-            k, _, v = line.partition(":")
-            fields.append((k.strip().lower(), v.strip()))
-        ans = Answer(version, int(status), reason, fields, b"")
-        if head_request or ans.status in (101, 204, 304) or ans.status < 200:
-            return ans
-        te, cl = ans.header("transfer-encoding"), ans.header("content-length")
-        if te and "chunked" in te.lower():
-            body = b""
-            while True:
-                while b"\r\n" not in self.buf:
-                    if not self._more(deadline):
-                        raise NoAnswer(f"chunked answer cut short: {body!r}")
-                line, _, self.buf = self.buf.partition(b"\r\n")
-                size = int(line.split(b";")[0], 16)
-                while len(self.buf) < size + 2:
-                    if not self._more(deadline):
-                        raise NoAnswer(f"chunked answer cut short: {body!r}")
-                body, self.buf = body + self.buf[:size], self.buf[size + 2:]
-                if size == 0:
-                    break
-        elif cl is not None:
-            n = int(cl)
-            while len(self.buf) < n:
-                if not self._more(deadline):
-                    raise NoAnswer(f"answer body cut short: {self.buf!r}")
-            body, self.buf = self.buf[:n], self.buf[n:]
-        else:
-            while self._more(deadline):
-                pass
-            body, self.buf = self.buf, b""
-        ans.body = body
-        return ans
-
-    def closed_within(self, timeout=WAIT):
-        """True if the node closes the connection within timeout with no
-        further byte sent (anything else fails: an answer nobody asked
-        for is a desynchronised stream)."""
-        deadline = time.monotonic() + timeout
-        while self._more(deadline):
-            pass
-        assert self.buf == b"", f"the node sent more: {self.buf[:200]!r}"
-        return self.eof
-
-    def nothing_more(self, timeout=0.5):
-        """No further byte arrives within timeout (the connection may stay)."""
-        deadline = time.monotonic() + timeout
-        while self._more(deadline):
-            pass
-        assert self.buf == b"", f"the node sent more: {self.buf[:200]!r}"
-
-    def close(self):
-        try:
-            self.s.close()
-        except OSError:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def request(method, target, fields=(), version="HTTP/1.1", body=b""):

@@ -10,6 +10,7 @@ a test can send exactly the bytes it means and see exactly what comes back.
 import base64
 import json
 import os
+import re
 import socket
 import ssl
 import struct
@@ -106,6 +107,149 @@ def read_http_response(s, timeout=5.0):
             rest = rest[size + 2:]
         rest = body
     return status, hdrs, rest
+
+
+# --------------------------------------------------------------------------
+# HTTP/1.1 answers in order on one connection (pipelining)
+
+WAIT = 3.0   # seconds Wire waits for an answer or a close
+
+
+class Answer:
+    def __init__(self, version, status, reason, fields, body):
+        self.version = version      # "HTTP/1.1"
+        self.status = status
+        self.reason = reason
+        self.fields = fields        # [(lower-case name, value)] in order
+        self.body = body
+
+    def header(self, name):
+        """The value of a field (its lines joined by ", "), or None."""
+        vals = [v for k, v in self.fields if k == name.lower()]
+        return ", ".join(vals) if vals else None
+
+    def json(self):
+        return json.loads(self.body)
+
+    def __repr__(self):
+        return f"<{self.version} {self.status} {self.fields} {self.body[:200]!r}>"
+
+
+class NoAnswer(AssertionError):
+    pass
+
+
+class Wire:
+    """One client connection for exact request bytes and every answer that
+    comes back on it, in order (pipelining, HEAD)."""
+
+    def __init__(self, port, timeout=WAIT, tls=False):
+        self.s = connect(port, timeout, tls)
+        self.buf = b""
+        self.eof = False
+
+    def send(self, data):
+        try:
+            self.s.sendall(data)
+        except OSError:
+            pass    # closed while sending: what came back still tells
+
+    def _more(self, deadline):
+        left = deadline - time.monotonic()
+        if left <= 0 or self.eof:
+            return False
+        self.s.settimeout(left)
+        try:
+            d = self.s.recv(65536)
+        except socket.timeout:
+            return False
+        except OSError:
+            d = b""
+        if not d:
+            self.eof = True
+            return False
+        self.buf += d
+        return True
+
+    def answer(self, head_request=False, timeout=WAIT):
+        """The next answer; NoAnswer if the node closes or stays silent
+        before a whole one. head_request: the answer to a HEAD has no body
+        (RFC 9112 §6.3 rule 1), whatever its Content-Length says."""
+        deadline = time.monotonic() + timeout
+        while b"\r\n\r\n" not in self.buf:
+            if not self._more(deadline):
+                how = "closed the connection" if self.eof else \
+                    f"sent nothing more within {timeout:g} s"
+                raise NoAnswer(f"no answer: the node {how} (got {self.buf[:200]!r})")
+        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        if not re.match(r"HTTP/\d\.\d \d{3}( |$)", lines[0]):
+            raise AssertionError(f"not a status line: {lines[0][:120]!r} (the rest of "
+                                 "an earlier answer's body?)")
+        version, status, reason = (lines[0].split(" ", 2) + ["", ""])[:3]
+        fields = []
+        for line in lines[1:]:
+            k, _, v = line.partition(":")
+            fields.append((k.strip().lower(), v.strip()))
+        ans = Answer(version, int(status), reason, fields, b"")
+        if head_request or ans.status in (101, 204, 304) or ans.status < 200:
+            return ans
+        te, cl = ans.header("transfer-encoding"), ans.header("content-length")
+        if te and "chunked" in te.lower():
+            body = b""
+            while True:
+                while b"\r\n" not in self.buf:
+                    if not self._more(deadline):
+                        raise NoAnswer(f"chunked answer cut short: {body!r}")
+                line, _, self.buf = self.buf.partition(b"\r\n")
+                size = int(line.split(b";")[0], 16)
+                while len(self.buf) < size + 2:
+                    if not self._more(deadline):
+                        raise NoAnswer(f"chunked answer cut short: {body!r}")
+                body, self.buf = body + self.buf[:size], self.buf[size + 2:]
+                if size == 0:
+                    break
+        elif cl is not None:
+            n = int(cl)
+            while len(self.buf) < n:
+                if not self._more(deadline):
+                    raise NoAnswer(f"answer body cut short: {self.buf!r}")
+            body, self.buf = self.buf[:n], self.buf[n:]
+        else:
+            while self._more(deadline):
+                pass
+            body, self.buf = self.buf, b""
+        ans.body = body
+        return ans
+
+    def closed_within(self, timeout=WAIT):
+        """True if the node closes the connection within timeout with no
+        further byte sent (anything else fails: an answer nobody asked
+        for is a desynchronised stream)."""
+        deadline = time.monotonic() + timeout
+        while self._more(deadline):
+            pass
+        assert self.buf == b"", f"the node sent more: {self.buf[:200]!r}"
+        return self.eof
+
+    def nothing_more(self, timeout=0.5):
+        """No further byte arrives within timeout (the connection may stay)."""
+        deadline = time.monotonic() + timeout
+        while self._more(deadline):
+            pass
+        assert self.buf == b"", f"the node sent more: {self.buf[:200]!r}"
+
+    def close(self):
+        try:
+            self.s.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def raw_request(port, data, timeout=5.0, tls=False):

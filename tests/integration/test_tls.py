@@ -5,7 +5,6 @@ the handshake really verifies (hostname included)."""
 
 import asyncio
 import json
-import os
 import random
 import socket
 import ssl
@@ -15,7 +14,7 @@ import time
 import pytest
 
 import hostilekit as hk
-from pgtest import API_KEY, async_wait_until, run, wait_until
+from pgtest import API_KEY, async_wait_until, proc_cpu_seconds, run, wait_until
 
 
 def make_cert(d):
@@ -164,48 +163,17 @@ def test_sse_over_https_receives_a_published_message(tls_node, rds):
 # Keep-alive and pipelining over TLS, where lws reads requests itself
 
 
-def tls_conn(port, cert):
-    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
-    return client_ctx(cert).wrap_socket(raw, server_hostname="localhost")
-
-
-def read_responses(s, want, timeout=3.0):
-    """Up to `want` whole responses (status, headers dict, body) in order,
-    and whether the server closed the connection after them."""
-    s.settimeout(0.2)
-    buf, out, closed = b"", [], False
-    deadline = time.monotonic() + timeout
-    while len(out) < want and time.monotonic() < deadline:
-        head, sep, rest = buf.partition(b"\r\n\r\n")
-        if sep:
-            lines = head.decode("latin-1").split("\r\n")
-            hdrs = {k.strip().lower(): v.strip() for k, _, v in
-                    (ln.partition(":") for ln in lines[1:])}
-            n = int(hdrs.get("content-length", "0"))
-            if len(rest) >= n:
-                out.append((int(lines[0].split()[1]), hdrs, rest[:n]))
-                buf = rest[n:]
-                continue
+def answers(w, want):
+    """Up to `want` answers on hostilekit.Wire w, in order, and whether the
+    node then closed the connection (looked at for half a second when all
+    came, in which nothing else may arrive)."""
+    got = []
+    while len(got) < want:
         try:
-            d = s.recv(65536)
-        except (socket.timeout, ssl.SSLWantReadError):
-            continue
-        except (ssl.SSLError, OSError):
-            d = b""
-        if not d:
-            closed = True
+            got.append(w.answer())
+        except hk.NoAnswer:
             break
-        buf += d
-    if not closed and len(out) == want:
-        # whether it closes now: a short look, the answer is already in
-        try:
-            s.settimeout(0.5)
-            closed = s.recv(1) == b""
-        except (socket.timeout, ssl.SSLWantReadError):
-            closed = False
-        except (ssl.SSLError, OSError):
-            closed = True
-    return out, closed
+    return got, w.eof or (len(got) == want and w.closed_within(0.5))
 
 
 def post(n, extra=b""):
@@ -219,22 +187,16 @@ def post(n, extra=b""):
 GET = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"
 
 
-def node_cpu_seconds(gw):
-    with open(f"/proc/{gw.pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def assert_node_idle_and_answering(gw, cert, what):
     """The node answers a new client, and is not spinning (lws 4.1 could be
     left calling back for bytes it never consumed, at full CPU for good)."""
     st, _ = https(gw.port, cert, "GET", "/healthz", timeout=3)
     assert st == 200, what
-    before = node_cpu_seconds(gw)
+    before = proc_cpu_seconds(gw.pid)
     t0 = time.monotonic()
     # an idle second: at most a little CPU (pings, the clock)
     wait_until(lambda: time.monotonic() - t0 >= 1.0, timeout=3, msg="one second")
-    used = node_cpu_seconds(gw) - before
+    used = proc_cpu_seconds(gw.pid) - before
     assert used < 0.3, f"{what}: the idle node used {used:.2f} s of CPU in 1 s"
 
 
@@ -281,16 +243,16 @@ def test_pipelined_requests_over_tls_are_answered_in_order_and_never_wedge_the_n
     gw, cert = tls_node
     sub = Subscriber(gw, cert, rds)
     try:
-        with tls_conn(gw.port, cert) as s:
-            s.sendall(b"".join(PIPELINES[name]))
-            got, closed = read_responses(s, len(PIPELINES[name]))
+        with hk.Wire(gw.port, tls=True) as w:
+            w.send(b"".join(PIPELINES[name]))
+            got, closed = answers(w, len(PIPELINES[name]))
         assert got, f"{name}: no answer"
-        assert got[0][0] == 200, got[0]
+        assert got[0].status == 200, got[0]
         assert len(got) == len(PIPELINES[name]) or closed, \
             f"{name}: {len(got)} answers and the connection left open"
         if len(got) < len(PIPELINES[name]):
-            assert got[-1][1].get("connection") == "close", got[-1]
-        ids = [json.loads(b)["id"] for st, h, b in got if b.startswith(b'{"id"')]
+            assert got[-1].header("connection") == "close", got[-1]
+        ids = [a.json()["id"] for a in got if a.body.startswith(b'{"id"')]
         assert sub.collect(len(ids) + 1, timeout=1.5) == ids
         assert_node_idle_and_answering(gw, cert, name)
     finally:
@@ -310,20 +272,17 @@ def test_pipelined_requests_over_tls_split_anywhere_never_wedge_the_node(tls_nod
         for k in range(25):
             stream = post(2 * k) + post(2 * k + 1) + GET
             cuts = sorted(rng.sample(range(1, len(stream)), rng.randint(1, 4)))
-            with tls_conn(gw.port, cert) as s:
+            with hk.Wire(gw.port, tls=True) as w:
                 prev = 0
                 for c in cuts + [len(stream)]:
-                    try:
-                        s.sendall(stream[prev:c])
-                    except (ssl.SSLError, OSError):
-                        break   # closed after an answer: the rest is not wanted
+                    w.send(stream[prev:c])   # closed after an answer: the rest is not wanted
                     prev = c
                     time.sleep(rng.choice([0, 0, 0.001, 0.005]))
-                got, closed = read_responses(s, 3)
-            assert got and got[0][0] == 200, f"round {k}: {got}"
-            assert [st for st, _, _ in got] == [200] * len(got), f"round {k}: {got}"
+                got, closed = answers(w, 3)
+            assert got and got[0].status == 200, f"round {k}: {got}"
+            assert [a.status for a in got] == [200] * len(got), f"round {k}: {got}"
             assert len(got) == 3 or closed, f"round {k}: left open after {len(got)}"
-            answered += [json.loads(b)["id"] for _, _, b in got if b.startswith(b'{"id"')]
+            answered += [a.json()["id"] for a in got if a.body.startswith(b'{"id"')]
         assert sub.collect(len(answered) + 1, timeout=2) == answered
         assert_node_idle_and_answering(gw, cert, "random splits")
     finally:
@@ -336,15 +295,15 @@ def test_tls_publisher_keeps_its_connection_and_a_get_closes_it(tls_node, rds):
     that did not wait for a body says Connection: close and ends the
     connection (lws could not be trusted with a request read ahead of it)."""
     gw, cert = tls_node
-    with tls_conn(gw.port, cert) as s:
+    with hk.Wire(gw.port, tls=True) as w:
         for n in range(5):
-            s.sendall(post(n))
-            got, closed = read_responses(s, 1)
-            assert [st for st, _, _ in got] == [200] and not closed, (n, got, closed)
-            assert got[0][1].get("connection") != "close", got[0]
-        s.sendall(GET)
-        got, closed = read_responses(s, 1)
-        assert got[0][0] == 200 and got[0][1].get("connection") == "close", got
+            w.send(post(n))
+            got, closed = answers(w, 1)
+            assert [a.status for a in got] == [200] and not closed, (n, got, closed)
+            assert got[0].header("connection") != "close", got[0]
+        w.send(GET)
+        got, closed = answers(w, 1)
+        assert got[0].status == 200 and got[0].header("connection") == "close", got
         assert closed
 
 
@@ -397,7 +356,7 @@ def test_hostile_traffic_over_tls_never_wedges_the_node(tls_node):
         else:
             data = upgrade + b"".join(rng.choice(frames)() for _ in range(rng.randint(1, 6)))
         cuts = sorted(rng.sample(range(1, len(data)), min(len(data) - 1, rng.randint(0, 3))))
-        with tls_conn(gw.port, cert) as s:
+        with hk.connect(gw.port, tls=True) as s:
             prev = 0
             try:
                 for c in cuts + [len(data)]:
